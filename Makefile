@@ -1,0 +1,46 @@
+# Two commands do all the set-up: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+
+.PHONY: run test venv test-deps browser migrate bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+## Start the studio (web + worker) on http://127.0.0.1:$(PORT)
+run: migrate
+	$(PY) manage.py runstudio --port $(PORT)
+
+## Debian's Chromium for the browser tests, when it is missing and apt can install it.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Debian's chromium for the browser tests..."; \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
+		|| echo "Could not install chromium: browser tests will be skipped."; \
+	else echo "chromium is not installed and apt is not available: browser tests will be skipped."; fi
+
+## Install what the tests need, then run them all.
+test: $(VENV)/.installed-dev browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev
+	$(PY) bench/gallery.py
+	$(PY) bench/media.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

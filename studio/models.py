@@ -1,0 +1,551 @@
+"""Clips, the files they use, and the job behaviour that moves a clip to a final state.
+
+Every state change that two processes could race on is a conditional UPDATE ("claim"):
+only the process whose UPDATE matched a row goes on. That is what keeps a clip from being
+submitted twice, polled twice in one interval, or finished twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import tempfile
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from . import media
+from .providers import ModelSpec, ProviderError, RemoteStatus, Submission, find_model, get_provider
+from .providers.base import ImageInput
+
+log = logging.getLogger(__name__)
+
+# A submit that has not come back after this long was cut off (worker killed, machine
+# restarted): whether the provider accepted it cannot be known.
+SUBMIT_STALE_AFTER = timedelta(minutes=3)
+# A finish (download, probe, frames) still claimed after this long died with its worker.
+FINISH_STALE_AFTER = timedelta(minutes=12)
+FINISH_MAX_ATTEMPTS = 3
+# How long a queued clip waits for its on-commit task before a sweep sends it again.
+QUEUE_GRACE = timedelta(seconds=30)
+# Longest pause between two polls when a provider keeps failing.
+MAX_BACKOFF_SECONDS = 300
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _storage_folder() -> str:
+    return uuid.uuid4().hex
+
+
+def asset_upload_to(asset: "Asset", filename: str) -> str:
+    return f"assets/{asset.storage_key}/{Path(filename).name}"
+
+
+def clip_upload_to(clip: "Clip", filename: str) -> str:
+    return f"clips/{clip.storage_key}/{Path(filename).name}"
+
+
+class Asset(models.Model):
+    """An image (or video) the studio holds for a creator: an upload, or a clip's last
+    frame. Stored under an unguessable folder; `public_token` names it when published."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image", "Image"
+        VIDEO = "video", "Video"
+
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "Upload"
+        LAST_FRAME = "last_frame", "Last frame of a clip"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assets")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.IMAGE)
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.UPLOAD)
+    storage_key = models.CharField(max_length=32, default=_storage_folder, editable=False)
+    file = models.FileField(upload_to=asset_upload_to, max_length=300)
+    original_name = models.CharField(max_length=255, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    public_token = models.CharField(max_length=64, unique=True, default=_token, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.original_name or Path(self.file.name).name
+
+    def get_absolute_url(self):
+        return reverse("asset_file", args=[self.pk])
+
+    @classmethod
+    def create_image(cls, owner, checked: "media.CheckedImage", original_name: str = "") -> "Asset":
+        """Keep a clean copy of an image that media.check_image accepted."""
+        asset = cls(owner=owner, kind=cls.Kind.IMAGE, original_name=original_name[:255],
+                    width=checked.width, height=checked.height)
+        asset.file.save(f"image.{checked.extension}", ContentFile(checked.content), save=False)
+        asset.save()
+        return asset
+
+    def image_input(self) -> ImageInput:
+        return ImageInput(path=Path(self.file.path), public_url=self.public_url())
+
+    def public_url(self) -> str:
+        if not settings.PUBLIC_BASE_URL:
+            return ""
+        name = Path(self.file.name).name
+        return settings.PUBLIC_BASE_URL + reverse("published_file", args=[self.public_token, name])
+
+
+class ClipQuerySet(models.QuerySet):
+    def unfinished(self):
+        return self.exclude(status__in=Clip.FINAL_STATES)
+
+    def visible_to(self, user):
+        return self.filter(owner=user)
+
+
+class Clip(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SUBMITTING = "submitting", "Queued"
+        RUNNING = "running", "Generating"
+        FINISHING = "finishing", "Generating"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    FINAL_STATES = (Status.READY, Status.FAILED)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="clips")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    # What was asked for.
+    provider = models.CharField(max_length=40)
+    model_key = models.CharField(max_length=200)
+    model_label = models.CharField(max_length=300)
+    prompt = models.TextField()
+    aspect_ratio = models.CharField(max_length=10, blank=True)
+    duration = models.PositiveIntegerField(null=True, blank=True)
+    resolution = models.CharField(max_length=10, blank=True)
+    first_frame = models.ForeignKey(
+        Asset, null=True, blank=True, on_delete=models.SET_NULL, related_name="first_frame_of"
+    )
+    cost_estimate = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    cost_unit = models.CharField(max_length=20, blank=True)
+
+    # Where the job stands.
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+    remote_id = models.CharField(max_length=200, blank=True)
+    remote_result = models.JSONField(default=dict, blank=True)
+    # For queued clips: when a (re)submission may be tried; for running clips: next poll.
+    next_poll_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    poll_failures = models.PositiveIntegerField(default=0)
+    submit_attempts = models.PositiveIntegerField(default=0)
+    submitting_since = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    finish_attempts = models.PositiveIntegerField(default=0)
+    finish_claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    webhook_token = models.CharField(max_length=64, default=_token, editable=False)
+
+    # What came back, copied into our storage.
+    storage_key = models.CharField(max_length=32, default=_storage_folder, editable=False)
+    video = models.FileField(upload_to=clip_upload_to, blank=True, max_length=300)
+    thumbnail = models.FileField(upload_to=clip_upload_to, blank=True, max_length=300)
+    last_frame = models.ForeignKey(
+        Asset, null=True, blank=True, on_delete=models.SET_NULL, related_name="last_frame_of"
+    )
+    video_width = models.PositiveIntegerField(null=True, blank=True)
+    video_height = models.PositiveIntegerField(null=True, blank=True)
+    video_duration = models.FloatField(null=True, blank=True)
+    cost_actual = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ClipQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self):
+        return f"Clip {self.pk}: {self.prompt[:40]}"
+
+    def get_absolute_url(self):
+        return reverse("clip_detail", args=[self.pk])
+
+    # --- Reading ------------------------------------------------------------------------
+
+    @property
+    def status_label(self) -> str:
+        return self.get_status_display()
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINAL_STATES
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == self.Status.READY
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        return find_model(f"{self.provider}:{self.model_key}")
+
+    @property
+    def model_ref(self) -> str:
+        return f"{self.provider}:{self.model_key}"
+
+    @property
+    def css_ratio(self) -> str:
+        """The clip's shape for CSS aspect-ratio, so a card keeps its size while loading."""
+        if self.video_width and self.video_height:
+            return f"{self.video_width} / {self.video_height}"
+        w, _, h = (self.aspect_ratio or "16:9").partition(":")
+        return f"{w} / {h}" if w.isdigit() and h.isdigit() else "16 / 9"
+
+    @property
+    def cost_text(self) -> str:
+        if self.cost_actual is not None:
+            amount, prefix = self.cost_actual, ""
+        elif self.cost_estimate is not None:
+            amount, prefix = self.cost_estimate, "≈ "
+        else:
+            return ""
+        if amount == 0 and not self.cost_unit:
+            return "Free"
+        return f"{prefix}{amount.normalize():f} {self.cost_unit}".strip()
+
+    def chain(self) -> list["Clip"]:
+        """The clips from the root of this clip's chain down to this one."""
+        path = [self]
+        seen = {self.pk}
+        node = self
+        while node.parent_id and node.parent_id not in seen:
+            node = Clip.objects.select_related("last_frame").get(pk=node.parent_id)
+            seen.add(node.pk)
+            path.append(node)
+        return list(reversed(path))
+
+    # --- Creating -----------------------------------------------------------------------
+
+    @classmethod
+    def create_for(cls, owner, spec: ModelSpec, **fields) -> "Clip":
+        """Save a new queued clip and send it to the provider once the transaction commits."""
+        now = timezone.now()
+        clip = cls.objects.create(
+            owner=owner,
+            provider=spec.provider,
+            model_key=spec.key,
+            model_label=spec.label,
+            cost_estimate=spec.estimate_cost(fields.get("duration")),
+            cost_unit=spec.cost_unit,
+            next_poll_at=now + QUEUE_GRACE,
+            deadline_at=now + timedelta(minutes=settings.CLIP_DEADLINE_MINUTES),
+            **fields,
+        )
+        from . import jobs
+
+        transaction.on_commit(lambda: jobs.enqueue_submit(clip.pk))
+        return clip
+
+    # --- Submitting ---------------------------------------------------------------------
+
+    def _claim(self, expected: dict, **changes) -> bool:
+        """Apply `changes` only if the row still matches `expected`; True if it did."""
+        updated = Clip.objects.filter(pk=self.pk, **expected).update(
+            updated_at=timezone.now(), **changes
+        )
+        if updated:
+            self.refresh_from_db()
+        return bool(updated)
+
+    def build_submission(self) -> Submission:
+        spec = self.spec
+        if spec is None:
+            raise ProviderError(
+                f"The model “{self.model_label}” is no longer available.", permanent=True
+            )
+        return Submission(
+            model=spec,
+            prompt=self.prompt,
+            aspect_ratio=self.aspect_ratio,
+            duration=self.duration,
+            resolution=self.resolution,
+            first_frame=self.first_frame.image_input() if self.first_frame else None,
+        )
+
+    def submit(self) -> None:
+        """Send the clip to its provider, exactly once.
+
+        The claim (queued → submitting) makes a second run of this task a no-op. If the
+        process dies after the provider answered but before we saved, the clip stays in
+        `submitting`, and recovery fails it rather than risk a second paid job."""
+        now = timezone.now()
+        if not self._claim(
+            {"status": self.Status.QUEUED},
+            status=self.Status.SUBMITTING,
+            submitting_since=now,
+            submit_attempts=F("submit_attempts") + 1,
+        ):
+            return
+        try:
+            submission = self.build_submission()
+            provider = get_provider(self.provider)
+            remote_id = provider.submit(submission)
+        except ProviderError as exc:
+            self._after_submit_error(exc)
+            return
+        except LookupError as exc:
+            self.fail(str(exc))
+            return
+        now = timezone.now()
+        self._claim(
+            {"status": self.Status.SUBMITTING},
+            status=self.Status.RUNNING,
+            remote_id=remote_id,
+            submitted_at=now,
+            next_poll_at=now + timedelta(seconds=provider.poll_interval),
+            poll_failures=0,
+        )
+        log.info("clip %s submitted to %s as %s", self.pk, self.provider, remote_id)
+
+    def _after_submit_error(self, exc: ProviderError) -> None:
+        if exc.permanent:
+            self.fail(exc.message, field_errors=exc.field_errors)
+        elif exc.outcome_unknown:
+            self.fail(self.unknown_outcome_message())
+        else:
+            # The provider answered and took nothing (429, 5xx): safe to send again later.
+            delay = exc.retry_after or _backoff(self.submit_attempts)
+            self._claim(
+                {"status": self.Status.SUBMITTING},
+                status=self.Status.QUEUED,
+                next_poll_at=timezone.now() + timedelta(seconds=delay),
+                error=f"Waiting to retry: {exc.message}",
+            )
+            log.info("clip %s: submit will be retried in %.0f s (%s)", self.pk, delay, exc.message)
+
+    def unknown_outcome_message(self) -> str:
+        provider = self.provider_label()
+        return (
+            f"We lost contact with {provider} while sending this clip, so we cannot tell "
+            f"whether it was accepted. Check your {provider} account before trying again, "
+            "so you are not charged twice."
+        )
+
+    def provider_label(self) -> str:
+        try:
+            return get_provider(self.provider).label
+        except LookupError:
+            return self.provider
+
+    # --- Polling ------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Ask the provider once how the job is going, if this clip is due and nobody else
+        is polling it right now."""
+        now = timezone.now()
+        if self.status != self.Status.RUNNING or not self.next_poll_at or self.next_poll_at > now:
+            return
+        if self.deadline_at and now >= self.deadline_at:
+            self.fail_if(self.Status.RUNNING, self.timeout_message())
+            return
+        try:
+            provider = get_provider(self.provider)
+        except LookupError as exc:
+            self.fail_if(self.Status.RUNNING, str(exc))
+            return
+        # Claim this poll: move next_poll_at forward only if nobody moved it first.
+        if not self._claim(
+            {"status": self.Status.RUNNING, "next_poll_at": self.next_poll_at},
+            next_poll_at=now + timedelta(seconds=provider.poll_interval),
+        ):
+            return
+        try:
+            remote = provider.poll(self.remote_id)
+        except ProviderError as exc:
+            if exc.permanent:
+                self.fail_if(self.Status.RUNNING, exc.message)
+            else:
+                delay = max(exc.retry_after or 0, _backoff(self.poll_failures + 1, provider.poll_interval))
+                self._claim(
+                    {"status": self.Status.RUNNING},
+                    poll_failures=F("poll_failures") + 1,
+                    next_poll_at=timezone.now() + timedelta(seconds=delay),
+                )
+                log.info("clip %s: poll failed (%s), next in %.0f s", self.pk, exc.message, delay)
+            return
+        self.apply_remote_status(remote)
+
+    def apply_remote_status(self, remote: RemoteStatus) -> None:
+        if remote.state == RemoteStatus.FAILED:
+            self.fail_if(self.Status.RUNNING, remote.error or "The provider could not make this clip.")
+        elif remote.state == RemoteStatus.SUCCEEDED:
+            result = {
+                "video_url": remote.video_url,
+                "thumbnail_url": remote.thumbnail_url,
+                "last_frame_url": remote.last_frame_url,
+                "received_at": timezone.now().isoformat(),
+            }
+            changes = {"status": self.Status.FINISHING, "remote_result": result, "poll_failures": 0}
+            if remote.cost is not None:
+                changes["cost_actual"] = remote.cost
+            if self._claim({"status": self.Status.RUNNING}, **changes):
+                from . import jobs
+
+                transaction.on_commit(lambda: jobs.enqueue_finish(self.pk))
+        else:
+            self._claim({"status": self.Status.RUNNING}, poll_failures=0)
+
+    def make_due(self) -> None:
+        """Poll this clip as soon as possible (a webhook said something happened)."""
+        Clip.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(next_poll_at=timezone.now())
+
+    def timeout_message(self) -> str:
+        minutes = int(settings.CLIP_DEADLINE_MINUTES)
+        return (
+            f"Timed out: {self.provider_label()} did not finish this clip within {minutes} "
+            "minutes."
+        )
+
+    # --- Finishing ----------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Copy the result into our storage, then derive what the provider did not give."""
+        attempts = self.finish_attempts
+        if not self._claim(
+            {"status": self.Status.FINISHING, "finish_attempts": attempts},
+            finish_attempts=attempts + 1,
+            finish_claimed_at=timezone.now(),
+        ):
+            return
+        try:
+            self._copy_results()
+        except (ProviderError, media.MediaError) as exc:
+            permanent = isinstance(exc, media.MediaError) or exc.permanent
+            if permanent or self.finish_attempts >= FINISH_MAX_ATTEMPTS:
+                message = exc.message if isinstance(exc, ProviderError) else str(exc)
+                self.fail_if(
+                    self.Status.FINISHING,
+                    f"The clip was made but could not be copied into the studio: {message}",
+                )
+            else:
+                # Let the next sweep try again soon.
+                self._claim({"status": self.Status.FINISHING}, finish_claimed_at=None)
+            log.warning("clip %s: finishing failed: %s", self.pk, exc)
+
+    def _copy_results(self) -> None:
+        provider = get_provider(self.provider)
+        result = self.remote_result
+        with tempfile.TemporaryDirectory(prefix="clip-") as tmp:
+            tmp = Path(tmp)
+            video_path = tmp / "video.mp4"
+            provider.download(result["video_url"], video_path)
+            info = media.probe(video_path)
+
+            last = None
+            if result.get("last_frame_url"):
+                try:
+                    provider.download(result["last_frame_url"], tmp / "last_frame")
+                    last = media.load_image(tmp / "last_frame")
+                except (ProviderError, media.MediaError) as exc:
+                    log.info("clip %s: provider last frame unusable (%s); deriving it", self.pk, exc)
+            if last is None:
+                last = media.last_frame(video_path)
+
+            thumb = None
+            if result.get("thumbnail_url"):
+                try:
+                    provider.download(result["thumbnail_url"], tmp / "thumbnail")
+                    thumb = media.load_image(tmp / "thumbnail")
+                except (ProviderError, media.MediaError) as exc:
+                    log.info("clip %s: provider thumbnail unusable (%s); deriving it", self.pk, exc)
+            if thumb is None:
+                thumb = media.frame_at(video_path, min(1.0, info.duration / 2))
+
+            with transaction.atomic():
+                clip = Clip.objects.select_for_update().get(pk=self.pk)
+                if clip.status != self.Status.FINISHING:
+                    return
+                frame_asset = Asset(owner=clip.owner, source=Asset.Source.LAST_FRAME,
+                                    width=last.width, height=last.height,
+                                    original_name=f"clip-{clip.pk}-last-frame.png")
+                frame_asset.file.save("last-frame.png", ContentFile(media.png_bytes(last)), save=False)
+                frame_asset.save()
+                with video_path.open("rb") as fh:
+                    clip.video.save("video.mp4", File(fh), save=False)
+                clip.thumbnail.save("thumbnail.jpg", ContentFile(media.thumbnail_jpeg(thumb)), save=False)
+                clip.last_frame = frame_asset
+                clip.video_width, clip.video_height = info.width, info.height
+                clip.video_duration = info.duration
+                clip.status = self.Status.READY
+                clip.error = ""
+                clip.finished_at = timezone.now()
+                clip.save()
+        self.refresh_from_db()
+        log.info("clip %s ready (%sx%s, %.2f s)", self.pk, self.video_width, self.video_height,
+                 self.video_duration or 0)
+
+    # --- Failing ------------------------------------------------------------------------
+
+    def fail(self, message: str, field_errors: dict | None = None) -> None:
+        self.fail_if(None, message, field_errors)
+
+    def fail_if(self, expected_status, message: str, field_errors: dict | None = None) -> bool:
+        """Mark failed (only from `expected_status` when given, never from a final state)."""
+        expected = {"status": expected_status} if expected_status else {}
+        if field_errors:
+            details = "; ".join(
+                f"{name}: {' '.join(msgs)}" for name, msgs in field_errors.items()
+            )
+            message = f"{message} ({details})"
+        changed = Clip.objects.filter(pk=self.pk, **expected).exclude(
+            status__in=self.FINAL_STATES
+        ).update(status=self.Status.FAILED, error=message, finished_at=timezone.now(),
+                 next_poll_at=None, updated_at=timezone.now())
+        self.refresh_from_db()
+        if changed:
+            log.info("clip %s failed: %s", self.pk, message)
+        return bool(changed)
+
+
+def _backoff(failures: int, base: float = 5.0) -> float:
+    """Seconds before the next try after `failures` transient errors in a row."""
+    return min(MAX_BACKOFF_SECONDS, base * (2 ** max(0, failures - 1)))
+
+
+class Lease(models.Model):
+    """A named lease one process holds at a time (the poll sweep), taken by conditional
+    UPDATE so it works the same on SQLite and PostgreSQL, across machines."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    holder = models.CharField(max_length=64, blank=True)
+    expires_at = models.DateTimeField()
+
+    @classmethod
+    def acquire(cls, name: str, holder: str, seconds: float) -> bool:
+        now = timezone.now()
+        until = now + timedelta(seconds=seconds)
+        cls.objects.get_or_create(name=name, defaults={"expires_at": now - timedelta(seconds=1)})
+        return bool(
+            cls.objects.filter(Q(expires_at__lte=now) | Q(holder=holder), name=name).update(
+                holder=holder, expires_at=until
+            )
+        )
+
+    @classmethod
+    def release(cls, name: str, holder: str) -> None:
+        cls.objects.filter(name=name, holder=holder).update(holder="", expires_at=timezone.now())

@@ -1,0 +1,146 @@
+"""The small vocabulary every provider speaks, so jobs and forms never see a vendor's API.
+
+A provider module only builds requests and maps answers onto these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What one model can do. The form shows exactly these options and validates
+    against them; nothing else about a model is known anywhere else."""
+
+    provider: str
+    key: str
+    label: str
+    aspect_ratios: tuple[str, ...] = ()
+    durations: tuple[int, ...] = ()  # seconds, in display order; first = default
+    resolutions: tuple[str, ...] = ()
+    generate_audio: bool = False
+    seed: bool = False
+    first_frame: bool = False
+    last_frame: bool = False
+    max_reference_images: int = 0
+    extend_video: bool = False
+    # Price per second of video, in `cost_unit`. None: no estimate can be made.
+    cost_per_second: Decimal | None = None
+    cost_unit: str = ""  # "credits", "USD", or "" for free
+    description: str = ""
+
+    @property
+    def ref(self) -> str:
+        """The value that names this model in forms and on clips: "provider:key"."""
+        return f"{self.provider}:{self.key}"
+
+    @property
+    def is_free(self) -> bool:
+        return self.cost_per_second == 0
+
+    def estimate_cost(self, seconds: int | None) -> Decimal | None:
+        if self.cost_per_second is None or not seconds:
+            return None
+        return (self.cost_per_second * seconds).quantize(Decimal("0.01"))
+
+
+@dataclass
+class ImageInput:
+    """An image of ours to send: the file on disk and, when the studio publishes files,
+    the public address a provider can fetch it from."""
+
+    path: Path
+    public_url: str = ""
+    # A provider's own (still fresh) URL for the same picture, preferred when present.
+    remote_url: str = ""
+
+
+@dataclass
+class Submission:
+    model: ModelSpec
+    prompt: str
+    aspect_ratio: str = ""
+    duration: int | None = None
+    resolution: str = ""
+    generate_audio: bool | None = None
+    seed: int | None = None
+    first_frame: ImageInput | None = None
+    last_frame: ImageInput | None = None
+    reference_images: list[ImageInput] = field(default_factory=list)
+    extend_video: ImageInput | None = None
+    webhook_url: str = ""
+
+
+@dataclass
+class RemoteStatus:
+    """A provider's answer to "how is this job?", in our words.
+
+    state is "running", "succeeded" or "failed"."""
+
+    state: str
+    video_url: str = ""
+    thumbnail_url: str = ""
+    last_frame_url: str = ""
+    error: str = ""
+    cost: Decimal | None = None
+    cost_unit: str = ""
+    raw: dict = field(default_factory=dict)
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ProviderError(Exception):
+    """A call to a provider did not work.
+
+    permanent: the request itself is wrong (bad input, refused key): show the message, do
+    not retry. Otherwise it is transient (rate limit, server error, network): try later,
+    after retry_after seconds when the provider said so.
+    outcome_unknown: the request may have reached the provider (e.g. a timeout after
+    sending): resubmitting could create a second job."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        field_errors: dict[str, list[str]] | None = None,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+        status_code: int | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.field_errors = field_errors or {}
+        self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
+        self.status_code = status_code
+
+
+class Provider:
+    """Base of every provider. Subclasses set `name` and `label` and implement the four
+    calls; everything else (claims, polling rhythm, deadlines, storage) is in jobs.py."""
+
+    name = ""
+    label = ""
+    # Seconds between two polls of one job.
+    poll_interval = 15.0
+
+    def models(self) -> list[ModelSpec]:
+        raise NotImplementedError
+
+    def submit(self, submission: Submission) -> str:
+        """Start a job; return the provider's job id."""
+        raise NotImplementedError
+
+    def poll(self, remote_id: str) -> RemoteStatus:
+        raise NotImplementedError
+
+    def download(self, url: str, destination: Path) -> None:
+        """Copy a result file (video, image) to `destination`."""
+        raise NotImplementedError

@@ -1,0 +1,231 @@
+"""The offline simulator: a provider that renders real H.264 MP4s on this machine.
+
+It behaves like a hosted service (submit returns a job id, polls say "running" until the
+job is done, results are downloaded), so the whole studio, its tests included, runs the real
+flow with no key and no network. Its "service side" keeps each job in a folder under
+MEDIA_ROOT/simulator/<job id>/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import textwrap
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import av
+from django.conf import settings
+from PIL import Image, ImageDraw, ImageFont
+
+from .. import media
+from .base import ModelSpec, Provider, ProviderError, RemoteStatus, Submission
+
+FPS = 24
+HEIGHT = 480  # small on purpose: encoding stays around a second per clip (NOTES.md)
+
+MODELS = [
+    ModelSpec(
+        provider="simulator",
+        key="cinema",
+        label="Sim Cinema · offline preview",
+        aspect_ratios=("16:9", "9:16"),
+        durations=(4, 6, 8),
+        first_frame=True,
+        cost_per_second=Decimal("0"),
+        description="Offline preview with the options of Veo 3.1: renders on this computer in seconds, free.",
+    ),
+    ModelSpec(
+        provider="simulator",
+        key="motion",
+        label="Sim Motion · offline preview",
+        aspect_ratios=("16:9", "9:16", "1:1", "3:4", "4:3"),
+        durations=(5, 8, 10),
+        first_frame=True,
+        cost_per_second=Decimal("0"),
+        description="Offline preview with the options of PixVerse 5.5: renders on this computer in seconds, free.",
+    ),
+]
+
+
+def frame_size(aspect_ratio: str) -> tuple[int, int]:
+    """Width and height for a ratio like "16:9", HEIGHT lines tall, both even (H.264)."""
+    w, h = (int(part) for part in aspect_ratio.split(":"))
+    width = int(round(HEIGHT * w / h / 2)) * 2
+    return width, HEIGHT
+
+
+class SimulatorProvider(Provider):
+    name = "simulator"
+    label = "Offline simulator (free, no key needed)"
+    poll_interval = 1.0
+
+    def models(self) -> list[ModelSpec]:
+        return list(MODELS)
+
+    @property
+    def root(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / "simulator"
+
+    def submit(self, submission: Submission) -> str:
+        # A hosted service takes a moment to accept a job; so does this one.
+        time.sleep(settings.SIMULATOR_DELAY_SECONDS)
+        job_id = uuid.uuid4().hex
+        job_dir = self.root / job_id
+        job_dir.mkdir(parents=True)
+        job = {
+            "prompt": submission.prompt,
+            "model": submission.model.key,
+            "aspect_ratio": submission.aspect_ratio,
+            "duration": submission.duration,
+            "created": time.time(),
+            "first_frame": None,
+        }
+        if submission.first_frame is not None:
+            # Like a hosted service fetching the image: take our own copy at submit time.
+            target = job_dir / "first_frame.png"
+            with Image.open(submission.first_frame.path) as image:
+                image.convert("RGB").save(target, "PNG")
+            job["first_frame"] = target.name
+        (job_dir / "job.json").write_text(json.dumps(job))
+        return job_id
+
+    def poll(self, remote_id: str) -> RemoteStatus:
+        job_dir = self.root / remote_id
+        try:
+            job = json.loads((job_dir / "job.json").read_text())
+        except (FileNotFoundError, ValueError):
+            raise ProviderError("The simulator has no record of this job.", permanent=True)
+        if time.time() - job["created"] < settings.SIMULATOR_DELAY_SECONDS:
+            return RemoteStatus(RemoteStatus.RUNNING)
+        video = job_dir / "video.mp4"
+        if not video.exists():
+            partial = job_dir / f"video.{uuid.uuid4().hex}.part.mp4"
+            first = job_dir / job["first_frame"] if job.get("first_frame") else None
+            try:
+                render(partial, job["prompt"], job["aspect_ratio"], job["duration"], first)
+            except Exception as exc:  # the renderer's failure is the job's failure
+                partial.unlink(missing_ok=True)
+                return RemoteStatus(RemoteStatus.FAILED, error=f"Rendering failed: {exc}")
+            partial.replace(video)  # atomic: a second poll never sees half a file
+        return RemoteStatus(
+            RemoteStatus.SUCCEEDED,
+            video_url=f"simulator://{remote_id}/video.mp4",
+            cost=Decimal("0"),
+        )
+
+    def download(self, url: str, destination: Path) -> None:
+        if not url.startswith("simulator://"):
+            raise ProviderError("Not a simulator address.", permanent=True)
+        relative = url.removeprefix("simulator://")
+        source = (self.root / relative).resolve()
+        if self.root.resolve() not in source.parents or not source.exists():
+            raise ProviderError("The simulator has no such file.", permanent=True)
+        shutil.copyfile(source, destination)
+
+
+def _palette(prompt: str) -> list[tuple[int, int, int]]:
+    digest = hashlib.sha256(prompt.encode()).digest()
+    return [tuple(40 + digest[i + j] % 180 for j in range(3)) for i in range(0, 15, 3)]
+
+
+def _caption_layer(prompt: str, size: tuple[int, int]) -> Image.Image:
+    """The prompt as a caption in a dark band at the bottom, drawn once per clip."""
+    width, height = size
+    font_size = max(14, height // 24)
+    font = ImageFont.load_default(size=font_size)
+    chars = max(12, int(width / (font_size * 0.55)))
+    lines = textwrap.wrap(prompt, chars)[:3]
+    if len(textwrap.wrap(prompt, chars)) > 3:
+        lines[-1] = lines[-1][: max(0, chars - 1)] + "…"
+    line_height = int(font_size * 1.3)
+    band = line_height * len(lines) + font_size
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    draw.rectangle((0, height - band, width, height), fill=(0, 0, 0, 140))
+    y = height - band + font_size // 2
+    for line in lines:
+        draw.text((font_size // 2, y), line, font=font, fill=(255, 255, 255, 255))
+        y += line_height
+    small = ImageFont.load_default(size=max(10, font_size * 2 // 3))
+    draw.text((8, 6), "OFFLINE PREVIEW", font=small, fill=(255, 255, 255, 190))
+    return layer
+
+
+def _procedural_frame(size, palette, t: float) -> Image.Image:
+    """A moving picture with no input: a drifting gradient and orbiting shapes."""
+    width, height = size
+    top, bottom = palette[0], palette[1]
+    shift = 0.5 + 0.5 * math.sin(t * 0.8)
+    image = Image.new("RGB", size)
+    draw = ImageDraw.Draw(image)
+    for y in range(0, height, 4):
+        k = (y / height + shift * 0.3) % 1.0
+        color = tuple(int(top[c] * (1 - k) + bottom[c] * k) for c in range(3))
+        draw.rectangle((0, y, width, y + 4), fill=color)
+    for n, color in enumerate(palette[2:]):
+        angle = t * (0.6 + 0.25 * n) + n * 2.1
+        cx = width / 2 + math.cos(angle) * width * (0.18 + 0.08 * n)
+        cy = height / 2 + math.sin(angle * 1.3) * height * 0.22
+        r = height * (0.08 + 0.03 * n)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=color)
+    return image
+
+
+def _moving_from(start: Image.Image, t: float, duration: float) -> Image.Image:
+    """A slow push-in from the first frame: at t=0 the picture is exactly `start`."""
+    width, height = start.size
+    zoom = 1 + 0.15 * (t / duration)
+    crop_w, crop_h = width / zoom, height / zoom
+    left = (width - crop_w) / 2 + (width - crop_w) * 0.2 * math.sin(t / duration * math.pi)
+    top = (height - crop_h) / 2
+    box = (left, top, left + crop_w, top + crop_h)
+    return start.resize(start.size, Image.Resampling.BILINEAR, box=box)
+
+
+def render(
+    path: Path, prompt: str, aspect_ratio: str, duration: int, first_frame: Path | None
+) -> None:
+    """Encode an H.264 MP4 of `duration` seconds at `aspect_ratio`, the prompt as caption.
+
+    With a first frame, frame 0 is that picture, uncaptioned, so a clip continued from
+    another's last frame starts exactly where the other ended."""
+    size = frame_size(aspect_ratio)
+    start = None
+    if first_frame is not None:
+        with Image.open(first_frame) as image:
+            start = media.fit_cover(image, size)
+    caption = _caption_layer(prompt, size)
+    palette = _palette(prompt)
+    total = int(duration * FPS)
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "20"}
+        for index in range(total):
+            t = index / FPS
+            if start is not None:
+                picture = _moving_from(start, t, duration)
+            else:
+                picture = _procedural_frame(size, palette, t)
+            if start is None or index > 0:
+                fade = min(1.0, t / 0.5) if start is not None else 1.0
+                layer = caption if fade >= 1 else _faded(caption, fade)
+                picture = Image.alpha_composite(picture.convert("RGBA"), layer).convert("RGB")
+            frame = av.VideoFrame.from_image(picture)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _faded(layer: Image.Image, amount: float) -> Image.Image:
+    alpha = layer.getchannel("A").point(lambda a: int(a * amount))
+    faded = layer.copy()
+    faded.putalpha(alpha)
+    return faded

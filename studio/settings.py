@@ -1,0 +1,207 @@
+"""Every setting of the studio, read from the environment (see README and .env.example).
+
+Defaults make `make run` work on a fresh machine with nothing configured: SQLite beside the
+project, the embedded ORM queue, the offline simulator, media under ./media.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name, default=False):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_float(name, default):
+    value = os.environ.get(name, "")
+    return float(value) if value.strip() else default
+
+
+def env_list(name, default=""):
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def _secret_key():
+    """SECRET_KEY from the environment; otherwise one generated once and kept in a
+    git-ignored file, so sessions survive restarts without anyone choosing a key."""
+    key = os.environ.get("SECRET_KEY")
+    if key:
+        return key
+    path = BASE_DIR / ".secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        key = secrets.token_urlsafe(50)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "django_q",
+    "studio",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "studio.urls"
+WSGI_APPLICATION = "studio.wsgi.application"
+ASGI_APPLICATION = "studio.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite by default. IMMEDIATE transactions and a 20 s busy timeout stop "database is
+# locked" between the web process and the worker (measured: NOTES.md); WAL lets readers
+# go on while a writer commits.
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=0 if not os.environ.get("DATABASE_URL") else 60,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    if os.environ.get("DATABASE_TEST_NAME"):
+        DATABASES["default"]["TEST"] = {"NAME": os.environ["DATABASE_TEST_NAME"]}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# Serve straight from the app folders, so `make run` needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+
+# Media (videos, thumbnails, frames, uploads) is never served as a public folder: the
+# studio's own views check who is asking. MEDIA_URL is only a prefix for those views.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or BASE_DIR / "media")
+MEDIA_URL = "/media/"
+
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Largest image a creator may upload, in bytes and in pixels.
+STUDIO_MAX_IMAGE_BYTES = int(env_float("STUDIO_MAX_IMAGE_MB", 20) * 1024 * 1024)
+STUDIO_MAX_IMAGE_PIXELS = int(env_float("STUDIO_MAX_IMAGE_MEGAPIXELS", 40) * 1_000_000)
+
+# --- Jobs -----------------------------------------------------------------------------
+# No clip stays unfinished for ever: past this many minutes after submission it fails.
+CLIP_DEADLINE_MINUTES = env_float("CLIP_DEADLINE_MINUTES", 30)
+# How long one poll sweep keeps looping over due clips before it hands the worker back.
+# The django-q2 scheduler only wakes every ~30 s, so a sweep must outlast that gap.
+POLL_SWEEP_SECONDS = env_float("POLL_SWEEP_SECONDS", 90)
+
+# --- Providers --------------------------------------------------------------------------
+SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", True)
+# Seconds the simulated service takes to accept a job and, again, to finish rendering it,
+# so a creator sees the card go "Queued" then "Generating" as with a hosted model.
+SIMULATOR_DELAY_SECONDS = env_float("SIMULATOR_DELAY_SECONDS", 2)
+
+# The address at which providers can fetch files the studio publishes (first frames,
+# uploads) and call webhooks, e.g. https://studio.example.com. Empty: nothing is published.
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
+
+# --- Queue (django-q2) --------------------------------------------------------------------
+# `timeout` must outlast the longest task (a poll sweep, a large download) and `retry` must
+# be larger than `timeout`, or a running task is handed out again (NOTES.md).
+Q_CLUSTER = {
+    "name": "studio",
+    "workers": int(env_float("Q_WORKERS", 2)),
+    "timeout": 600,
+    "retry": 720,
+    "max_attempts": 1,
+    "catch_up": False,
+    "save_limit": 500,
+    "ack_failures": True,
+    "label": "Background jobs",
+    "orm": "default",
+    "poll": 0.2,
+}
+if os.environ.get("REDIS_URL"):
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = os.environ["REDIS_URL"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}
+
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if env_bool("SECURE_COOKIES", PUBLIC_BASE_URL.startswith("https://")):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
