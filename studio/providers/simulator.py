@@ -193,7 +193,8 @@ def render(
     """Encode an H.264 MP4 of `duration` seconds at `aspect_ratio`, the prompt as caption.
 
     With a first frame, frame 0 is that picture, uncaptioned, so a clip continued from
-    another's last frame starts exactly where the other ended."""
+    another's last frame starts exactly where the other ended. The caption fades out
+    before the end, so the last frame (the next clip's first) carries no old caption."""
     size = frame_size(aspect_ratio)
     start = None
     if first_frame is not None:
@@ -213,15 +214,24 @@ def render(
                 picture = _moving_from(start, t, duration)
             else:
                 picture = _procedural_frame(size, palette, t)
-            if start is None or index > 0:
-                fade = min(1.0, t / 0.5) if start is not None else 1.0
-                layer = caption if fade >= 1 else _faded(caption, fade)
+            strength = _caption_strength(index, total, fade_in=start is not None)
+            if strength > 0:
+                layer = caption if strength >= 1 else _faded(caption, strength)
                 picture = Image.alpha_composite(picture.convert("RGBA"), layer).convert("RGB")
             frame = av.VideoFrame.from_image(picture)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def _caption_strength(index: int, total: int, fade_in: bool) -> float:
+    """How visible the caption is on frame `index`: 0 on the last frame (and on the first
+    when the clip starts from an image), fading over about half a second each way."""
+    fade_frames = FPS // 2
+    rising = min(1.0, index / fade_frames) if fade_in else 1.0
+    falling = min(1.0, (total - 1 - index) / fade_frames)
+    return max(0.0, min(rising, falling))
 
 
 def _faded(layer: Image.Image, amount: float) -> Image.Image:

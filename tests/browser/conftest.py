@@ -1,0 +1,143 @@
+"""Browser tests run the studio as `make run` does: a web server and a django-q2 worker in
+their own processes, on a fresh SQLite file, driven by Debian's Chromium through
+Playwright. They skip, saying why, when Chromium is not installed."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..conftest import chromium_path, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+PASSWORD = "fox-in-the-snow-42"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/browser/" in str(item.fspath):
+            item.add_marker(pytest.mark.browser)
+
+
+class Studio:
+    """A running studio (web + worker) on a port of its own."""
+
+    def __init__(self, base_dir: Path, extra_env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_dir = base_dir
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{base_dir / 'studio.sqlite3'}",
+            "MEDIA_ROOT": str(base_dir / "media"),
+            "SECRET_KEY": "browser-test-secret-key-not-for-production",
+            "SIMULATOR_DELAY_SECONDS": "1.5",
+            "POLL_SWEEP_SECONDS": "60",
+            "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
+            **(extra_env or {}),
+        }
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+        self.log = open(base_dir / "studio.log", "w")
+        self.process = None
+
+    def manage(self, *args):
+        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True,
+                       stdout=self.log, stderr=subprocess.STDOUT)
+
+    def start(self):
+        self.manage("migrate", "--noinput")
+        self.manage("createsuperuser", "--noinput", "--username", "ana", "--email", "ana@example.com")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "runstudio", "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("The studio did not start:\n" + self.read_log())
+
+    def read_log(self) -> str:
+        self.log.flush()
+        return (self.base_dir / "studio.log").read_text()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    path = chromium_path()
+    if not path:
+        pytest.skip("Debian's chromium is not installed (make test installs it when apt is available)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def start_studio(tmp_path):
+    started = []
+
+    def start(extra_env=None):
+        studio = Studio(tmp_path, extra_env).start()
+        started.append(studio)
+        return studio
+
+    yield start
+    for studio in started:
+        studio.stop()
+
+
+@pytest.fixture
+def page(chromium, request):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-failure.png"), full_page=True)
+    context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+def sign_in(page, studio):
+    page.goto(studio.url + "/")
+    page.get_by_label("Username").fill("ana")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Your clips").wait_for()
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

@@ -1,0 +1,79 @@
+"""Shared fixtures. Every test gets its own MEDIA_ROOT and a simulator with no delay;
+nothing here reaches the internet."""
+
+import os
+import shutil
+import socket
+
+import pytest
+
+# Playwright's sync API runs an event loop in the test thread; Django would refuse ORM
+# calls from it without this (NOTES.md).
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(autouse=True)
+def studio_settings(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    settings.SIMULATOR_DELAY_SECONDS = 0
+    settings.SIMULATOR_ENABLED = True
+    settings.PUBLIC_BASE_URL = ""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Tasks are not run by a worker in unit tests: they are called directly.
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": False}
+    return settings
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Capture django-q2 enqueues instead of sending them to a broker: a list of
+    (function path, args) the test can run by hand."""
+    calls = []
+
+    def fake_async_task(func, *args, **kwargs):
+        calls.append((func, args))
+        return "fake-task-id"
+
+    monkeypatch.setattr("studio.jobs.async_task", fake_async_task)
+    return calls
+
+
+def run_enqueued(calls):
+    """Run captured tasks (and those they enqueue) until none is left."""
+    import importlib
+
+    ran = 0
+    while calls:
+        func, args = calls.pop(0)
+        module, name = func.rsplit(".", 1)
+        getattr(importlib.import_module(module), name)(*args)
+        ran += 1
+        assert ran < 200, "tasks keep enqueueing each other"
+    return ran
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("ana", "ana@example.com", "a-long-password-1")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("ben", "ben@example.com", "a-long-password-2")
+
+
+@pytest.fixture
+def signed_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chromium_path():
+    return shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,0 +1,153 @@
+"""PyAV and Pillow work: probing, the real last frame, thumbnails, image checks."""
+
+import io
+from pathlib import Path
+
+import av
+import pytest
+from PIL import Image
+
+from studio import media
+from studio.providers.simulator import frame_size, render
+
+from .images import jpeg_bytes, png_bytes, striped_png
+from .test_jobs import mean_abs_diff
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("media") / "clip.mp4"
+    render(path, "A slow pan over a mountain lake", "16:9", 4, None)
+    return path
+
+
+def decode_all(path):
+    with av.open(str(path)) as container:
+        return [frame.to_image() for frame in container.decode(container.streams.video[0])]
+
+
+def test_probe_reads_duration_size_and_codec(clip_path):
+    info = media.probe(clip_path)
+    assert (info.width, info.height, info.codec) == (854, 480, "h264")
+    assert info.duration == pytest.approx(4.0, abs=0.05)
+
+
+def test_last_frame_equals_the_last_decoded_frame(clip_path):
+    frames = decode_all(clip_path)
+    assert len(frames) == 96
+    last = media.last_frame(clip_path)
+    assert last.tobytes() == frames[-1].tobytes()
+    # ...and it is really the end, not the frame before it.
+    assert last.tobytes() != frames[-2].tobytes()
+
+
+def test_last_frame_of_a_clip_shorter_than_the_seek_window(tmp_path):
+    path = tmp_path / "short.mp4"
+    render(path, "A blink", "1:1", 1, None)
+    frames = decode_all(path)
+    assert media.last_frame(path).tobytes() == frames[-1].tobytes()
+
+
+@pytest.mark.parametrize("ratio,expected", [("16:9", (640, 360)), ("9:16", (270, 480)), ("1:1", (480, 480)), ("4:3", (640, 480))])
+def test_thumbnail_fits_the_box_and_keeps_the_shape(ratio, expected):
+    image = Image.new("RGB", frame_size(ratio), (10, 20, 30))
+    thumb = Image.open(io.BytesIO(media.thumbnail_jpeg(image)))
+    assert thumb.format == "JPEG"
+    assert thumb.size == expected
+
+
+def test_thumbnail_of_a_large_frame_is_at_most_640_wide():
+    thumb = Image.open(io.BytesIO(media.thumbnail_jpeg(Image.new("RGB", (1920, 1080)))))
+    assert thumb.size == (640, 360)
+
+
+def test_probe_refuses_a_file_that_is_not_a_video(tmp_path):
+    path = tmp_path / "fake.mp4"
+    path.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(media.MediaError):
+        media.probe(path)
+
+
+def test_probe_refuses_a_truncated_video(tmp_path, clip_path):
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(clip_path.read_bytes()[:2000])
+    with pytest.raises(media.MediaError):
+        media.probe(path)
+
+
+def test_rendered_clip_with_a_first_frame_starts_on_that_picture(tmp_path):
+    start = tmp_path / "start.png"
+    start.write_bytes(striped_png())
+    path = tmp_path / "from-image.mp4"
+    render(path, "It comes alive", "16:9", 2, start)
+    first = media.first_frame(path)
+    assert mean_abs_diff(first, Image.open(start)) < 4
+    # ...and then it moves.
+    assert mean_abs_diff(media.last_frame(path), Image.open(start)) > 4
+
+
+def test_rendered_clip_has_the_requested_shape_and_length(tmp_path):
+    path = tmp_path / "portrait.mp4"
+    render(path, "Tall shot", "9:16", 2, None)
+    info = media.probe(path)
+    assert (info.width, info.height) == (270, 480)
+    assert info.duration == pytest.approx(2.0, abs=0.05)
+
+
+def test_check_image_reencodes_and_strips_metadata():
+    image = Image.new("RGB", (64, 48), (1, 2, 3))
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"  # camera maker
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif.tobytes())
+    checked = media.check_image(out.getvalue())
+    assert (checked.width, checked.height, checked.extension) == (64, 48, "jpg")
+    assert b"SecretCam" not in checked.content
+    assert not Image.open(io.BytesIO(checked.content)).getexif()
+
+
+def test_check_image_accepts_png_and_webp():
+    assert media.check_image(png_bytes()).extension == "png"
+    webp = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(webp, "WEBP")
+    assert media.check_image(webp.getvalue()).extension == "png"
+
+
+@pytest.mark.parametrize("name,data,message", [
+    ("svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "complete JPEG, PNG or WebP"),
+    ("truncated jpeg", jpeg_bytes(size=(400, 300))[:600], "complete JPEG, PNG or WebP"),
+    ("pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\n", "complete JPEG, PNG or WebP"),
+])
+def test_check_image_refuses_what_is_not_a_whole_image(name, data, message):
+    with pytest.raises(media.MediaError, match=message):
+        media.check_image(data)
+
+
+def test_check_image_refuses_a_gif():
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, "GIF")
+    with pytest.raises(media.MediaError, match="JPEG, PNG or WebP"):
+        media.check_image(out.getvalue())
+
+
+def test_check_image_refuses_too_many_pixels(settings):
+    settings.STUDIO_MAX_IMAGE_PIXELS = 100 * 100
+    with pytest.raises(media.MediaError, match="megapixels"):
+        media.check_image(png_bytes(size=(200, 200)))
+
+
+def test_check_image_refuses_too_many_bytes(settings):
+    settings.STUDIO_MAX_IMAGE_BYTES = 100
+    with pytest.raises(media.MediaError, match="larger than"):
+        media.check_image(png_bytes(size=(300, 300)))
+
+
+def test_simulator_last_frame_carries_no_caption(tmp_path):
+    """The next clip starts from this frame: the old caption must not be burnt into it."""
+    start = tmp_path / "black.png"
+    Image.new("RGB", (854, 480), (0, 0, 0)).save(start)
+    path = tmp_path / "captioned.mp4"
+    render(path, "WHITE CAPTION TEXT " * 5, "16:9", 2, start)
+    middle = media.frame_at(path, 1.0)
+    assert middle.crop((0, 400, 854, 480)).getextrema()[0][1] > 150  # caption visible mid-clip
+    assert media.last_frame(path).getextrema()[0][1] < 40  # gone at the end
