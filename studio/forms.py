@@ -4,15 +4,92 @@ combination the model cannot make."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
+from django.http import QueryDict
 
 from . import media
 from .models import Asset, Clip
-from .providers import ModelSpec, all_models, enabled_providers, find_model
+from .providers import ModelSpec, all_models, enabled_providers, find_model, get_provider
 
 PROMPT_MIN = 5
 PROMPT_MAX = 5000
+
+# How a clip starts. A provider takes at most one of the three inputs (Pictory answers 400
+# to two), so the form asks for one way, shows only its inputs and checks the rest is empty.
+TEXT, FIRST_FRAME, REFERENCES, EXTEND = "text", "first_frame", "reference_images", "extend_video"
+START_MODES = [
+    (TEXT, "Text only"),
+    (FIRST_FRAME, "First frame"),
+    (REFERENCES, "Reference images"),
+    (EXTEND, "Extend a video"),
+]
+MODE_INPUT = {FIRST_FRAME: "a first frame", REFERENCES: "reference images", EXTEND: "a video to extend"}
+# An upload to extend is a short clip; anything far larger is a mistake, not a clip.
+MAX_VIDEO_BYTES = 200 * 1024 * 1024
+# How many of a creator's clips and uploaded videos the "Video to extend" list offers.
+EXTEND_CHOICES = 50
+
+
+def start_modes(spec: ModelSpec) -> list[tuple[str, str]]:
+    """The ways to start a clip that this model supports, in display order."""
+    supported = {
+        TEXT: True,
+        FIRST_FRAME: spec.first_frame,
+        REFERENCES: spec.max_reference_images > 0,
+        EXTEND: spec.extend_video,
+    }
+    return [(value, label) for value, label in START_MODES if supported[value]]
+
+
+def _values(source, name) -> list:
+    """All values of `name` in a QueryDict, a MultiValueDict of files, or a plain dict."""
+    if source is None:
+        return []
+    if hasattr(source, "getlist"):
+        return [v for v in source.getlist(name) if v not in ("", None)]
+    value = source.get(name)
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if v not in ("", None)]
+    return [] if value in ("", None) else [value]
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files in one input (Django's documented recipe)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single = super().clean
+        if isinstance(data, (list, tuple)):
+            return [single(item, initial) for item in data if item]
+        return [single(data, initial)] if data else []
+
+
+class IdListField(forms.Field):
+    """Primary keys sent as repeated hidden inputs (one per held image)."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value):
+        if not value:
+            return []
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        try:
+            return [int(v) for v in value if str(v).strip()]
+        except (TypeError, ValueError):
+            raise forms.ValidationError("Choose the images again.")
 
 
 def model_choices():
@@ -50,11 +127,25 @@ class GenerateForm(forms.Form):
     first_frame_upload = forms.FileField(
         label="First frame", required=False,
         widget=forms.ClearableFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}),
-        help_text="Optional. A JPEG, PNG or WebP picture the clip starts from.",
+        help_text="A JPEG, PNG or WebP picture the clip starts from.",
     )
     # An image the studio already holds: an upload kept from an earlier try of this form,
     # or the last frame of the clip being continued.
     first_frame_asset = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    start_mode = forms.ChoiceField(label="How the clip starts", required=False)
+    reference_images = MultipleFileField(
+        label="Reference images", required=False,
+        widget=MultipleFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}),
+        help_text="1 to 3 JPEG, PNG or WebP pictures of the people, objects or style to keep.",
+    )
+    # Reference images the studio already holds (kept from an earlier try of this form).
+    reference_assets = IdListField(required=False)
+    extend_video = forms.ChoiceField(label="Video to extend", required=False)
+    extend_video_upload = forms.FileField(
+        label="Or upload an MP4", required=False,
+        widget=forms.ClearableFileInput(attrs={"accept": "video/mp4"}),
+        help_text="An MP4 video; the new clip continues it.",
+    )
     parent = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, user, spec: ModelSpec | None = None, **kwargs):
@@ -67,6 +158,9 @@ class GenerateForm(forms.Form):
         self.spec = spec
         self._fit_fields_to(spec)
         self.checked_upload = None
+        self.checked_references: list = []  # (upload, media.CheckedImage)
+        self.checked_video = None  # (upload, media.VideoInfo)
+        self.chosen_mode = TEXT
 
     def _fit_fields_to(self, spec: ModelSpec | None) -> None:
         """Keep only the fields this model has, with exactly its choices."""
@@ -75,14 +169,17 @@ class GenerateForm(forms.Form):
         self.initial.setdefault("model", spec.ref)
         if spec.aspect_ratios:
             self.fields["aspect_ratio"].choices = [(r, r) for r in spec.aspect_ratios]
+            self._explain_choices("aspect_ratio", "aspect ratio", spec.aspect_ratios)
         else:
             del self.fields["aspect_ratio"]
         if spec.durations:
             self.fields["duration"].choices = [(d, duration_label(d)) for d in spec.durations]
+            self._explain_choices("duration", "duration", [duration_label(d) for d in spec.durations])
         else:
             del self.fields["duration"]
         if spec.resolutions:
             self.fields["resolution"].choices = [(r, r) for r in spec.resolutions]
+            self._explain_choices("resolution", "resolution", spec.resolutions)
         else:
             del self.fields["resolution"]
         if not spec.generate_audio:
@@ -92,6 +189,47 @@ class GenerateForm(forms.Form):
         if not spec.first_frame:
             del self.fields["first_frame_upload"]
             del self.fields["first_frame_asset"]
+        modes = start_modes(spec)
+        if len(modes) > 1:
+            self.fields["start_mode"].choices = modes
+            self.fields["start_mode"].error_messages["invalid_choice"] = (
+                f"{spec.label} cannot start a clip that way. Choose one of: "
+                f"{', '.join(label for _, label in modes)}."
+            )
+        else:
+            del self.fields["start_mode"]
+        if spec.max_reference_images:
+            self.fields["reference_images"].help_text = (
+                f"1 to {spec.max_reference_images} JPEG, PNG or WebP pictures of the people, "
+                "objects or style to keep."
+            )
+        else:
+            del self.fields["reference_images"]
+            del self.fields["reference_assets"]
+        if spec.extend_video:
+            self.fields["extend_video"].choices = self._extend_choices()
+        else:
+            del self.fields["extend_video"]
+            del self.fields["extend_video_upload"]
+
+    def _extend_choices(self) -> list:
+        """The creator's ready clips and uploaded videos, newest first."""
+        clips = (Clip.objects.visible_to(self.user).filter(status=Clip.Status.READY)
+                 .exclude(video="").order_by("-pk")[:EXTEND_CHOICES])
+        uploads = (Asset.objects.filter(owner=self.user, kind=Asset.Kind.VIDEO, source=Asset.Source.UPLOAD)
+                   .order_by("-pk")[:EXTEND_CHOICES])
+        choices: list = [("", "Choose one of your clips…")]
+        if clips:
+            choices.append(("Your clips", [(f"clip:{c.pk}", f"Clip #{c.pk} · {c.prompt[:60]}") for c in clips]))
+        if uploads:
+            choices.append(("Your uploads", [(f"asset:{a.pk}", a.original_name or f"Video #{a.pk}") for a in uploads]))
+        return choices
+
+    def _explain_choices(self, name: str, what: str, allowed) -> None:
+        """Say, beside the field, what this model can do instead of a bare "invalid"."""
+        self.fields[name].error_messages["invalid_choice"] = (
+            f"{self.spec.label} cannot make that {what}. Choose one of: {', '.join(map(str, allowed))}."
+        )
 
     # --- Field checks -------------------------------------------------------------------
 
@@ -113,23 +251,6 @@ class GenerateForm(forms.Form):
             )
         return prompt
 
-    def _choice_error(self, what: str, allowed: list[str]) -> forms.ValidationError:
-        return forms.ValidationError(
-            f"{self.spec.label} cannot make that {what}. Choose one of: {', '.join(allowed)}."
-        )
-
-    def clean_aspect_ratio(self):
-        value = self.cleaned_data["aspect_ratio"]
-        if value not in self.spec.aspect_ratios:
-            raise self._choice_error("aspect ratio", list(self.spec.aspect_ratios))
-        return value
-
-    def clean_duration(self):
-        value = self.cleaned_data["duration"]
-        if value not in self.spec.durations:
-            raise self._choice_error("duration", [duration_label(d) for d in self.spec.durations])
-        return value
-
     def clean_first_frame_upload(self):
         upload = self.cleaned_data.get("first_frame_upload")
         if not upload:
@@ -149,6 +270,133 @@ class GenerateForm(forms.Form):
             raise forms.ValidationError("That first frame is no longer available; choose it again.")
         return asset
 
+    def clean_reference_images(self):
+        uploads = self.cleaned_data.get("reference_images") or []
+        checked = []
+        for upload in uploads:
+            try:
+                checked.append((upload, media.check_image(upload.read())))
+            except media.MediaError as exc:
+                raise forms.ValidationError(f"{upload.name}: {exc}")
+        self.checked_references = checked
+        return uploads
+
+    def clean_reference_assets(self):
+        pks = self.cleaned_data.get("reference_assets") or []
+        found = {a.pk: a for a in Asset.objects.filter(pk__in=pks, owner=self.user, kind=Asset.Kind.IMAGE)}
+        if len(found) != len(set(pks)):
+            raise forms.ValidationError("A reference image is no longer available; choose it again.")
+        return [found[pk] for pk in dict.fromkeys(pks)]
+
+    def clean_extend_video(self):
+        """"clip:<pk>" (one of the creator's ready clips) or "asset:<pk>" (an uploaded video)."""
+        value = self.cleaned_data.get("extend_video") or ""
+        kind, _, raw = value.partition(":")
+        if not value:
+            return None
+        if kind == "clip":
+            clip = Clip.objects.visible_to(self.user).filter(pk=raw, status=Clip.Status.READY).exclude(video="").first()
+            if clip is not None:
+                return clip
+        elif kind == "asset":
+            asset = Asset.objects.filter(pk=raw, owner=self.user, kind=Asset.Kind.VIDEO).first()
+            if asset is not None:
+                return asset
+        raise forms.ValidationError("That video is no longer available; choose another.")
+
+    def clean_extend_video_upload(self):
+        upload = self.cleaned_data.get("extend_video_upload")
+        if not upload:
+            return None
+        if upload.size > MAX_VIDEO_BYTES:
+            raise forms.ValidationError(f"The video is larger than {MAX_VIDEO_BYTES // (1024 * 1024)} MB.")
+        upload.seek(0)
+        head = upload.read(12)
+        # Every MP4 starts with a box whose type is "ftyp"; cheaper than decoding a WebM first.
+        if head[4:8] != b"ftyp":
+            raise forms.ValidationError("Please upload an MP4 video.")
+        try:
+            info = self._probe_upload(upload)
+        except media.MediaError as exc:
+            raise forms.ValidationError(str(exc))
+        self.checked_video = (upload, info)
+        return upload
+
+    @staticmethod
+    def _probe_upload(upload) -> "media.VideoInfo":
+        if hasattr(upload, "temporary_file_path"):
+            return media.probe(Path(upload.temporary_file_path()))
+        with tempfile.NamedTemporaryFile(suffix=".mp4") as tmp:
+            upload.seek(0)
+            for chunk in upload.chunks():
+                tmp.write(chunk)
+            tmp.flush()
+            return media.probe(Path(tmp.name))
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.spec is None or "start_mode" not in self.fields:
+            return cleaned
+        given = {
+            FIRST_FRAME: bool(cleaned.get("first_frame_upload") or cleaned.get("first_frame_asset")),
+            REFERENCES: bool(self.checked_references or cleaned.get("reference_assets")
+                             or self.errors.get("reference_images") or self.errors.get("reference_assets")),
+            EXTEND: bool(cleaned.get("extend_video") or cleaned.get("extend_video_upload")
+                         or self.errors.get("extend_video") or self.errors.get("extend_video_upload")),
+        }
+        # An older page (or a script) may send no mode: take it from the single input given.
+        mode = cleaned.get("start_mode") or next((m for m, present in given.items() if present), TEXT)
+        self.chosen_mode = cleaned["start_mode"] = mode
+        label = dict(START_MODES)[mode]
+        extra = [MODE_INPUT[m] for m, present in given.items() if present and m != mode]
+        if extra:
+            # The page never sends these together: a forged or stale request. Say it beside
+            # the one field that is always shown.
+            self.add_error("start_mode", f"A clip starts one way only: “{label}” cannot be sent with "
+                                         f"{' and '.join(extra)}. Remove it or choose another way.")
+            return cleaned
+        if mode == FIRST_FRAME and not given[FIRST_FRAME] and not self.errors.get("first_frame_upload"):
+            self.add_error("first_frame_upload", "Choose a picture for the first frame, or choose “Text only”.")
+        if mode == REFERENCES:
+            count = len(self.checked_references) + len(cleaned.get("reference_assets") or [])
+            most = self.spec.max_reference_images
+            if not self.errors.get("reference_images") and not self.errors.get("reference_assets"):
+                if count == 0:
+                    self.add_error("reference_images", f"Add 1 to {most} reference images, or choose “Text only”.")
+                elif count > most:
+                    self.add_error("reference_images", f"Use at most {most} reference images ({count} were sent).")
+        if mode == EXTEND:
+            if cleaned.get("extend_video") and cleaned.get("extend_video_upload"):
+                self.add_error("extend_video", "Choose one of your clips or upload a video, not both.")
+            elif not given[EXTEND]:
+                self.add_error("extend_video", "Choose one of your clips, or upload an MP4 to extend.")
+        if mode != TEXT and not self.errors:
+            self._check_publishable(mode, cleaned)
+        return cleaned
+
+    def _check_publishable(self, mode: str, cleaned) -> None:
+        """A provider that fetches files by URL needs the studio's public address; say so
+        now, before anything is sent, rather than fail the clip later."""
+        if settings.PUBLIC_BASE_URL:
+            return
+        try:
+            provider = get_provider(self.spec.provider)
+        except LookupError:
+            return
+        if not provider.needs_public_urls:
+            return
+        if mode == FIRST_FRAME:
+            parent, asset = cleaned.get("parent"), cleaned.get("first_frame_asset")
+            if (parent is not None and asset is not None and not cleaned.get("first_frame_upload")
+                    and parent.last_frame_id == asset.pk and parent.fresh_remote_last_frame_url()):
+                return  # the provider's own copy of that last frame is still fresh
+        field = {FIRST_FRAME: "first_frame_upload", REFERENCES: "reference_images", EXTEND: "extend_video"}[mode]
+        self.add_error(field, (
+            f"{provider.label} fetches this file from the studio's public web address, and the "
+            "studio does not have one yet. Ask whoever runs the studio to set PUBLIC_BASE_URL, "
+            "or choose “Text only”."
+        ))
+
     def clean_parent(self):
         pk = self.cleaned_data.get("parent")
         if not pk:
@@ -162,28 +410,58 @@ class GenerateForm(forms.Form):
 
     # --- Results ------------------------------------------------------------------------
 
-    def keep_upload(self) -> Asset | None:
-        """Save a valid upload as an Asset, even when other fields failed, so the creator
-        does not have to choose the file again. Returns the asset, if any."""
-        upload = self.cleaned_data.get("first_frame_upload") if hasattr(self, "cleaned_data") else None
-        if upload is None or self.checked_upload is None:
-            return None
-        asset = Asset.create_image(self.user, self.checked_upload, upload.name)
-        self.cleaned_data["first_frame_asset"] = asset
-        return asset
+    def keep_upload(self) -> dict[str, list[str]]:
+        """Save the valid uploads of the chosen way to start as Assets, even when other
+        fields failed, so the creator does not have to choose the files again. Returns the
+        form values that now name them (empty when nothing was kept)."""
+        if not hasattr(self, "cleaned_data") or self.errors.get("start_mode"):
+            # Inputs of several ways at once: show that error with the request as sent.
+            return {}
+        kept: dict[str, list[str]] = {}
+        mode = self.chosen_mode
+        upload = self.cleaned_data.get("first_frame_upload")
+        if mode == FIRST_FRAME and upload is not None and self.checked_upload is not None:
+            asset = Asset.create_image(self.user, self.checked_upload, upload.name)
+            self.cleaned_data["first_frame_asset"] = asset
+            kept["first_frame_asset"] = [str(asset.pk)]
+        if mode == REFERENCES and self.checked_references:
+            held = list(self.cleaned_data.get("reference_assets") or [])
+            held += [Asset.create_image(self.user, checked, upload.name) for upload, checked in self.checked_references]
+            self.cleaned_data["reference_assets"] = held
+            self.checked_references = []
+            kept["reference_assets"] = [str(a.pk) for a in held]
+        # A video chosen in the list as well is an error to show, not something to replace.
+        if mode == EXTEND and self.checked_video is not None and not self.data.get("extend_video"):
+            upload, info = self.checked_video
+            upload.seek(0)
+            asset = Asset.create_video(self.user, upload, info, upload.name)
+            self.cleaned_data["extend_video"] = asset
+            self.checked_video = None
+            kept["extend_video"] = [f"asset:{asset.pk}"]
+        return kept
 
     def chosen_first_frame(self) -> Asset | None:
         return self.cleaned_data.get("first_frame_asset")
 
     def clip_fields(self) -> dict:
+        """What Clip.create_for needs; only the inputs of the chosen way to start."""
         data = self.cleaned_data
+        mode = self.chosen_mode
+        parent = data.get("parent")
+        extend = data.get("extend_video") if mode == EXTEND else None
+        if isinstance(extend, Clip):
+            # Extending one of the creator's clips continues it: it becomes the parent.
+            parent = parent or extend
+            extend = Asset.for_clip_video(extend)
         return {
             "prompt": data["prompt"],
             "aspect_ratio": data.get("aspect_ratio") or "",
             "duration": data.get("duration"),
             "resolution": data.get("resolution") or "",
-            "first_frame": self.chosen_first_frame(),
-            "parent": data.get("parent"),
+            "first_frame": self.chosen_first_frame() if mode == FIRST_FRAME else None,
+            "reference_images": list(data.get("reference_assets") or []) if mode == REFERENCES else [],
+            "extend_video": extend,
+            "parent": parent,
         }
 
     # --- Display ------------------------------------------------------------------------
@@ -210,6 +488,38 @@ class GenerateForm(forms.Form):
         except (TypeError, ValueError):
             value = None
         return value if value in self.spec.durations else self.spec.durations[0]
+
+    def current_mode(self) -> str:
+        """The way to start shown now: the chosen one when this model has it, otherwise the
+        one the held inputs imply (a continued clip starts from a first frame)."""
+        if "start_mode" not in self.fields:
+            return TEXT
+        source = self.data if self.is_bound else self.initial
+        raw = source.get("start_mode")
+        allowed = [value for value, _ in self.fields["start_mode"].choices]
+        if raw in allowed:
+            return raw
+        files = self.files if self.is_bound else None
+        implied = [
+            (FIRST_FRAME, _values(source, "first_frame_asset") or _values(files, "first_frame_upload")),
+            (REFERENCES, _values(source, "reference_assets") or _values(files, "reference_images")),
+            (EXTEND, _values(source, "extend_video") or _values(files, "extend_video_upload")),
+        ]
+        return next((mode for mode, present in implied if present and mode in allowed), TEXT)
+
+    def reference_previews(self) -> list[Asset]:
+        """The held reference images to show, in the order they were added."""
+        if "reference_assets" not in self.fields:
+            return []
+        source = self.data if self.is_bound else self.initial
+        pks = []
+        for raw in _values(source, "reference_assets"):
+            try:
+                pks.append(int(raw))
+            except (TypeError, ValueError):
+                continue
+        found = {a.pk: a for a in Asset.objects.filter(pk__in=pks, owner=self.user, kind=Asset.Kind.IMAGE)}
+        return [found[pk] for pk in dict.fromkeys(pks) if pk in found]
 
     def first_frame_preview(self) -> Asset | None:
         """The held first-frame image to show, for a bound or an initial form."""
@@ -245,10 +555,46 @@ def options_initial(spec: ModelSpec, values) -> dict:
         initial["duration"] = duration
     if values.get("resolution") in spec.resolutions:
         initial["resolution"] = values["resolution"]
-    for name in ("first_frame_asset", "parent"):
+    for name in ("first_frame_asset", "parent", "extend_video"):
         if values.get(name):
             initial[name] = values[name]
+    if values.get("start_mode") in [value for value, _ in start_modes(spec)]:
+        initial["start_mode"] = values["start_mode"]
+    references = _values(values, "reference_assets")
+    if references and spec.max_reference_images:
+        initial["reference_assets"] = references
     return initial
+
+
+def data_from_clip(clip: Clip) -> QueryDict:
+    """A clip's settings as form data, to bind the form for "try again"."""
+    data = QueryDict(mutable=True)
+    data["model"] = clip.model_ref
+    data["prompt"] = clip.prompt
+    for name in ("aspect_ratio", "resolution"):
+        if getattr(clip, name):
+            data[name] = getattr(clip, name)
+    if clip.duration:
+        data["duration"] = str(clip.duration)
+    data["start_mode"] = clip.start_mode
+    if clip.first_frame_id:
+        data["first_frame_asset"] = str(clip.first_frame_id)
+    data.setlist("reference_assets", [str(a.pk) for a in clip.reference_images.order_by("pk")])
+    video = clip.extend_video
+    if video is not None:
+        if video.source == Asset.Source.CLIP_VIDEO:
+            source = Clip.objects.filter(owner=clip.owner, video=video.file.name).first()
+            data["extend_video"] = f"clip:{source.pk}" if source else ""
+        else:
+            data["extend_video"] = f"asset:{video.pk}"
+    if clip.parent_id and clip.parent_id != _extended_clip_pk(data):
+        data["parent"] = str(clip.parent_id)
+    return data
+
+
+def _extended_clip_pk(data) -> int | None:
+    kind, _, raw = (data.get("extend_video") or "").partition(":")
+    return int(raw) if kind == "clip" and raw.isdigit() else None
 
 
 class FirstAccountForm(UserCreationForm):

@@ -20,8 +20,9 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import models, transaction
 from django.db.models import F, Q
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from . import media
 from .providers import ModelSpec, ProviderError, RemoteStatus, Submission, find_model, get_provider
@@ -39,6 +40,21 @@ FINISH_MAX_ATTEMPTS = 3
 QUEUE_GRACE = timedelta(seconds=30)
 # Longest pause between two polls when a provider keeps failing.
 MAX_BACKOFF_SECONDS = 300
+# How long a provider's own result URLs (e.g. Pictory's last frame) are trusted after we
+# received them. Undocumented; after this the studio's own published copy is sent instead.
+REMOTE_URL_FRESH_FOR = timedelta(minutes=30)
+
+# Form fields as a creator knows them, for error messages that name a field.
+FIELD_LABELS = {
+    "prompt": "Prompt",
+    "model": "Model",
+    "aspect_ratio": "Aspect ratio",
+    "duration": "Duration",
+    "resolution": "Resolution",
+    "first_frame_upload": "First frame",
+    "reference_images": "Reference images",
+    "extend_video": "Video to extend",
+}
 
 
 def _token() -> str:
@@ -68,6 +84,8 @@ class Asset(models.Model):
     class Source(models.TextChoices):
         UPLOAD = "upload", "Upload"
         LAST_FRAME = "last_frame", "Last frame of a clip"
+        # The video of one of the creator's clips, published to be extended (same file).
+        CLIP_VIDEO = "clip_video", "Video of a clip"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assets")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.IMAGE)
@@ -95,7 +113,31 @@ class Asset(models.Model):
         asset.save()
         return asset
 
+    @classmethod
+    def create_video(cls, owner, content, info: "media.VideoInfo", original_name: str = "") -> "Asset":
+        """Keep an uploaded video (a file object) that media.probe could decode."""
+        asset = cls(owner=owner, kind=cls.Kind.VIDEO, original_name=original_name[:255],
+                    width=info.width, height=info.height)
+        asset.file.save("video.mp4", File(content), save=False)
+        asset.save()
+        return asset
+
+    @classmethod
+    def for_clip_video(cls, clip: "Clip") -> "Asset":
+        """The clip's video as an asset, so it can be published like an upload. It points at
+        the clip's own file (no copy); one asset per clip video is enough."""
+        existing = cls.objects.filter(owner=clip.owner, kind=cls.Kind.VIDEO, source=cls.Source.CLIP_VIDEO,
+                                      file=clip.video.name).first()
+        if existing is not None:
+            return existing
+        asset = cls(owner=clip.owner, kind=cls.Kind.VIDEO, source=cls.Source.CLIP_VIDEO,
+                    original_name=f"clip-{clip.pk}.mp4", width=clip.video_width, height=clip.video_height)
+        asset.file.name = clip.video.name
+        asset.save()
+        return asset
+
     def image_input(self) -> ImageInput:
+        """This file as a provider input (an image, or a video to extend)."""
         return ImageInput(path=Path(self.file.path), public_url=self.public_url())
 
     def public_url(self) -> str:
@@ -139,12 +181,20 @@ class Clip(models.Model):
     first_frame = models.ForeignKey(
         Asset, null=True, blank=True, on_delete=models.SET_NULL, related_name="first_frame_of"
     )
+    # The other two ways to start a clip (a provider takes one of the three at most).
+    reference_images = models.ManyToManyField(Asset, blank=True, related_name="reference_image_of")
+    extend_video = models.ForeignKey(
+        Asset, null=True, blank=True, on_delete=models.SET_NULL, related_name="extend_video_of"
+    )
     cost_estimate = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     cost_unit = models.CharField(max_length=20, blank=True)
 
     # Where the job stands.
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.TextField(blank=True)
+    # A provider's objections per form field ({"prompt": ["..."]}), to show beside the
+    # fields when the creator tries again.
+    field_errors = models.JSONField(default=dict, blank=True)
     remote_id = models.CharField(max_length=200, blank=True)
     remote_result = models.JSONField(default=dict, blank=True)
     # For queued clips: when a (re)submission may be tried; for running clips: next poll.
@@ -157,7 +207,8 @@ class Clip(models.Model):
     finish_attempts = models.PositiveIntegerField(default=0)
     finish_claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    webhook_token = models.CharField(max_length=64, default=_token, editable=False)
+    # Indexed: a provider's webhook call finds its clip by this token alone.
+    webhook_token = models.CharField(max_length=64, default=_token, editable=False, db_index=True)
 
     # What came back, copied into our storage.
     storage_key = models.CharField(max_length=32, default=_storage_folder, editable=False)
@@ -228,6 +279,28 @@ class Clip(models.Model):
             return "Free"
         return f"{prefix}{amount.normalize():f} {self.cost_unit}".strip()
 
+    @property
+    def start_mode(self) -> str:
+        """How the clip starts: "text", "first_frame", "reference_images" or "extend_video"."""
+        if self.first_frame_id:
+            return "first_frame"
+        if self.extend_video_id:
+            return "extend_video"
+        if self.pk and self.reference_images.exists():
+            return "reference_images"
+        return "text"
+
+    def fresh_remote_last_frame_url(self) -> str:
+        """The provider's own URL of this clip's last frame while it can still be trusted to
+        work, else "". Sending it saves publishing our copy (and works without
+        PUBLIC_BASE_URL)."""
+        result = self.remote_result or {}
+        url = result.get("last_frame_url") or ""
+        received = parse_datetime(result.get("received_at") or "")
+        if not url.startswith(("https://", "http://")) or received is None:
+            return ""
+        return url if timezone.now() - received < REMOTE_URL_FRESH_FOR else ""
+
     def chain(self) -> list["Clip"]:
         """The clips from the root of this clip's chain down to this one."""
         path = [self]
@@ -245,20 +318,25 @@ class Clip(models.Model):
     def create_for(cls, owner, spec: ModelSpec, **fields) -> "Clip":
         """Save a new queued clip and send it to the provider once the transaction commits."""
         now = timezone.now()
-        clip = cls.objects.create(
-            owner=owner,
-            provider=spec.provider,
-            model_key=spec.key,
-            model_label=spec.label,
-            cost_estimate=spec.estimate_cost(fields.get("duration")),
-            cost_unit=spec.cost_unit,
-            next_poll_at=now + QUEUE_GRACE,
-            deadline_at=now + timedelta(minutes=settings.CLIP_DEADLINE_MINUTES),
-            **fields,
-        )
-        from . import jobs
+        references = fields.pop("reference_images", None) or []
+        # One transaction, so the submit task never sees the clip without its references.
+        with transaction.atomic():
+            clip = cls.objects.create(
+                owner=owner,
+                provider=spec.provider,
+                model_key=spec.key,
+                model_label=spec.label,
+                cost_estimate=spec.estimate_cost(fields.get("duration")),
+                cost_unit=spec.cost_unit,
+                next_poll_at=now + QUEUE_GRACE,
+                deadline_at=now + timedelta(minutes=settings.CLIP_DEADLINE_MINUTES),
+                **fields,
+            )
+            if references:
+                clip.reference_images.set(references)
+            from . import jobs
 
-        transaction.on_commit(lambda: jobs.enqueue_submit(clip.pk))
+            transaction.on_commit(lambda: jobs.enqueue_submit(clip.pk))
         return clip
 
     # --- Submitting ---------------------------------------------------------------------
@@ -284,8 +362,33 @@ class Clip(models.Model):
             aspect_ratio=self.aspect_ratio,
             duration=self.duration,
             resolution=self.resolution,
-            first_frame=self.first_frame.image_input() if self.first_frame else None,
+            first_frame=self._first_frame_input(),
+            reference_images=[a.image_input() for a in self.reference_images.order_by("pk")],
+            extend_video=self.extend_video.image_input() if self.extend_video else None,
+            webhook_url=self.webhook_url(),
         )
+
+    def _first_frame_input(self) -> ImageInput | None:
+        if self.first_frame is None:
+            return None
+        image = self.first_frame.image_input()
+        # Continuing a clip: the provider's own last-frame URL, while fresh, is the exact
+        # picture and needs nothing published; our copy at its public URL is the fallback.
+        parent = self.parent
+        if parent is not None and parent.last_frame_id == self.first_frame_id:
+            image.remote_url = parent.fresh_remote_last_frame_url()
+        return image
+
+    def webhook_url(self) -> str:
+        """Where the provider may call to say the job moved on: unguessable per clip, and
+        only when the studio has a public address and the provider has a receiver."""
+        if not settings.PUBLIC_BASE_URL:
+            return ""
+        try:
+            path = reverse(f"{self.provider}_webhook", args=[self.webhook_token])
+        except NoReverseMatch:
+            return ""
+        return settings.PUBLIC_BASE_URL + path
 
     def submit(self) -> None:
         """Send the clip to its provider, exactly once.
@@ -410,9 +513,30 @@ class Clip(models.Model):
         else:
             self._claim({"status": self.Status.RUNNING}, poll_failures=0)
 
-    def make_due(self) -> None:
-        """Poll this clip as soon as possible (a webhook said something happened)."""
-        Clip.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(next_poll_at=timezone.now())
+    def make_due(self) -> bool:
+        """Poll this clip as soon as possible (a webhook said something happened). True when
+        that moved the next poll earlier; a clip already due is left as it is."""
+        now = timezone.now()
+        return bool(
+            Clip.objects.filter(pk=self.pk, status=self.Status.RUNNING, next_poll_at__gt=now).update(
+                next_poll_at=now
+            )
+        )
+
+    @classmethod
+    def wake_by_webhook(cls, provider: str, token: str) -> bool | None:
+        """A provider's webhook call, taken only as a hint: find the clip by the unguessable
+        token in the URL and make it due. The call's body is never trusted; the next poll
+        fetches the truth. None when no clip has this token; else whether it was made due."""
+        clip = cls.objects.filter(provider=provider, webhook_token=token).first() if token else None
+        if clip is None:
+            return None
+        woke = clip.make_due()
+        if woke:
+            from . import jobs
+
+            transaction.on_commit(jobs.enqueue_sweep)
+        return woke
 
     def timeout_message(self) -> str:
         minutes = int(settings.CLIP_DEADLINE_MINUTES)
@@ -509,13 +633,14 @@ class Clip(models.Model):
         expected = {"status": expected_status} if expected_status else {}
         if field_errors:
             details = "; ".join(
-                f"{name}: {' '.join(msgs)}" for name, msgs in field_errors.items()
+                f"{FIELD_LABELS[name]}: {' '.join(msgs)}" if name in FIELD_LABELS else " ".join(msgs)
+                for name, msgs in field_errors.items()
             )
             message = f"{message} ({details})"
         changed = Clip.objects.filter(pk=self.pk, **expected).exclude(
             status__in=self.FINAL_STATES
         ).update(status=self.Status.FAILED, error=message, finished_at=timezone.now(),
-                 next_poll_at=None, updated_at=timezone.now())
+                 next_poll_at=None, updated_at=timezone.now(), field_errors=field_errors or {})
         self.refresh_from_db()
         if changed:
             log.info("clip %s failed: %s", self.pk, message)

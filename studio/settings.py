@@ -6,11 +6,32 @@ project, the embedded ORM queue, the offline simulator, media under ./media.
 
 import os
 import secrets
+import sys
+import warnings
 from pathlib import Path
 
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _load_dotenv(path: Path) -> None:
+    """Read KEY=VALUE lines from a git-ignored .env beside manage.py, so provider keys can
+    live in one file. The real environment always wins."""
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+# Never under pytest: a developer's real keys must not reach the tests (they would talk
+# to the real services).
+if os.environ.get("STUDIO_IGNORE_DOTENV") != "1" and "pytest" not in sys.modules:
+    _load_dotenv(BASE_DIR / ".env")
 
 
 def env_bool(name, default=False):
@@ -135,8 +156,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
-# Serve straight from the app folders, so `make run` needs no collectstatic step.
+# Serve straight from the app folders, so `make run` needs no collectstatic step (and
+# whitenoise need not warn that STATIC_ROOT is missing until someone collects).
 WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 # Media (videos, thumbnails, frames, uploads) is never served as a public folder: the
 # studio's own views check who is asking. MEDIA_URL is only a prefix for those views.
@@ -161,6 +184,17 @@ SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", True)
 # Seconds the simulated service takes to accept a job and, again, to finish rendering it,
 # so a creator sees the card go "Queued" then "Generating" as with a hosted model.
 SIMULATOR_DELAY_SECONDS = env_float("SIMULATOR_DELAY_SECONDS", 2)
+
+# Pictory AI Studio (Veo 3.1, Veo 3.1 Fast, PixVerse 5.5): on when the key is set.
+PICTORY_API_KEY = os.environ.get("PICTORY_API_KEY", "").strip()
+# Overridable so a proxy or a test's fake server can stand in for the real service.
+PICTORY_API_BASE_URL = (
+    os.environ.get("PICTORY_API_BASE_URL", "").strip() or "https://api.pictory.ai/pictoryapis"
+).rstrip("/")
+# Seconds between two polls of one job; the provider keeps it within 10 to 30 (its docs).
+PICTORY_POLL_SECONDS = env_float("PICTORY_POLL_SECONDS", 15)
+# Longest wait for one HTTP exchange with Pictory (connect: at most 10 s of it).
+PICTORY_TIMEOUT_SECONDS = env_float("PICTORY_TIMEOUT_SECONDS", 30)
 
 # The address at which providers can fetch files the studio publishes (first frames,
 # uploads) and call webhooks, e.g. https://studio.example.com. Empty: nothing is published.

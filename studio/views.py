@@ -13,9 +13,10 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .forms import FirstAccountForm, GenerateForm, options_initial
+from .forms import FirstAccountForm, GenerateForm, data_from_clip, options_initial
 from .models import Asset, Clip
 from .providers import enabled_providers, find_model
 
@@ -72,13 +73,13 @@ def generate(request):
     # A good upload is kept even when something else is wrong, so it is not lost.
     kept = form.keep_upload()
     if not valid:
-        data = request.POST.copy()
-        if kept is not None:
-            data["first_frame_asset"] = str(kept.pk)
-        form = GenerateForm(data, user=request.user)
-        form.is_valid()
-        if kept is not None:
-            form.errors.pop("first_frame_upload", None)
+        if kept:
+            # Show the kept files (by their ids) instead of empty file inputs.
+            data = request.POST.copy()
+            for name, values in kept.items():
+                data.setlist(name, values)
+            form = GenerateForm(data, user=request.user)
+            form.is_valid()
         if request.htmx:
             return render(request, "studio/_generate_form.html", {"form": form}, status=422)
         return _studio_page(request, form, status=422)
@@ -117,12 +118,30 @@ def continue_clip(request, pk):
         return redirect(parent)
     initial = {"model": parent.model_ref, "aspect_ratio": parent.aspect_ratio,
                "duration": parent.duration, "parent": parent.pk,
-               "first_frame_asset": parent.last_frame_id}
+               "first_frame_asset": parent.last_frame_id, "start_mode": "first_frame"}
     spec = parent.spec
     if spec is None:
         messages.error(request, f"The model “{parent.model_label}” is not available any more; choose another.")
         initial.pop("model")
     form = GenerateForm(user=request.user, initial=initial)
+    return _studio_page(request, form)
+
+
+@login_required
+@require_GET
+def retry_clip(request, pk):
+    """The generate form filled with a failed clip's settings, and the provider's objections
+    (a 400's field messages) beside the fields they concern."""
+    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    if clip.spec is None:
+        messages.error(request, f"The model “{clip.model_label}” is not available any more; choose another.")
+        return redirect("home")
+    form = GenerateForm(data_from_clip(clip), user=request.user)
+    form.is_valid()
+    for name, field_messages in (clip.field_errors or {}).items():
+        target = name if name in form.fields else None
+        for message in field_messages:
+            form.add_error(target, message)
     return _studio_page(request, form)
 
 
@@ -153,7 +172,13 @@ def clip_detail(request, pk):
 @login_required
 @require_GET
 def providers_page(request):
-    return render(request, "studio/providers.html", {"providers": enabled_providers()})
+    providers = enabled_providers()
+    enabled = {p.name for p in providers}
+    return render(request, "studio/providers.html", {
+        "providers": providers,
+        "pictory_enabled": "pictory" in enabled,
+        "public_base_url": settings.PUBLIC_BASE_URL,
+    })
 
 
 # --- Files ------------------------------------------------------------------------------
@@ -269,6 +294,24 @@ def setup(request):
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("home")
     return render(request, "registration/setup.html", {"form": form})
+
+
+# --- Webhooks ---------------------------------------------------------------------------
+
+
+def _webhook_hint(provider: str, token: str) -> HttpResponse:
+    """What every provider's webhook does once the call is authenticated (for Pictory: by
+    the token alone, as it signs nothing): make the clip due for polling. The body is never
+    read; the job's state always comes from the provider's API. Answers fast, 204."""
+    if Clip.wake_by_webhook(provider, token) is None:
+        raise Http404("No such hook.")
+    return HttpResponse(status=204)
+
+
+@csrf_exempt
+@require_POST
+def pictory_webhook(request, token):
+    return _webhook_hint("pictory", token)
 
 
 def healthz(request):

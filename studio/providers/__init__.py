@@ -14,6 +14,10 @@ def enabled_providers() -> list[Provider]:
     found: list[Provider] = []
     if settings.SIMULATOR_ENABLED:
         found.append(SimulatorProvider())
+    if settings.PICTORY_API_KEY:
+        from .pictory import PictoryProvider
+
+        found.append(PictoryProvider.shared())
     return found
 
 

@@ -130,6 +130,9 @@ class Provider:
     label = ""
     # Seconds between two polls of one job.
     poll_interval = 15.0
+    # True when the service fetches our images and videos by URL, so they must be published
+    # at PUBLIC_BASE_URL first (the simulator reads them from disk).
+    needs_public_urls = False
 
     def models(self) -> list[ModelSpec]:
         raise NotImplementedError

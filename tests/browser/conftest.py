@@ -43,6 +43,9 @@ class Studio:
             "SIMULATOR_DELAY_SECONDS": "1.5",
             "POLL_SWEEP_SECONDS": "60",
             "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
+            "STUDIO_IGNORE_DOTENV": "1",
+            "PICTORY_API_KEY": "",
+            "OPENROUTER_API_KEY": "",
             **(extra_env or {}),
         }
         self.env.pop("DJANGO_SETTINGS_MODULE", None)

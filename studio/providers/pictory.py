@@ -1,0 +1,450 @@
+"""Pictory AI Studio: Veo 3.1, Veo 3.1 Fast and PixVerse 5.5 behind one REST API.
+
+The facts of the API are in ../shared/contracts.md (Pictory part). This module only builds
+requests and maps answers onto our vocabulary; `_request` is the one place that talks HTTP.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import threading
+import time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+from django.conf import settings
+
+from .base import ImageInput, ModelSpec, Provider, ProviderError, RemoteStatus, Submission
+
+log = logging.getLogger(__name__)
+
+NAME = "pictory"
+# The service sits behind bot protection that refuses some default library agents (403),
+# so every request names the studio instead.
+USER_AGENT = "LastframeStudio/1.0"
+
+# A hosted model may take minutes, but one HTTP exchange should not: anything slower than
+# this (per read, not for a whole download) is a network problem.
+CONNECT_TIMEOUT = 10.0
+# A result file larger than this is not a few-second clip: stop rather than fill the disk.
+MAX_DOWNLOAD_BYTES = 2 * 1024**3
+
+# There is no models endpoint: the table in the documentation is the catalogue.
+MODELS = [
+    ModelSpec(
+        provider=NAME,
+        key="veo3.1",
+        label="Veo 3.1 · Pictory",
+        aspect_ratios=("16:9", "9:16"),
+        durations=(4, 6, 8),
+        first_frame=True,
+        max_reference_images=3,
+        extend_video=True,
+        cost_per_second=Decimal("20"),
+        cost_unit="credits",
+        description="Google Veo 3.1 through Pictory AI Studio: the highest quality, 20 AI credits per second.",
+    ),
+    ModelSpec(
+        provider=NAME,
+        key="veo3.1_fast",
+        label="Veo 3.1 Fast · Pictory",
+        aspect_ratios=("16:9", "9:16"),
+        durations=(4, 6, 8),
+        first_frame=True,
+        max_reference_images=3,
+        extend_video=True,
+        cost_per_second=Decimal("10"),
+        cost_unit="credits",
+        description="Google Veo 3.1 Fast through Pictory AI Studio: quicker and half the price, 10 AI credits per second.",
+    ),
+    ModelSpec(
+        provider=NAME,
+        key="pixverse5.5",
+        label="PixVerse 5.5 · Pictory",
+        aspect_ratios=("16:9", "9:16", "1:1", "3:4", "4:3"),
+        durations=(5, 8, 10),
+        first_frame=True,
+        max_reference_images=3,
+        extend_video=True,
+        cost_per_second=Decimal("1.6"),
+        cost_unit="credits",
+        description="PixVerse 5.5 through Pictory AI Studio: five shapes, up to 10 seconds, 1.6 AI credits per second.",
+    ),
+]
+
+# Pictory's names for the inputs of a request, and the form fields a creator fills in for
+# them, so a 400 can show each message beside the right field.
+FORM_FIELDS = {
+    "prompt": "prompt",
+    "model": "model",
+    "aspectRatio": "aspect_ratio",
+    "duration": "duration",
+    "firstFrameImageUrl": "first_frame_upload",
+    "referenceImageUrls": "reference_images",
+    "extendVideoUrl": "extend_video",
+}
+
+KEY_REFUSED = "Pictory refused the API key (check PICTORY_API_KEY)."
+NO_PUBLIC_URL = (
+    "Pictory fetches this file from the studio's public address, and none is set "
+    "(PUBLIC_BASE_URL). Choose “Text only”, or ask whoever runs the studio to set it."
+)
+
+
+def poll_seconds() -> float:
+    """PICTORY_POLL_SECONDS kept within the 10 to 30 s the documentation asks for."""
+    try:
+        value = float(settings.PICTORY_POLL_SECONDS)
+    except (TypeError, ValueError):
+        value = 15.0
+    return min(30.0, max(10.0, value))
+
+
+class PictoryProvider(Provider):
+    name = NAME
+    label = "Pictory AI Studio"
+    # Pictory fetches images and videos by URL: files of ours must be published first.
+    needs_public_urls = True
+
+    _shared: "PictoryProvider | None" = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, api_key: str, base_url: str, timeout: float):
+        self.api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.poll_interval = poll_seconds()
+        self._client: httpx.Client | None = None
+        self._client_pid: int | None = None
+        self._client_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> "PictoryProvider":
+        """One provider (and so one connection pool) per configuration and process. The
+        registry is asked for providers on every form render; a client each time would leak
+        sockets. A changed setting (tests, a reload) gets a fresh instance."""
+        config = (
+            settings.PICTORY_API_KEY,
+            settings.PICTORY_API_BASE_URL,
+            float(settings.PICTORY_TIMEOUT_SECONDS),
+        )
+        with cls._shared_lock:
+            current = cls._shared
+            if current is None or current._config() != config:
+                if current is not None:
+                    current.close()
+                current = cls._shared = cls(*config)
+            current.poll_interval = poll_seconds()
+            return current
+
+    def _config(self) -> tuple:
+        return (self.api_key, self.base_url, self.timeout)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def models(self) -> list[ModelSpec]:
+        return list(MODELS)
+
+    # --- The one place that touches HTTP -----------------------------------------------
+
+    def _http(self) -> httpx.Client:
+        # Created on first use, and again in a forked worker: a pool's sockets must not be
+        # shared between processes.
+        with self._client_lock:
+            if self._client is None or self._client_pid != os.getpid():
+                self._client = httpx.Client(
+                    timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
+                    headers={"User-Agent": USER_AGENT},
+                    follow_redirects=False,
+                )
+                self._client_pid = os.getpid()
+            return self._client
+
+    def _request(self, method: str, path: str, *, json: dict | None = None,
+                 stream_to: Path | None = None) -> dict:
+        """Send one request and return the JSON body of a 2xx answer, or write the body to
+        `stream_to`. Every other outcome becomes a ProviderError in our words.
+
+        `path` is relative to the base URL, or an absolute URL for result files. The key goes
+        only to the API itself: result files live on storage that may reject (or log) a
+        foreign Authorization header."""
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+        headers = {"Accept": "application/json"} if stream_to is None else {}
+        if url.startswith(self.base_url + "/"):
+            headers["Authorization"] = self.api_key  # the raw key: Pictory refuses "Bearer"
+        if json is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            if stream_to is not None:
+                with self._http().stream(method, url, headers=headers, follow_redirects=True) as response:
+                    if response.status_code >= 300:
+                        response.read()
+                        raise self._download_error(response)
+                    self._save_stream(response, stream_to)
+                return {}
+            response = self._http().request(method, url, headers=headers, json=json)
+        except ProviderError:
+            raise
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError) as exc:
+            # Nothing left this machine: trying again cannot make a second job.
+            raise ProviderError(f"Could not reach Pictory ({type(exc).__name__}); will try again.") from exc
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise ProviderError(
+                "The Pictory address is not a valid URL (check PICTORY_API_BASE_URL).", permanent=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            # The request may have arrived (a read timeout, a dropped connection): for a
+            # create, Pictory may be making the clip right now.
+            raise ProviderError(
+                f"Pictory did not answer in time ({type(exc).__name__}).",
+                outcome_unknown=method == "POST",
+            ) from exc
+        if 200 <= response.status_code < 300:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                raise ProviderError("Pictory sent an answer that is not JSON; will try again.",
+                                    outcome_unknown=method == "POST", status_code=response.status_code)
+            return body
+        raise self._api_error(response)
+
+    def _save_stream(self, response: httpx.Response, destination: Path) -> None:
+        written = 0
+        try:
+            with destination.open("wb") as fh:
+                for chunk in response.iter_bytes(64 * 1024):
+                    written += len(chunk)
+                    if written > MAX_DOWNLOAD_BYTES:
+                        raise ProviderError("The file from Pictory is far too large for a clip.", permanent=True)
+                    fh.write(chunk)
+        except BaseException:
+            destination.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _api_error(response: httpx.Response) -> ProviderError:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        vendor_message = _text(body.get("message"))
+        if status == 400:
+            return ProviderError(
+                "Pictory did not accept these settings" + (f": {vendor_message}" if vendor_message else "."),
+                permanent=True,
+                field_errors=field_errors(body.get("fields")),
+                status_code=status,
+            )
+        if status == 401:
+            return ProviderError(KEY_REFUSED, permanent=True, status_code=status)
+        if status == 429:
+            return ProviderError("Pictory asked us to slow down (429).", retry_after=retry_after(response),
+                                 status_code=status)
+        if status >= 500 or status == 408:
+            return ProviderError(f"Pictory had a problem on its side ({status}).",
+                                 retry_after=retry_after(response), status_code=status)
+        if status == 404 or _mentions_not_found(body):
+            return ProviderError("Pictory has no record of this job.", permanent=True, status_code=status)
+        if status == 403:
+            return ProviderError("Pictory refused the request (403 Forbidden).", permanent=True, status_code=status)
+        return ProviderError(
+            f"Pictory refused the request ({status}" + (f": {vendor_message})" if vendor_message else ")"),
+            permanent=True, status_code=status,
+        )
+
+    @staticmethod
+    def _download_error(response: httpx.Response) -> ProviderError:
+        status = response.status_code
+        if status in (401, 403, 404, 410):
+            # Signed result URLs answer 403 or 404 once they expire; asking again will not help.
+            return ProviderError(f"The file at Pictory is no longer available ({status}); its link has expired.",
+                                 permanent=True, status_code=status)
+        if status == 429 or status >= 500 or status == 408:
+            return ProviderError(f"Pictory's file storage had a problem ({status}).",
+                                 retry_after=retry_after(response), status_code=status)
+        return ProviderError(f"Pictory's file storage refused the download ({status}).",
+                             permanent=True, status_code=status)
+
+    # --- The calls ----------------------------------------------------------------------
+
+    def submit(self, submission: Submission) -> str:
+        # Reference: https://docs.pictory.ai/api-reference/ai-studio/generate-video
+        body = request_body(submission)
+        answer = self._request("POST", "/v1/aistudio/videos", json=body)
+        job_id = _text((answer.get("data") or {}).get("jobId")) if isinstance(answer.get("data"), dict) else ""
+        if answer.get("success") is False or not job_id:
+            # A 2xx without a job id: something may have been created that we cannot follow.
+            raise ProviderError(
+                "Pictory answered without a job id, so this clip cannot be followed. "
+                "Check your Pictory account before trying again.",
+                permanent=True,
+            )
+        return job_id
+
+    def poll(self, remote_id: str) -> RemoteStatus:
+        # Reference: https://docs.pictory.ai/api-reference/ai-studio/get-video-job
+        body = self._request("GET", f"/v1/jobs/{quote(remote_id, safe='')}")
+        return remote_status(body)
+
+    def download(self, url: str, destination: Path) -> None:
+        # Reference: https://docs.pictory.ai/api-reference/ai-studio/get-video-job
+        # (result URLs are direct downloads and are not kept for ever: contracts.md)
+        if not url.startswith(("http://", "https://")):
+            raise ProviderError("Pictory sent a file address we cannot download.", permanent=True)
+        self._request("GET", url, stream_to=destination)
+
+
+# --- Mapping between our words and Pictory's ------------------------------------------------
+
+
+def _public_url(item: ImageInput, form_field: str) -> str:
+    url = item.remote_url or item.public_url
+    if not url:
+        raise ProviderError(NO_PUBLIC_URL, permanent=True, field_errors={form_field: [NO_PUBLIC_URL]})
+    return url
+
+
+def request_body(submission: Submission) -> dict:
+    """The JSON of a create request: the documented field names only, and at most one of
+    the three mutually exclusive inputs."""
+    exclusive = [bool(submission.first_frame), bool(submission.reference_images), bool(submission.extend_video)]
+    if sum(exclusive) > 1:
+        raise ProviderError(
+            "Pictory takes a first frame, reference images or a video to extend, not several at once.",
+            permanent=True,
+        )
+    body: dict = {"prompt": submission.prompt, "model": submission.model.key}
+    if submission.aspect_ratio:
+        body["aspectRatio"] = submission.aspect_ratio
+    if submission.duration:
+        body["duration"] = f"{submission.duration}s"
+    if submission.first_frame:
+        body["firstFrameImageUrl"] = _public_url(submission.first_frame, "first_frame_upload")
+    elif submission.reference_images:
+        if len(submission.reference_images) > 3:
+            raise ProviderError("Pictory takes 1 to 3 reference images.", permanent=True)
+        body["referenceImageUrls"] = [_public_url(i, "reference_images") for i in submission.reference_images]
+    elif submission.extend_video:
+        body["extendVideoUrl"] = _public_url(submission.extend_video, "extend_video")
+    if submission.webhook_url:
+        body["webhook"] = submission.webhook_url
+    return body
+
+
+def remote_status(body: dict) -> RemoteStatus:
+    """A poll answer in our words. Failure wins over everything (success:false even with no
+    status); an unknown status is still running; the optional fields are used when present."""
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    status = _text(data.get("status")).lower()
+    if _mentions_not_found(body) or _mentions_not_found(data):
+        raise ProviderError("Pictory has no record of this job.", permanent=True)
+    if body.get("success") is False or data.get("success") is False or status == "failed":
+        message = (
+            _text(data.get("error_message"))
+            or _text(body.get("error_message"))
+            or _text(body.get("message"))
+            or _text(data.get("error_code"))
+            or "Pictory could not make this clip."
+        )
+        return RemoteStatus(RemoteStatus.FAILED, error=message, raw=body)
+    if status == "completed":
+        video_url = _text(data.get("url"))
+        if not video_url:
+            # Completed with nothing to fetch: ask again rather than fail a paid clip; the
+            # deadline ends it if the answer never changes.
+            log.warning("Pictory reported a completed job without a video URL")
+            return RemoteStatus(RemoteStatus.RUNNING, raw=body)
+        return RemoteStatus(
+            RemoteStatus.SUCCEEDED,
+            video_url=video_url,
+            thumbnail_url=_text(data.get("thumbnailImageUrl")) or _text(data.get("previewImageUrl")),
+            last_frame_url=_text(data.get("lastFrameImageUrl")),
+            cost=_decimal(data.get("aiCreditsUsed")),
+            cost_unit="credits",
+            raw=body,
+        )
+    return RemoteStatus(RemoteStatus.RUNNING, raw=body)
+
+
+def field_errors(fields) -> dict[str, list[str]]:
+    """The `fields` of a 400 mapped to our form fields. Both documented shapes are accepted:
+    {"field", "message"} and {"name", "errors"} (errors a string or a list). Names we do not
+    know go to the form as a whole ("__all__")."""
+    found: dict[str, list[str]] = {}
+    if isinstance(fields, dict):  # {"prompt": "too short"} would be a third shape; cheap to accept
+        fields = [{"field": k, "message": v} for k, v in fields.items()]
+    if not isinstance(fields, list):
+        return found
+    for entry in fields:
+        if not isinstance(entry, dict):
+            continue
+        name = _text(entry.get("field") or entry.get("name") or entry.get("path"))
+        raw = entry.get("message", entry.get("errors", entry.get("error")))
+        messages = [_text(m) for m in raw] if isinstance(raw, list) else [_text(raw)]
+        messages = [m for m in messages if m]
+        if not messages:
+            continue
+        target = FORM_FIELDS.get(_bare_name(name))
+        if target is None:
+            target = "__all__"
+            messages = [f"{name}: {m}" if name else m for m in messages]
+        found.setdefault(target, []).extend(messages)
+    return found
+
+
+def _bare_name(name: str) -> str:
+    """"body.referenceImageUrls[1]" → "referenceImageUrls": validators name fields in
+    several ways."""
+    name = name.rsplit(".", 1)[-1]
+    return name.split("[", 1)[0].strip()
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Retry-After as seconds (a number or an HTTP date), or None when absent or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _mentions_not_found(body) -> bool:
+    if not isinstance(body, dict):
+        return False
+    return any(_text(body.get(k)).upper() == "JOB_NOT_FOUND" for k in ("code", "error_code", "errorCode"))
+
+
+def _text(value) -> str:
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    return str(value).strip()[:2000]
+
+
+def _decimal(value) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None

@@ -1,0 +1,338 @@
+"""A loopback Pictory AI Studio that follows ../shared/contracts.md (Pictory part) to the letter.
+
+It runs a stdlib HTTP server in a thread on 127.0.0.1 (a random port), checks every request
+as the real service would (raw key, no "Bearer", an explicit User-Agent, JSON body with the
+documented fields, each model's ratios and durations, the three exclusive inputs), records
+every request for assertions, answers polls from a script, and serves the result files
+(a real MP4 rendered by the simulator, a PNG last frame, a JPEG thumbnail), which a test can
+make expire.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+API = "/pictoryapis"
+KEY = "pictai_fake_0123456789abcdef"
+
+# The catalogue of contracts.md: ratios, durations (first = default), credits per second.
+MODELS = {
+    "veo3.1": (("16:9", "9:16"), ("4s", "6s", "8s"), 20),
+    "veo3.1_fast": (("16:9", "9:16"), ("4s", "6s", "8s"), 10),
+    "pixverse5.5": (("16:9", "9:16", "1:1", "3:4", "4:3"), ("5s", "8s", "10s"), 1.6),
+}
+FIELDS = {"prompt", "model", "aspectRatio", "duration", "firstFrameImageUrl", "extendVideoUrl",
+          "referenceImageUrls", "webhook"}
+EXCLUSIVE = ("firstFrameImageUrl", "extendVideoUrl", "referenceImageUrls")
+URI = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+
+# Rendering is the slow part of a test: one small clip per aspect ratio is enough.
+_RENDERS: dict[str, tuple[bytes, bytes, bytes]] = {}
+_RENDER_LOCK = threading.Lock()
+
+
+def rendered(aspect_ratio: str) -> tuple[bytes, bytes, bytes]:
+    """(MP4, PNG last frame, JPEG thumbnail) of a 1 s clip at `aspect_ratio`."""
+    with _RENDER_LOCK:
+        if aspect_ratio not in _RENDERS:
+            from studio import media
+            from studio.providers.simulator import render
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "clip.mp4"
+                render(path, "A fake Pictory clip", aspect_ratio, 1, None)
+                last = media.last_frame(path)
+                png = io.BytesIO()
+                last.save(png, "PNG")
+                thumb = media.thumbnail_jpeg(media.first_frame(path))
+                _RENDERS[aspect_ratio] = (path.read_bytes(), png.getvalue(), thumb)
+        return _RENDERS[aspect_ratio]
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict  # lower-case names
+    json: object = None
+    raw: bytes = b""
+
+
+@dataclass
+class Job:
+    id: str
+    body: dict
+    polls: int = 0
+    files: dict = field(default_factory=dict)
+
+
+class FakePictory:
+    def __init__(self, key: str = KEY):
+        self.key = key
+        self.requests: list[Recorded] = []
+        self.jobs: dict[str, Job] = {}
+        # Scripted answers to the next creates: "ok", "timeout", or (status, body, headers).
+        self.create_replies: deque = deque()
+        # Scripted answers to the next polls of any job; when empty: "in-progress".
+        self.poll_replies: deque = deque()
+        # How a 400 lists its fields: "field" ({"field","message"}), "name" ({"name",
+        # "errors": [...]}) or "name-str" ({"name","errors": "..."}); the docs show both.
+        self.fields_shape = "field"
+        # A status (403, 404, 410) that every result file answers with: the URLs expired.
+        self.file_status: int | None = None
+        # How long a "timeout" reply waits before answering (past the client's timeout).
+        self.slow_seconds = 3.0
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    # --- Running ----------------------------------------------------------------------
+
+    def start(self) -> "FakePictory":
+        fake = self
+
+        class Handler(_Handler):
+            pictory = fake
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def base_url(self) -> str:
+        return self.origin + API
+
+    # --- Scripting --------------------------------------------------------------------
+
+    def reply_to_create(self, *replies) -> None:
+        self.create_replies.extend(replies)
+
+    def script_polls(self, *steps) -> None:
+        """Answers to the next polls: "in-progress", "completed" (and its variants, see
+        _completed), "failed", "success-false", "unknown", "job-not-found", "404", "429",
+        "500", "timeout", or a (status, body, headers) tuple."""
+        self.poll_replies.extend(steps)
+
+    def expire_files(self, status: int = 404) -> None:
+        self.file_status = status
+
+    # --- Reading what happened --------------------------------------------------------
+
+    def creates(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "POST" and r.path == f"{API}/v1/aistudio/videos"]
+
+    def polls(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "GET" and r.path.startswith(f"{API}/v1/jobs/")]
+
+    def file_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path.startswith("/files/")]
+
+    # --- Answers ----------------------------------------------------------------------
+
+    def handle(self, handler: "_Handler", method: str) -> None:
+        raw = b""
+        if method == "POST":
+            length = int(handler.headers.get("Content-Length") or 0)
+            raw = handler.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = ValueError
+        path = handler.path.split("?", 1)[0]
+        with self.lock:
+            self.requests.append(Recorded(method, path, headers, None if body is ValueError else body, raw))
+
+        if path.startswith("/files/") and method == "GET":
+            return self._file(handler, path)
+        if not path.startswith(API + "/"):
+            return _send(handler, 404, {"message": "Not Found"})
+        refusal = self._refuse(headers)
+        if refusal:
+            return _send(handler, *refusal)
+        if method == "POST" and path == f"{API}/v1/aistudio/videos":
+            return self._create(handler, headers, body)
+        match = re.fullmatch(rf"{API}/v1/jobs/([^/]+)", path)
+        if method == "GET" and match:
+            return self._poll(handler, match.group(1))
+        return _send(handler, 404, {"message": "Not Found"})
+
+    def _refuse(self, headers: dict):
+        agent = headers.get("user-agent", "")
+        # The bot protection in front of the service refuses default library agents.
+        if not agent or agent.lower().startswith(("python-httpx", "python-requests", "python-urllib")):
+            return 403, "<html><body>Access denied</body></html>", {"Content-Type": "text/html"}
+        auth = headers.get("authorization", "")
+        if auth != self.key:  # the raw key; "Bearer <key>" is refused like a wrong key
+            return 401, {"message": "Unauthorized"}
+        return None
+
+    def _invalid(self, handler, problems: list[tuple[str, str]], message="Request body is invalid"):
+        if self.fields_shape == "field":
+            fields = [{"field": name, "message": text} for name, text in problems]
+        elif self.fields_shape == "name-str":
+            fields = [{"name": name, "errors": text} for name, text in problems]
+        else:
+            fields = [{"name": name, "errors": [text]} for name, text in problems]
+        return _send(handler, 400, {"code": "INVALID_REQUEST_BODY", "message": message, "fields": fields})
+
+    def validate(self, headers: dict, body) -> list[tuple[str, str]]:
+        if not headers.get("content-type", "").startswith("application/json"):
+            return [("body", "Content-Type must be application/json")]
+        if not isinstance(body, dict):
+            return [("body", "The body must be a JSON object")]
+        problems = [(name, "is not a known field") for name in body if name not in FIELDS]
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not 5 <= len(prompt) <= 5000:
+            problems.append(("prompt", "prompt must be between 5 and 5000 characters"))
+        model = body.get("model", "pixverse5.5")
+        if model not in MODELS:
+            problems.append(("model", f"model must be one of {', '.join(MODELS)}"))
+            return problems
+        ratios, durations, _ = MODELS[model]
+        if "aspectRatio" in body and body["aspectRatio"] not in ratios:
+            problems.append(("aspectRatio", f"aspectRatio must be one of {', '.join(ratios)} for {model}"))
+        if "duration" in body and body["duration"] not in durations:
+            problems.append(("duration", f"duration must be one of {', '.join(durations)} for {model}"))
+        for name in ("firstFrameImageUrl", "extendVideoUrl", "webhook"):
+            if name in body and not (isinstance(body[name], str) and URI.match(body[name])):
+                problems.append((name, f"{name} must be a URI"))
+        if "referenceImageUrls" in body:
+            urls = body["referenceImageUrls"]
+            if not isinstance(urls, list) or not 1 <= len(urls) <= 3:
+                problems.append(("referenceImageUrls", "referenceImageUrls must have 1 to 3 items"))
+            elif not all(isinstance(u, str) and URI.match(u) for u in urls):
+                problems.append(("referenceImageUrls", "referenceImageUrls must be URIs"))
+        given = [name for name in EXCLUSIVE if name in body]
+        if len(given) > 1:
+            problems.append((given[1], f"{' and '.join(given)} are mutually exclusive"))
+        return problems
+
+    def _create(self, handler, headers, body):
+        reply = self.create_replies.popleft() if self.create_replies else "ok"
+        if isinstance(reply, tuple):  # a scripted refusal: nothing is created
+            return _send(handler, *reply)
+        problems = self.validate(headers, body)
+        if problems:
+            return self._invalid(handler, problems)
+        job = Job(id=str(uuid.uuid4()), body=body)
+        with self.lock:
+            self.jobs[job.id] = job
+        if reply == "timeout":
+            # Created, but the answer comes too late for the client: the outcome is unknown.
+            time.sleep(self.slow_seconds)
+        return _send(handler, 200, {"success": True, "data": {"jobId": job.id}})
+
+    def _poll(self, handler, job_id):
+        job = self.jobs.get(job_id)
+        step = self.poll_replies.popleft() if self.poll_replies else "in-progress"
+        if isinstance(step, tuple):
+            return _send(handler, *step)
+        if job is None or step == "404":
+            return _send(handler, 404, {"success": False, "code": "JOB_NOT_FOUND", "message": "Job not found"})
+        job.polls += 1
+        if step == "timeout":
+            time.sleep(self.slow_seconds)
+            step = "in-progress"
+        answers = {
+            "in-progress": lambda: {"job_id": job.id, "success": True, "data": {"status": "in-progress"}},
+            "unknown": lambda: {"job_id": job.id, "success": True, "data": {"status": "queued-on-gpu"}},
+            "failed": lambda: {"job_id": job.id, "success": False, "data": {
+                "status": "failed", "error_code": "CONTENT_REJECTED",
+                "error_message": "The prompt was rejected by the content policy."}},
+            "success-false": lambda: {"job_id": job.id, "success": False, "data": {
+                "error_code": "GENERATION_FAILED", "error_message": "The model could not render this prompt."}},
+            "job-not-found": lambda: {"success": False, "code": "JOB_NOT_FOUND", "message": "Job not found"},
+        }
+        if step == "429":
+            return _send(handler, 429, {"message": "Too Many Requests"}, {"Retry-After": "7"})
+        if step == "500":
+            return _send(handler, 500, {"message": "Internal Server Error"})
+        if step.startswith("completed"):
+            return _send(handler, 200, self._completed(job, step))
+        return _send(handler, 200, answers[step]())
+
+    def _completed(self, job: Job, step: str) -> dict:
+        """"completed": every field, optional ones included; "completed-documented": only
+        the fields documented for this endpoint; "completed-bare": status and url only;
+        "completed-preview": previewImageUrl instead of thumbnailImageUrl."""
+        model = job.body.get("model", "pixverse5.5")
+        ratios, durations, rate = MODELS[model]
+        ratio = job.body.get("aspectRatio", ratios[0])
+        duration = job.body.get("duration", durations[0])
+        video, png, jpeg = rendered(ratio)
+        base = f"{self.origin}/files/{job.id}"
+        job.files = {"video.mp4": (video, "video/mp4"), "last.png": (png, "image/png"),
+                     "thumb.jpg": (jpeg, "image/jpeg")}
+        data = {"status": "completed", "url": f"{base}/video.mp4"}
+        if step != "completed-bare":
+            data.update(duration=duration, width=1280, height=720, lastFrameImageUrl=f"{base}/last.png")
+        if step in ("completed", "completed-preview"):
+            key = "thumbnailImageUrl" if step == "completed" else "previewImageUrl"
+            data[key] = f"{base}/thumb.jpg"
+            data["aiCreditsUsed"] = rate * int(duration.rstrip("s"))
+        return {"job_id": job.id, "success": True, "data": data}
+
+    def _file(self, handler, path):
+        if self.file_status:
+            return _send(handler, self.file_status, "<Error><Code>AccessDenied</Code></Error>",
+                         {"Content-Type": "application/xml"})
+        _, _, job_id, name = path.split("/", 3)
+        job = self.jobs.get(job_id)
+        if job is None or name not in job.files:
+            return _send(handler, 404, {"message": "Not Found"})
+        content, ctype = job.files[name]
+        return _send(handler, 200, content, {"Content-Type": ctype})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    pictory: FakePictory
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.pictory.handle(self, "GET")
+
+    def do_POST(self):
+        self.pictory.handle(self, "POST")
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+def _send(handler, status: int, body=None, headers: dict | None = None) -> None:
+    headers = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        payload = json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    elif isinstance(body, str):
+        payload = body.encode()
+    else:
+        payload = body or b""
+    try:
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client gave up (a timeout test): nothing to answer
