@@ -559,7 +559,9 @@ class Clip(models.Model):
         try:
             self._copy_results()
         except (ProviderError, media.MediaError) as exc:
-            permanent = isinstance(exc, media.MediaError) or exc.permanent
+            # An unreadable video is fetched again: a transfer damaged on the way looks the
+            # same as a broken file, and a second download costs nothing.
+            permanent = isinstance(exc, ProviderError) and exc.permanent
             if permanent or self.finish_attempts >= FINISH_MAX_ATTEMPTS:
                 message = exc.message if isinstance(exc, ProviderError) else str(exc)
                 self.fail_if(

@@ -3,6 +3,7 @@ happens, every clip reaches a final state and none is submitted twice."""
 
 import random
 import threading
+from pathlib import Path
 from datetime import timedelta
 
 import pytest
@@ -161,3 +162,54 @@ def test_two_workers_polling_the_same_due_clips_poll_each_once(user, enqueued, m
         thread.join()
     assert not errors, errors
     assert sorted(polls) == sorted(Clip.objects.values_list("remote_id", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_provider_faults_on_30_percent_of_calls_still_end_every_clip(user, enqueued, clock, settings):
+    """500s, 429s with Retry-After, late answers, truncated and corrupt MP4s from the
+    loopback Pictory: every clip ends ready (with a playable video) or failed (with a
+    plain reason), before its deadline, and no clip becomes two Pictory jobs."""
+    from studio import media
+    from studio.providers.pictory import PictoryProvider
+
+    from .fakes.pictory import FakePictory
+
+    fake = FakePictory().start()
+    fake.slow_seconds = 0.6
+    fake.chaos(rate=0.3, seed=7, complete_after=2)
+    settings.PICTORY_API_KEY = fake.key
+    settings.PICTORY_API_BASE_URL = fake.base_url
+    settings.PICTORY_TIMEOUT_SECONDS = 0.3
+    try:
+        spec = next(m for m in PictoryProvider.shared().models() if m.key == "pixverse5.5")
+        clips = [Clip.create_for(user, spec, prompt=f"Chaos clip number {n}", aspect_ratio="1:1", duration=5)
+                 for n in range(16)]
+        for _minute in range(45):
+            while enqueued:
+                func, args = enqueued.pop(0)
+                if not func.endswith("poll_due_clips"):
+                    getattr(jobs, func.rsplit(".", 1)[1])(*args)
+            jobs.recover_stale_clips()
+            jobs.poll_due_once()
+            if not Clip.objects.unfinished().exists():
+                break
+            clock.advance(timedelta(minutes=1))
+        faults_seen = [r for r in fake.requests if r.path.startswith("/pictoryapis/")]
+        assert len(faults_seen) > 40, "the run was too short to prove anything"
+        per_prompt = {}
+        for job in fake.jobs.values():
+            per_prompt[job.body["prompt"]] = per_prompt.get(job.body["prompt"], 0) + 1
+        assert max(per_prompt.values()) == 1, "a clip became two Pictory jobs"
+        outcomes = {"ready": 0, "failed": 0}
+        for clip in clips:
+            clip.refresh_from_db()
+            assert clip.is_finished, (clip.pk, clip.status)
+            assert clip.finished_at <= clip.deadline_at
+            outcomes[clip.status] += 1
+            if clip.is_ready:
+                assert media.probe(Path(clip.video.path)).duration > 0
+            else:
+                assert clip.error and "Traceback" not in clip.error and len(clip.error) < 400
+        assert outcomes["ready"] >= len(clips) // 2, outcomes
+    finally:
+        fake.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 import tempfile
 import threading
@@ -94,6 +95,11 @@ class FakePictory:
         self.slow_seconds = 3.0
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
+        # Chaos: this share of calls fails (500, 429, a late answer; damaged files).
+        self.chaos_rate = 0.0
+        self.rng = random.Random(0)
+        # With no scripted poll answers, a job completes at this poll (None: never).
+        self.complete_after: int | None = None
 
     # --- Running ----------------------------------------------------------------------
 
@@ -132,6 +138,19 @@ class FakePictory:
         "500", "timeout", or a (status, body, headers) tuple."""
         self.poll_replies.extend(steps)
 
+    def chaos(self, rate: float, seed: int, complete_after: int = 2) -> None:
+        """Make `rate` of all calls fail at random (deterministic for a seed), and let jobs
+        complete by themselves after `complete_after` polls."""
+        self.chaos_rate = rate
+        self.rng = random.Random(seed)
+        self.complete_after = complete_after
+
+    def _fault(self, choices: tuple[str, ...]) -> str | None:
+        with self.lock:
+            if self.chaos_rate and self.rng.random() < self.chaos_rate:
+                return self.rng.choice(choices)
+        return None
+
     def expire_files(self, status: int = 404) -> None:
         self.file_status = status
 
@@ -163,12 +182,22 @@ class FakePictory:
             self.requests.append(Recorded(method, path, headers, None if body is ValueError else body, raw))
 
         if path.startswith("/files/") and method == "GET":
+            fault = self._fault(("500", "truncated", "corrupt"))
+            if fault:
+                return self._damaged_file(handler, path, fault)
             return self._file(handler, path)
         if not path.startswith(API + "/"):
             return _send(handler, 404, {"message": "Not Found"})
         refusal = self._refuse(headers)
         if refusal:
             return _send(handler, *refusal)
+        fault = self._fault(("500", "429", "timeout"))
+        if fault == "500":
+            return _send(handler, 500, {"message": "Internal Server Error"})
+        if fault == "429":
+            return _send(handler, 429, {"message": "Too Many Requests"}, {"Retry-After": "20"})
+        if fault == "timeout":
+            time.sleep(self.slow_seconds)  # then answer, too late for the client
         if method == "POST" and path == f"{API}/v1/aistudio/videos":
             return self._create(handler, headers, body)
         match = re.fullmatch(rf"{API}/v1/jobs/([^/]+)", path)
@@ -244,7 +273,12 @@ class FakePictory:
 
     def _poll(self, handler, job_id):
         job = self.jobs.get(job_id)
-        step = self.poll_replies.popleft() if self.poll_replies else "in-progress"
+        if self.poll_replies:
+            step = self.poll_replies.popleft()
+        elif job is not None and self.complete_after is not None and job.polls + 1 >= self.complete_after:
+            step = "completed"
+        else:
+            step = "in-progress"
         if isinstance(step, tuple):
             return _send(handler, *step)
         if job is None or step == "404":
@@ -302,6 +336,26 @@ class FakePictory:
             return _send(handler, 404, {"message": "Not Found"})
         content, ctype = job.files[name]
         return _send(handler, 200, content, {"Content-Type": ctype})
+
+
+    def _damaged_file(self, handler, path, fault):
+        if fault == "500":
+            return _send(handler, 500, "<Error><Code>InternalError</Code></Error>", {"Content-Type": "application/xml"})
+        _, _, job_id, name = path.split("/", 3)
+        job = self.jobs.get(job_id)
+        if job is None or name not in job.files:
+            return _send(handler, 404, {"message": "Not Found"})
+        content, ctype = job.files[name]
+        if fault == "corrupt":  # complete, but not a video any more
+            return _send(handler, 200, bytes(b ^ 0x5A for b in content), {"Content-Type": ctype})
+        # Truncated: the full length announced, half of it sent, then the connection closes.
+        handler.send_response(200)
+        handler.send_header("Content-Type", ctype)
+        handler.send_header("Content-Length", str(len(content)))
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.write(content[: len(content) // 2])
+        handler.close_connection = True
 
 
 class _Handler(BaseHTTPRequestHandler):
