@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -196,3 +197,209 @@ def load_image(path: Path) -> Image.Image:
             return image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaError("The image could not be read.") from exc
+
+
+# PyAV's names of the containers a creator may bring: MP4/MOV share one demuxer, WebM is
+# read by the Matroska one.
+VIDEO_CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "webm"}
+
+
+def check_video(path: Path) -> VideoInfo:
+    """An MP4, MOV or WebM within the size limit that PyAV can really decode, or MediaError
+    with a plain message."""
+    limit = settings.STUDIO_MAX_VIDEO_BYTES
+    if path.stat().st_size > limit:
+        raise MediaError(f"The video is larger than {limit / 1024 / 1024:g} MB.")
+    try:
+        with av.open(str(path)) as container:
+            if container.format.name not in VIDEO_CONTAINERS:
+                raise MediaError("Please use an MP4, MOV or WebM video.")
+    except av.error.FFmpegError as exc:
+        raise MediaError("This file is not a video the studio can read (MP4, MOV or WebM).") from exc
+    info = probe(path)
+    if info.duration <= 0:
+        raise MediaError("The video has no length.")
+    return info
+
+
+# --- Joining a chain into one video ---------------------------------------------------------
+
+# Decoders whose output we can encode again with a wheel-provided encoder; anything else is
+# re-encoded to H.264, which every browser plays.
+ENCODER_FOR = {"h264": "libx264", "hevc": "libx265"}
+
+
+@dataclass
+class JoinPart:
+    path: Path
+    # Frame 0 repeats the previous part's last frame (a clip continued from it): show it once.
+    drop_seam: bool = False
+
+
+@dataclass
+class JoinResult:
+    method: str  # "copy" or "reencode"
+    reason: str  # why re-encoded ("" for a stream copy)
+    frames: int
+    duration: float
+    dropped: int  # seam frames left out
+
+
+@dataclass
+class _PacketScan:
+    signature: tuple
+    time_base: Fraction
+    first_pts: int
+    frame_ticks: int  # one frame, in time_base units
+    end_pts: int  # max pts + one frame
+    last_is_final: bool  # the last packet in decoding order is the last frame shown
+
+
+def _scan(path: Path) -> _PacketScan:
+    """Codec parameters and packet timing of a video, without decoding it."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            cc = stream.codec_context
+            rate = stream.average_rate or stream.guessed_rate or Fraction(24)
+            tb = stream.time_base
+            frame_ticks = max(1, round(1 / (rate * tb)))
+            signature = (cc.name, cc.profile, cc.width, cc.height, cc.pix_fmt,
+                         bytes(cc.extradata or b""), Fraction(rate))
+            first_pts, max_pts, last_pts, last_duration = None, None, None, None
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.pts is None:
+                    continue
+                first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
+                if max_pts is None or packet.pts >= max_pts:
+                    max_pts, last_duration = packet.pts, packet.duration
+                last_pts = packet.pts
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise MediaError("A clip of the chain could not be read; the file may be damaged.") from exc
+    if max_pts is None:
+        raise MediaError("A clip of the chain has no frames.")
+    return _PacketScan(signature, tb, first_pts, frame_ticks, max_pts + (last_duration or frame_ticks),
+                       last_pts == max_pts)
+
+
+def join_plan(parts: list[JoinPart]) -> tuple[str, str, list[_PacketScan]]:
+    """Stream copy when every part has the same codec parameters and each seam frame can be
+    left out without breaking another frame; otherwise re-encode (and say why)."""
+    scans = [_scan(part.path) for part in parts]
+    if any(scan.signature != scans[0].signature for scan in scans):
+        return "reencode", "the clips differ in codec, size or frame rate", scans
+    for previous, part in zip(scans, parts[1:]):
+        # A continued clip starts on a keyframe every later frame depends on, so in a stream
+        # copy the repeated picture is left out at the end of the previous clip instead. That
+        # is only safe when no other frame refers to it: when it is the last packet decoded
+        # (no B-frames after it). Otherwise only decoding and encoding again can remove it.
+        if part.drop_seam and not previous.last_is_final:
+            return "reencode", "the seam frames are referenced by other frames (B-frames)", scans
+    return "copy", "", scans
+
+
+def join_videos(parts: list[JoinPart], out_path: Path, progress=None) -> JoinResult:
+    """Join videos end to end into one MP4 at `out_path` (video only), leaving out the
+    repeated seam frames. `progress(fraction)` is called as the work goes on."""
+    if not parts:
+        raise MediaError("There is nothing to join.")
+    method, reason, scans = join_plan(parts)
+    if method == "copy":
+        dropped = _join_by_copy(parts, scans, out_path, progress)
+    else:
+        dropped = _join_by_reencode(parts, out_path, progress)
+    info = probe(out_path)
+    frames = info.frames or _count_frames(out_path)
+    return JoinResult(method, reason, frames, info.duration, dropped)
+
+
+def _count_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+
+
+def _join_by_copy(parts, scans, out_path: Path, progress) -> int:
+    """Copy the packets, shifting their timestamps so each part starts where the last ended
+    (the NOTES.md recipe: guard against non-increasing dts, which B-frame clips produce)."""
+    tb = scans[0].time_base
+    offset = 0  # where the current part starts, in `tb`
+    last_dts = None
+    dropped = 0
+    with av.open(str(parts[0].path)) as first, av.open(str(out_path), "w", format="mp4") as out:
+        out_stream = out.add_stream_from_template(first.streams.video[0])
+        for index, (part, scan) in enumerate(zip(parts, scans)):
+            drop_last = index + 1 < len(parts) and parts[index + 1].drop_seam
+            last_pts = scan.end_pts - scan.frame_ticks
+            with av.open(str(part.path)) as container:
+                stream = container.streams.video[0]
+                scale = stream.time_base / tb
+                for packet in container.demux(stream):
+                    if packet.size == 0 or packet.pts is None:
+                        continue
+                    if drop_last and packet.pts == last_pts:
+                        dropped += 1
+                        continue
+                    pts = offset + round((packet.pts - scan.first_pts) * scale)
+                    dts = offset + round(((packet.dts if packet.dts is not None else packet.pts)
+                                          - scan.first_pts) * scale)
+                    if last_dts is not None and dts <= last_dts:
+                        dts = last_dts + 1
+                    pts = max(pts, dts)
+                    packet.pts, packet.dts = pts, dts
+                    packet.duration = round((packet.duration or scan.frame_ticks) * scale)
+                    packet.time_base = tb
+                    packet.stream = out_stream
+                    out.mux(packet)
+                    last_dts = dts
+            span = scan.end_pts - scan.first_pts - (scan.frame_ticks if drop_last else 0)
+            offset += round(span * scans[index].time_base / tb)
+            if progress:
+                progress((index + 1) / len(parts))
+    return dropped
+
+
+def _join_by_reencode(parts, out_path: Path, progress) -> int:
+    """Decode every part and encode one video in the first part's format (codec, size,
+    pixel format, frame rate), skipping the repeated seam frames."""
+    with av.open(str(parts[0].path)) as first:
+        stream = first.streams.video[0]
+        cc = stream.codec_context
+        width, height, pix_fmt = cc.width, cc.height, cc.pix_fmt or "yuv420p"
+        rate = Fraction(stream.average_rate or stream.guessed_rate or 24)
+        encoder = ENCODER_FOR.get(cc.name, "libx264")
+    if encoder not in av.codecs_available:
+        encoder = "libx264"
+    if encoder == "libx264" and pix_fmt not in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p"):
+        pix_fmt = "yuv420p"
+    dropped = 0
+    index = 0
+    frame_tb = 1 / rate
+    with av.open(str(out_path), "w", format="mp4") as out:
+        out_stream = out.add_stream(encoder, rate=rate)
+        out_stream.width, out_stream.height, out_stream.pix_fmt = width, height, pix_fmt
+        if encoder in ("libx264", "libx265"):
+            out_stream.options = {"preset": "veryfast", "crf": "18"}
+        for number, part in enumerate(parts):
+            try:
+                with av.open(str(part.path)) as container:
+                    for position, frame in enumerate(container.decode(container.streams.video[0])):
+                        if position == 0 and part.drop_seam and number > 0:
+                            dropped += 1
+                            continue
+                        if (frame.width, frame.height, frame.format.name) != (width, height, pix_fmt):
+                            frame = frame.reformat(width=width, height=height, format=pix_fmt)
+                        frame.pts = index
+                        frame.time_base = frame_tb
+                        frame.pict_type = av.video.frame.PictureType.NONE
+                        index += 1
+                        for packet in out_stream.encode(frame):
+                            out.mux(packet)
+            except av.error.FFmpegError as exc:
+                raise MediaError(f"Clip {number + 1} of the chain could not be decoded.") from exc
+            if progress:
+                progress((number + 1) / len(parts) * 0.98)
+        for packet in out_stream.encode():
+            out.mux(packet)
+    if index == 0:
+        raise MediaError("The chain has no frames to join.")
+    return dropped

@@ -1,0 +1,157 @@
+"""Pasted links: fetched once, safely (no private addresses, every redirect hop checked),
+and only when they answer 200 with an image or a video."""
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from studio import links, media
+from studio.providers.simulator import render
+
+from .images import png_bytes
+
+
+class Files(BaseHTTPRequestHandler):
+    routes: dict = {}
+    hits: list = []
+
+    def do_GET(self):
+        self.hits.append(self.path)
+        status, headers, body = self.routes.get(self.path, (404, {"Content-Type": "text/plain"}, b"nope"))
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    Files.routes, Files.hits = {}, []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def loopback_allowed(monkeypatch):
+    """Let the test server on 127.0.0.1 count as public, and nothing else: a redirect to
+    10.0.0.1 must still be refused before any connection is made."""
+    real = links.address_allowed
+    monkeypatch.setattr(links, "address_allowed", lambda a: a == "127.0.0.1" or real(a))
+
+
+IMAGE = (200, {"Content-Type": "image/png"}, png_bytes())
+
+
+def test_a_link_to_loopback_is_refused_without_a_request(server):
+    httpd, base = server
+    Files.routes["/a.png"] = IMAGE
+    with pytest.raises(links.LinkError, match="private or local"):
+        links.fetch_link(f"{base}/a.png", ("image",), 10**6)
+    assert Files.hits == []
+
+
+@pytest.mark.parametrize("url", [
+    "http://10.0.0.1/x.png", "http://192.168.1.10/x.png", "http://172.16.5.4/x.png", "http://169.254.169.254/latest/meta-data",
+    "http://[::1]/x.png", "http://[fe80::1]/x.png", "http://[::ffff:127.0.0.1]/x.png", "http://100.64.0.1/x.png",
+    "http://0.0.0.0/x.png", "http://localhost/x.png", "http://224.0.0.1/x.png",
+])
+def test_private_link_local_and_internal_addresses_are_refused(url):
+    with pytest.raises(links.LinkError, match="private or local"):
+        links.fetch_link(url, ("image",), 10**6)
+
+
+@pytest.mark.parametrize("url,message", [
+    ("ftp://example.com/x.png", "Only http"), ("file:///etc/passwd", "Only http"), ("javascript:alert(1)", "Only http"),
+    ("http://user:pw@example.com/x.png", "user name or password"), ("http:///x.png", "complete link"),
+])
+def test_malformed_links_get_a_plain_message(url, message):
+    with pytest.raises(links.LinkError, match=message):
+        links.fetch_link(url, ("image",), 10**6)
+
+
+def test_a_host_that_does_not_resolve_gets_a_plain_message(monkeypatch):
+    import socket
+
+    def no_answer(*args, **kwargs):  # no DNS query leaves the machine in tests
+        raise socket.gaierror("Name or service not known")
+
+    monkeypatch.setattr(links.socket, "getaddrinfo", no_answer)
+    with pytest.raises(links.LinkError, match="could not be found"):
+        links.fetch_link("https://no-such-host.example/x.png", ("image",), 10**6)
+
+
+def test_a_redirect_that_lands_on_a_private_address_is_refused(server, loopback_allowed):
+    httpd, base = server
+    Files.routes["/start.png"] = (302, {"Location": "http://10.0.0.1/internal.png"}, b"")
+    with pytest.raises(links.LinkError, match="private or local"):
+        links.fetch_link(f"{base}/start.png", ("image",), 10**6)
+    assert Files.hits == ["/start.png"]
+
+
+def test_redirects_are_followed_three_times_at_most(server, loopback_allowed):
+    httpd, base = server
+    for n in range(4):
+        Files.routes[f"/r{n}"] = (302, {"Location": f"/r{n + 1}"}, b"")
+    Files.routes["/r4"] = IMAGE
+    with pytest.raises(links.LinkError, match="more than 3"):
+        links.fetch_link(f"{base}/r0", ("image",), 10**6)
+    Files.routes["/r1"] = (302, {"Location": "/r4"}, b"")
+    fetched = links.fetch_link(f"{base}/r0", ("image",), 10**6)
+    assert fetched.path.read_bytes() == IMAGE[2] and fetched.final_url.endswith("/r4")
+    fetched.path.unlink()
+
+
+def test_a_good_image_link_is_copied(server, loopback_allowed):
+    httpd, base = server
+    Files.routes["/ok.png"] = IMAGE
+    fetched = links.fetch_link(f"{base}/ok.png", ("image",), 10**6)
+    assert fetched.content_type == "image/png" and fetched.size == len(IMAGE[2])
+    assert media.check_image(fetched.path.read_bytes()).extension == "png"
+    fetched.path.unlink()
+
+
+@pytest.mark.parametrize("route,message", [
+    ((404, {"Content-Type": "text/html"}, b"<h1>gone</h1>"), "error \\(404\\)"),
+    ((200, {"Content-Type": "text/html"}, b"<html>login page</html>"), "does not point to an image"),
+    ((200, {"Content-Type": "image/png"}, b"x" * 5000), "larger than"),
+])
+def test_links_that_are_not_the_file_are_refused(server, loopback_allowed, route, message):
+    httpd, base = server
+    Files.routes["/f"] = route
+    with pytest.raises(links.LinkError, match=message):
+        links.fetch_link(f"{base}/f", ("image",), 1000)
+
+
+def test_allow_private_urls_setting_lets_local_links_through(server, settings):
+    httpd, base = server
+    settings.STUDIO_ALLOW_PRIVATE_URLS = True
+    Files.routes["/ok.png"] = IMAGE
+    links.fetch_link(f"{base}/ok.png", ("image",), 10**6).path.unlink()
+
+
+def test_check_video_accepts_mp4_and_reports_duration(tmp_path):
+    path = tmp_path / "clip.mp4"
+    render(path, "A video to extend", "16:9", 1, None)
+    info = media.check_video(path)
+    assert info.duration == pytest.approx(1.0, abs=0.05) and (info.width, info.height) == (854, 480)
+
+
+def test_check_video_refuses_other_files_and_big_ones(tmp_path, settings):
+    not_video = tmp_path / "x.mp4"
+    not_video.write_bytes(png_bytes())
+    with pytest.raises(media.MediaError):
+        media.check_video(not_video)
+    path = tmp_path / "clip.mp4"
+    render(path, "Too big", "1:1", 1, None)
+    settings.STUDIO_MAX_VIDEO_BYTES = 100
+    with pytest.raises(media.MediaError, match="larger than"):
+        media.check_video(path)
