@@ -18,6 +18,10 @@ def enabled_providers() -> list[Provider]:
         from .pictory import PictoryProvider
 
         found.append(PictoryProvider.shared())
+    if settings.OPENROUTER_API_KEY:
+        from .openrouter import OpenRouterProvider
+
+        found.append(OpenRouterProvider.shared())
     return found
 
 

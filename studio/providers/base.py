@@ -31,6 +31,9 @@ class ModelSpec:
     cost_per_second: Decimal | None = None
     cost_unit: str = ""  # "credits", "USD", or "" for free
     description: str = ""
+    # Prices per second that depend on the options: (resolution or "", audio True/False or
+    # None for either, price). When one applies it wins over cost_per_second.
+    second_prices: tuple[tuple[str, bool | None, Decimal], ...] = ()
 
     @property
     def ref(self) -> str:
@@ -41,10 +44,40 @@ class ModelSpec:
     def is_free(self) -> bool:
         return self.cost_per_second == 0
 
-    def estimate_cost(self, seconds: int | None) -> Decimal | None:
-        if self.cost_per_second is None or not seconds:
+    @property
+    def price_summary(self) -> str:
+        """The price per second in words ("20 credits per second", "0.1 to 0.4 USD per
+        second"), or "" when it is not known in advance."""
+        prices = [price for _, _, price in self.second_prices]
+        if not prices and self.cost_per_second:
+            prices = [self.cost_per_second]
+        if not prices:
+            return ""
+        low, high = (f"{p.normalize():f}" for p in (min(prices), max(prices)))
+        amount = low if low == high else f"{low} to {high}"
+        return f"{amount} {self.cost_unit} per second".replace("  ", " ")
+
+    def rate_for(self, resolution: str = "", generate_audio: bool | None = None) -> Decimal | None:
+        """The price per second of these options. When several prices could apply (the
+        options do not decide between them) the highest is taken: an estimate should not
+        promise less than the bill."""
+        fitting = [
+            (res, price) for res, audio, price in self.second_prices
+            if (not res or not resolution or res == resolution)
+            and (audio is None or generate_audio is None or audio == bool(generate_audio))
+        ]
+        exact = [price for res, price in fitting if res and res == resolution]
+        candidates = exact or [price for _, price in fitting]
+        if candidates:
+            return max(candidates)
+        return self.cost_per_second
+
+    def estimate_cost(self, seconds: int | None, resolution: str = "",
+                      generate_audio: bool | None = None) -> Decimal | None:
+        rate = self.rate_for(resolution, generate_audio)
+        if rate is None or not seconds:
             return None
-        return (self.cost_per_second * seconds).quantize(Decimal("0.01"))
+        return (rate * seconds).quantize(Decimal("0.01"))
 
 
 @dataclass
@@ -133,9 +166,24 @@ class Provider:
     # True when the service fetches our images and videos by URL, so they must be published
     # at PUBLIC_BASE_URL first (the simulator reads them from disk).
     needs_public_urls = False
+    # True when the model list is read from the service and can be read again on demand
+    # (the providers page then offers "Refresh models").
+    refreshable = False
 
     def models(self) -> list[ModelSpec]:
         raise NotImplementedError
+
+    def refresh_models(self) -> int:
+        """Read the model list from the service again; return how many models it has."""
+        raise NotImplementedError
+
+    def refresh_due(self) -> bool:
+        """Whether the periodic task should read the model list again now."""
+        return self.refreshable
+
+    def catalogue_note(self) -> str:
+        """A line for the providers page about where the model list stands, or ""."""
+        return ""
 
     def submit(self, submission: Submission) -> str:
         """Start a job; return the provider's job id."""

@@ -6,12 +6,9 @@ requests and maps answers onto our vocabulary; `_request` is the one place that 
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import os
 import threading
-import time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,6 +16,9 @@ import httpx
 from django.conf import settings
 
 from .base import ImageInput, ModelSpec, Provider, ProviderError, RemoteStatus, Submission
+from .http import ProcessClient, retry_after, save_stream
+from .http import decimal_or_none as _decimal
+from .http import text as _text
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,6 @@ NAME = "pictory"
 # The service sits behind bot protection that refuses some default library agents (403),
 # so every request names the studio instead.
 USER_AGENT = "LastframeStudio/1.0"
-
-# A hosted model may take minutes, but one HTTP exchange should not: anything slower than
-# this (per read, not for a whole download) is a network problem.
-CONNECT_TIMEOUT = 10.0
-# A result file larger than this is not a few-second clip: stop rather than fill the disk.
-MAX_DOWNLOAD_BYTES = 2 * 1024**3
 
 # There is no models endpoint: the table in the documentation is the catalogue.
 MODELS = [
@@ -118,9 +112,7 @@ class PictoryProvider(Provider):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.poll_interval = poll_seconds()
-        self._client: httpx.Client | None = None
-        self._client_pid: int | None = None
-        self._client_lock = threading.Lock()
+        self._client = ProcessClient(timeout, {"User-Agent": USER_AGENT})
 
     @classmethod
     def shared(cls) -> "PictoryProvider":
@@ -145,9 +137,7 @@ class PictoryProvider(Provider):
         return (self.api_key, self.base_url, self.timeout)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._client.close()
 
     def models(self) -> list[ModelSpec]:
         return list(MODELS)
@@ -155,17 +145,7 @@ class PictoryProvider(Provider):
     # --- The one place that touches HTTP -----------------------------------------------
 
     def _http(self) -> httpx.Client:
-        # Created on first use, and again in a forked worker: a pool's sockets must not be
-        # shared between processes.
-        with self._client_lock:
-            if self._client is None or self._client_pid != os.getpid():
-                self._client = httpx.Client(
-                    timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
-                    headers={"User-Agent": USER_AGENT},
-                    follow_redirects=False,
-                )
-                self._client_pid = os.getpid()
-            return self._client
+        return self._client.get()
 
     def _request(self, method: str, path: str, *, json: dict | None = None,
                  stream_to: Path | None = None) -> dict:
@@ -187,7 +167,7 @@ class PictoryProvider(Provider):
                     if response.status_code >= 300:
                         response.read()
                         raise self._download_error(response)
-                    self._save_stream(response, stream_to)
+                    save_stream(response, stream_to, "Pictory")
                 return {}
             response = self._http().request(method, url, headers=headers, json=json)
         except ProviderError:
@@ -216,19 +196,6 @@ class PictoryProvider(Provider):
                                     outcome_unknown=method == "POST", status_code=response.status_code)
             return body
         raise self._api_error(response)
-
-    def _save_stream(self, response: httpx.Response, destination: Path) -> None:
-        written = 0
-        try:
-            with destination.open("wb") as fh:
-                for chunk in response.iter_bytes(64 * 1024):
-                    written += len(chunk)
-                    if written > MAX_DOWNLOAD_BYTES:
-                        raise ProviderError("The file from Pictory is far too large for a clip.", permanent=True)
-                    fh.write(chunk)
-        except BaseException:
-            destination.unlink(missing_ok=True)
-            raise
 
     @staticmethod
     def _api_error(response: httpx.Response) -> ProviderError:
@@ -410,41 +377,7 @@ def _bare_name(name: str) -> str:
     return name.split("[", 1)[0].strip()
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """Retry-After as seconds (a number or an HTTP date), or None when absent or unreadable."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _mentions_not_found(body) -> bool:
     if not isinstance(body, dict):
         return False
     return any(_text(body.get(k)).upper() == "JOB_NOT_FOUND" for k in ("code", "error_code", "errorCode"))
-
-
-def _text(value) -> str:
-    if value is None or isinstance(value, (dict, list)):
-        return ""
-    return str(value).strip()[:2000]
-
-
-def _decimal(value) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return amount if amount.is_finite() and amount >= 0 else None

@@ -1,0 +1,104 @@
+"""What every HTTP provider does the same way: one connection pool per process, reading
+Retry-After, saving a result file with a size cap, and tolerant readers of JSON values.
+
+Each vendor module keeps its own `_request` (the one place that builds its requests and
+maps its errors); these helpers are the parts that would otherwise be copied."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import threading
+import time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import httpx
+
+from .base import ProviderError
+
+# A hosted model may take minutes, but one HTTP exchange should not: anything slower than
+# this to connect is a network problem.
+CONNECT_TIMEOUT = 10.0
+# A result file larger than this is not a few-second clip: stop rather than fill the disk.
+MAX_DOWNLOAD_BYTES = 2 * 1024**3
+
+
+class ProcessClient:
+    """An httpx.Client created on first use, and again in a forked worker: a pool's
+    sockets must not be shared between processes."""
+
+    def __init__(self, timeout: float, headers: dict[str, str] | None = None):
+        self.timeout = timeout
+        self.headers = dict(headers or {})
+        self._client: httpx.Client | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client = httpx.Client(
+                    timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
+                    headers=self.headers,
+                    follow_redirects=False,
+                )
+                self._pid = os.getpid()
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None and self._pid == os.getpid():
+                self._client.close()
+            self._client = None
+
+
+def save_stream(response: httpx.Response, destination: Path, vendor: str) -> None:
+    """Write a streamed body to `destination`, or nothing at all if it fails."""
+    written = 0
+    try:
+        with destination.open("wb") as fh:
+            for chunk in response.iter_bytes(64 * 1024):
+                written += len(chunk)
+                if written > MAX_DOWNLOAD_BYTES:
+                    raise ProviderError(f"The file from {vendor} is far too large for a clip.", permanent=True)
+                fh.write(chunk)
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Retry-After as seconds (a number or an HTTP date), or None when absent or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def text(value) -> str:
+    """A JSON value as a short display string; objects and lists are not text."""
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    return str(value).strip()[:2000]
+
+
+def decimal_or_none(value) -> Decimal | None:
+    """A non-negative finite amount, or None (booleans, junk, NaN are not amounts)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None
