@@ -11,6 +11,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 from django.http import QueryDict
+from django.urls import reverse
 
 from . import media
 from .models import Asset, Clip
@@ -39,11 +40,15 @@ def start_modes(spec: ModelSpec) -> list[tuple[str, str]]:
     """The ways to start a clip that this model supports, in display order."""
     supported = {
         TEXT: True,
-        FIRST_FRAME: spec.first_frame,
+        FIRST_FRAME: spec.first_frame or spec.last_frame,
         REFERENCES: spec.max_reference_images > 0,
         EXTEND: spec.extend_video,
     }
-    return [(value, label) for value, label in START_MODES if supported[value]]
+    labels = dict(START_MODES)
+    if spec.last_frame:
+        # The same way to start, with the frame the clip should end on as well.
+        labels[FIRST_FRAME] = "First and last frame" if spec.first_frame else "Last frame"
+    return [(value, labels[value]) for value, _ in START_MODES if supported[value]]
 
 
 def _values(source, name) -> list:
@@ -132,6 +137,13 @@ class GenerateForm(forms.Form):
     # An image the studio already holds: an upload kept from an earlier try of this form,
     # or the last frame of the clip being continued.
     first_frame_asset = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    # The picture the clip should end on, for models that take one (optional).
+    last_frame_upload = forms.FileField(
+        label="Last frame", required=False,
+        widget=forms.ClearableFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}),
+        help_text="Optional: a JPEG, PNG or WebP picture the clip ends on.",
+    )
+    last_frame_asset = forms.IntegerField(required=False, widget=forms.HiddenInput)
     start_mode = forms.ChoiceField(label="How the clip starts", required=False)
     reference_images = MultipleFileField(
         label="Reference images", required=False,
@@ -158,6 +170,8 @@ class GenerateForm(forms.Form):
         self.spec = spec
         self._fit_fields_to(spec)
         self.checked_upload = None
+        self.checked_last_upload = None
+        self.refused_last_frame = False
         self.checked_references: list = []  # (upload, media.CheckedImage)
         self.checked_video = None  # (upload, media.VideoInfo)
         self.chosen_mode = TEXT
@@ -189,6 +203,16 @@ class GenerateForm(forms.Form):
         if not spec.first_frame:
             del self.fields["first_frame_upload"]
             del self.fields["first_frame_asset"]
+        if not spec.last_frame:
+            del self.fields["last_frame_upload"]
+            del self.fields["last_frame_asset"]
+        if spec.second_prices:
+            # The price depends on these too: show the estimate again when they change.
+            for name in ("resolution", "generate_audio"):
+                if name in self.fields:
+                    self.fields[name].widget.attrs.update({
+                        "hx-get": reverse("form_options"), "hx-target": "#model-options",
+                        "hx-swap": "outerHTML", "hx-include": "closest form", "hx-trigger": "change"})
         modes = start_modes(spec)
         if len(modes) > 1:
             self.fields["start_mode"].choices = modes
@@ -260,6 +284,25 @@ class GenerateForm(forms.Form):
         except media.MediaError as exc:
             raise forms.ValidationError(str(exc))
         return upload
+
+    def clean_last_frame_upload(self):
+        upload = self.cleaned_data.get("last_frame_upload")
+        if not upload:
+            return None
+        try:
+            self.checked_last_upload = media.check_image(upload.read())
+        except media.MediaError as exc:
+            raise forms.ValidationError(str(exc))
+        return upload
+
+    def clean_last_frame_asset(self):
+        pk = self.cleaned_data.get("last_frame_asset")
+        if not pk:
+            return None
+        asset = Asset.objects.filter(pk=pk, owner=self.user, kind=Asset.Kind.IMAGE).first()
+        if asset is None:
+            raise forms.ValidationError("That last frame is no longer available; choose it again.")
+        return asset
 
     def clean_first_frame_asset(self):
         pk = self.cleaned_data.get("first_frame_asset")
@@ -335,10 +378,15 @@ class GenerateForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        if self.spec is not None and "last_frame_upload" not in self.fields and (
+                _values(self.files, "last_frame_upload") or _values(self.data, "last_frame_asset")):
+            self.refused_last_frame = True
+            self.add_error(None, f"{self.spec.label} cannot take a last frame.")
         if self.spec is None or "start_mode" not in self.fields:
             return cleaned
         given = {
-            FIRST_FRAME: bool(cleaned.get("first_frame_upload") or cleaned.get("first_frame_asset")),
+            FIRST_FRAME: bool(cleaned.get("first_frame_upload") or cleaned.get("first_frame_asset")
+                              or cleaned.get("last_frame_upload") or cleaned.get("last_frame_asset")),
             REFERENCES: bool(self.checked_references or cleaned.get("reference_assets")
                              or self.errors.get("reference_images") or self.errors.get("reference_assets")),
             EXTEND: bool(cleaned.get("extend_video") or cleaned.get("extend_video_upload")
@@ -355,8 +403,11 @@ class GenerateForm(forms.Form):
             self.add_error("start_mode", f"A clip starts one way only: “{label}” cannot be sent with "
                                          f"{' and '.join(extra)}. Remove it or choose another way.")
             return cleaned
-        if mode == FIRST_FRAME and not given[FIRST_FRAME] and not self.errors.get("first_frame_upload"):
-            self.add_error("first_frame_upload", "Choose a picture for the first frame, or choose “Text only”.")
+        if (mode == FIRST_FRAME and not given[FIRST_FRAME] and not self.errors.get("first_frame_upload")
+                and not self.errors.get("last_frame_upload")):
+            field = "first_frame_upload" if "first_frame_upload" in self.fields else "last_frame_upload"
+            what = "first" if field == "first_frame_upload" else "last"
+            self.add_error(field, f"Choose a picture for the {what} frame, or choose “Text only”.")
         if mode == REFERENCES:
             count = len(self.checked_references) + len(cleaned.get("reference_assets") or [])
             most = self.spec.max_reference_images
@@ -414,8 +465,8 @@ class GenerateForm(forms.Form):
         """Save the valid uploads of the chosen way to start as Assets, even when other
         fields failed, so the creator does not have to choose the files again. Returns the
         form values that now name them (empty when nothing was kept)."""
-        if not hasattr(self, "cleaned_data") or self.errors.get("start_mode"):
-            # Inputs of several ways at once: show that error with the request as sent.
+        if not hasattr(self, "cleaned_data") or self.errors.get("start_mode") or self.refused_last_frame:
+            # Inputs this model cannot take together: show that error with the request as sent.
             return {}
         kept: dict[str, list[str]] = {}
         mode = self.chosen_mode
@@ -424,6 +475,11 @@ class GenerateForm(forms.Form):
             asset = Asset.create_image(self.user, self.checked_upload, upload.name)
             self.cleaned_data["first_frame_asset"] = asset
             kept["first_frame_asset"] = [str(asset.pk)]
+        upload = self.cleaned_data.get("last_frame_upload")
+        if mode == FIRST_FRAME and upload is not None and self.checked_last_upload is not None:
+            asset = Asset.create_image(self.user, self.checked_last_upload, upload.name)
+            self.cleaned_data["last_frame_asset"] = asset
+            kept["last_frame_asset"] = [str(asset.pk)]
         if mode == REFERENCES and self.checked_references:
             held = list(self.cleaned_data.get("reference_assets") or [])
             held += [Asset.create_image(self.user, checked, upload.name) for upload, checked in self.checked_references]
@@ -459,6 +515,9 @@ class GenerateForm(forms.Form):
             "duration": data.get("duration"),
             "resolution": data.get("resolution") or "",
             "first_frame": self.chosen_first_frame() if mode == FIRST_FRAME else None,
+            "end_frame": data.get("last_frame_asset") if mode == FIRST_FRAME else None,
+            "generate_audio": data.get("generate_audio") if "generate_audio" in self.fields else None,
+            "seed": data.get("seed") if "seed" in self.fields else None,
             "reference_images": list(data.get("reference_assets") or []) if mode == REFERENCES else [],
             "extend_video": extend,
             "parent": parent,
@@ -473,10 +532,12 @@ class GenerateForm(forms.Form):
         if spec.is_free:
             return "Free: the offline simulator renders on this computer."
         duration = self.current_duration()
-        cost = spec.estimate_cost(duration)
+        resolution, audio = self.current_value("resolution"), self.current_value("generate_audio")
+        audio = None if "generate_audio" not in self.fields else audio not in (None, "", False, "false", "off")
+        cost = spec.estimate_cost(duration, resolution or "", audio)
         if cost is None:
-            return "The provider does not publish a price for this model."
-        per_second = f"{spec.cost_per_second.normalize():f}"
+            return "The price is not known in advance: the real cost is shown once the clip is made."
+        per_second = f"{spec.rate_for(resolution or '', audio).normalize():f}"
         return f"Estimated cost: {cost.normalize():f} {spec.cost_unit} ({duration} s × {per_second} {spec.cost_unit}/s)"
 
     def current_duration(self) -> int | None:
@@ -488,6 +549,13 @@ class GenerateForm(forms.Form):
         except (TypeError, ValueError):
             value = None
         return value if value in self.spec.durations else self.spec.durations[0]
+
+    def current_value(self, name: str):
+        """A field's value as shown now (sent or initial), or None when the model has no
+        such field."""
+        if name not in self.fields:
+            return None
+        return self.data.get(name) if self.is_bound else self.initial.get(name)
 
     def current_mode(self) -> str:
         """The way to start shown now: the chosen one when this model has it, otherwise the
@@ -501,7 +569,8 @@ class GenerateForm(forms.Form):
             return raw
         files = self.files if self.is_bound else None
         implied = [
-            (FIRST_FRAME, _values(source, "first_frame_asset") or _values(files, "first_frame_upload")),
+            (FIRST_FRAME, _values(source, "first_frame_asset") or _values(files, "first_frame_upload")
+             or _values(source, "last_frame_asset") or _values(files, "last_frame_upload")),
             (REFERENCES, _values(source, "reference_assets") or _values(files, "reference_images")),
             (EXTEND, _values(source, "extend_video") or _values(files, "extend_video_upload")),
         ]
@@ -526,6 +595,17 @@ class GenerateForm(forms.Form):
         if "first_frame_asset" not in self.fields:
             return None
         raw = self.data.get("first_frame_asset") if self.is_bound else self.initial.get("first_frame_asset")
+        try:
+            pk = int(raw)
+        except (TypeError, ValueError):
+            return None
+        return Asset.objects.filter(pk=pk, owner=self.user).first()
+
+    def last_frame_preview(self) -> Asset | None:
+        """The held last-frame image to show, for a bound or an initial form."""
+        if "last_frame_asset" not in self.fields:
+            return None
+        raw = self.data.get("last_frame_asset") if self.is_bound else self.initial.get("last_frame_asset")
         try:
             pk = int(raw)
         except (TypeError, ValueError):
@@ -558,6 +638,12 @@ def options_initial(spec: ModelSpec, values) -> dict:
     for name in ("first_frame_asset", "parent", "extend_video"):
         if values.get(name):
             initial[name] = values[name]
+    if values.get("last_frame_asset") and spec.last_frame:
+        initial["last_frame_asset"] = values["last_frame_asset"]
+    if spec.generate_audio and values.get("generate_audio") not in (None, "", "false", "off"):
+        initial["generate_audio"] = True
+    if spec.seed and values.get("seed"):
+        initial["seed"] = values["seed"]
     if values.get("start_mode") in [value for value, _ in start_modes(spec)]:
         initial["start_mode"] = values["start_mode"]
     references = _values(values, "reference_assets")
@@ -579,6 +665,12 @@ def data_from_clip(clip: Clip) -> QueryDict:
     data["start_mode"] = clip.start_mode
     if clip.first_frame_id:
         data["first_frame_asset"] = str(clip.first_frame_id)
+    if clip.end_frame_id:
+        data["last_frame_asset"] = str(clip.end_frame_id)
+    if clip.generate_audio:
+        data["generate_audio"] = "on"
+    if clip.seed is not None:
+        data["seed"] = str(clip.seed)
     data.setlist("reference_assets", [str(a.pk) for a in clip.reference_images.order_by("pk")])
     video = clip.extend_video
     if video is not None:
@@ -595,6 +687,12 @@ def data_from_clip(clip: Clip) -> QueryDict:
 def _extended_clip_pk(data) -> int | None:
     kind, _, raw = (data.get("extend_video") or "").partition(":")
     return int(raw) if kind == "clip" and raw.isdigit() else None
+
+
+def initial_from_clip(clip: Clip) -> dict:
+    """A clip's settings as initial values ("Remix"): the form opens filled, unchecked."""
+    data = data_from_clip(clip)
+    return {name: (data.getlist(name) if name == "reference_assets" else data.get(name)) for name in data}
 
 
 class FirstAccountForm(UserCreationForm):

@@ -12,7 +12,8 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from .models import FINISH_STALE_AFTER, QUEUE_GRACE, SUBMIT_STALE_AFTER, Clip, Lease
+from .models import FINISH_STALE_AFTER, QUEUE_GRACE, SUBMIT_STALE_AFTER, ChainExport, Clip, Lease
+from .providers import ProviderError, enabled_providers
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,17 @@ def enqueue_finish(pk: int) -> None:
 
 def enqueue_sweep() -> None:
     async_task("studio.jobs.poll_due_clips", task_name="poll due clips", group="sweeps")
+
+
+def enqueue_export(pk: int) -> None:
+    async_task("studio.jobs.export_chain", pk, task_name=f"join chain export {pk}", group="exports")
+
+
+def export_chain(pk: int) -> None:
+    """Join a chain's clips into one MP4 (claimed in ChainExport.run: a second run is a no-op)."""
+    export = ChainExport.objects.filter(pk=pk).first()
+    if export is not None:
+        export.run()
 
 
 def submit_clip(pk: int) -> None:
@@ -70,6 +82,24 @@ def recover_stale_clips() -> None:
         if lost or (clip.finish_claimed_at and clip.finish_claimed_at < stale):
             Clip.objects.filter(pk=clip.pk).update(finish_claimed_at=None, updated_at=now)
             enqueue_finish(clip.pk)
+    for pk in ChainExport.recover_stale():
+        enqueue_export(pk)
+
+
+def refresh_provider_models() -> str:
+    """Read again the model lists of providers that publish one (OpenRouter), when the
+    cached copy is older than the provider's refresh interval. Scheduled every few minutes;
+    a failure keeps the last good list."""
+    done = []
+    for provider in enabled_providers():
+        if not provider.refreshable or not provider.refresh_due():
+            continue
+        try:
+            done.append(f"{provider.name}: {provider.refresh_models()} models")
+        except ProviderError as exc:
+            log.warning("could not refresh the models of %s: %s", provider.name, exc.message)
+            done.append(f"{provider.name}: failed")
+    return "; ".join(done) or "nothing to refresh"
 
 
 def poll_due_once() -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from fractions import Fraction
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -403,3 +404,32 @@ def _join_by_reencode(parts, out_path: Path, progress) -> int:
     if index == 0:
         raise MediaError("The chain has no frames to join.")
     return dropped
+
+
+def is_h264_mp4(path: Path) -> bool:
+    with av.open(str(path)) as container:
+        return (container.format.name in ("mov,mp4,m4a,3gp,3g2,mj2",)
+                and container.streams.video[0].codec_context.name == "h264")
+
+
+def to_h264_mp4(source: Path, destination: Path) -> None:
+    """Re-encode a video (a WebM, a MOV in another codec) as H.264 MP4, the one format
+    every provider takes for "extend a video". Picture only: extension uses no sound."""
+    with av.open(str(source)) as src, av.open(str(destination), "w", format="mp4") as dst:
+        in_stream = src.streams.video[0]
+        rate = in_stream.average_rate or 24
+        out = dst.add_stream("libx264", rate=rate)
+        out.width = in_stream.codec_context.width // 2 * 2
+        out.height = in_stream.codec_context.height // 2 * 2
+        out.pix_fmt = "yuv420p"
+        out.options = {"preset": "veryfast", "crf": "20"}
+        time_base = Fraction(1, int(round(float(rate))) or 24)
+        for index, frame in enumerate(src.decode(in_stream)):
+            frame = frame.reformat(width=out.width, height=out.height, format="yuv420p")
+            # Number the frames afresh at a constant rate: the source's own timestamps (and
+            # time base) do not carry over to a new container.
+            frame.pts, frame.time_base = index, time_base
+            for packet in out.encode(frame):
+                dst.mux(packet)
+        for packet in out.encode():
+            dst.mux(packet)

@@ -18,7 +18,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import F, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -52,6 +52,9 @@ FIELD_LABELS = {
     "duration": "Duration",
     "resolution": "Resolution",
     "first_frame_upload": "First frame",
+    "last_frame_upload": "Last frame",
+    "generate_audio": "Generate audio",
+    "seed": "Seed",
     "reference_images": "Reference images",
     "extend_video": "Video to extend",
 }
@@ -123,6 +126,43 @@ class Asset(models.Model):
         return asset
 
     @classmethod
+    def from_file(cls, owner, path: Path, kind: str, original_name: str = "") -> "Asset":
+        """Check a file a creator brought (an upload or a link's copy) and keep a clean copy:
+        images re-encoded without metadata, videos as H.264 MP4. Raises media.MediaError."""
+        if kind == cls.Kind.IMAGE:
+            limit = settings.STUDIO_MAX_IMAGE_BYTES
+            if path.stat().st_size > limit:  # before reading it all into memory
+                raise media.MediaError(f"The image is larger than {limit / (1024 * 1024):g} MB.")
+            return cls.create_image(owner, media.check_image(path.read_bytes()), original_name)
+        info = media.check_video(path)
+        if media.is_h264_mp4(path):
+            with path.open("rb") as fh:
+                return cls.create_video(owner, fh, info, original_name)
+        with tempfile.TemporaryDirectory(prefix="video-") as tmp:
+            converted = Path(tmp) / "video.mp4"
+            media.to_h264_mp4(path, converted)
+            with converted.open("rb") as fh:
+                return cls.create_video(owner, fh, media.probe(converted), original_name)
+
+    @classmethod
+    def from_link(cls, owner, url: str, kind: str) -> "Asset":
+        """Fetch a pasted link once (links.fetch_link: public addresses only) and keep our own
+        copy of what it pointed to. Raises links.LinkError or media.MediaError."""
+        from . import links
+
+        limit = settings.STUDIO_MAX_IMAGE_BYTES if kind == cls.Kind.IMAGE else settings.STUDIO_MAX_VIDEO_BYTES
+        fetched = links.fetch_link(url, (kind,), limit)
+        try:
+            name = Path(fetched.final_url.split("?", 1)[0]).name or "link"
+            return cls.from_file(owner, fetched.path, kind, original_name=name)
+        finally:
+            fetched.path.unlink(missing_ok=True)
+
+    @property
+    def aspect(self) -> float | None:
+        return self.width / self.height if self.width and self.height else None
+
+    @classmethod
     def for_clip_video(cls, clip: "Clip") -> "Asset":
         """The clip's video as an asset, so it can be published like an upload. It points at
         the clip's own file (no copy); one asset per clip video is enough."""
@@ -170,6 +210,11 @@ class Clip(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
+    # Among this clip's children (alternative takes of the next step), the one its chain
+    # continues with; None: the newest ready take (Clip.next_take).
+    chosen_take = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # What was asked for.
     provider = models.CharField(max_length=40)
     model_key = models.CharField(max_length=200)
@@ -186,6 +231,14 @@ class Clip(models.Model):
     extend_video = models.ForeignKey(
         Asset, null=True, blank=True, on_delete=models.SET_NULL, related_name="extend_video_of"
     )
+    # The picture the clip should end on, sent with (or without) a first frame. Not
+    # `last_frame`, which is the clip's own last frame once it is made.
+    end_frame = models.ForeignKey(
+        Asset, null=True, blank=True, on_delete=models.SET_NULL, related_name="end_frame_of"
+    )
+    # Only for models that offer them; None: not asked, nothing sent.
+    generate_audio = models.BooleanField(null=True, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
     cost_estimate = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     cost_unit = models.CharField(max_length=20, blank=True)
 
@@ -282,7 +335,7 @@ class Clip(models.Model):
     @property
     def start_mode(self) -> str:
         """How the clip starts: "text", "first_frame", "reference_images" or "extend_video"."""
-        if self.first_frame_id:
+        if self.first_frame_id or self.end_frame_id:
             return "first_frame"
         if self.extend_video_id:
             return "extend_video"
@@ -312,6 +365,136 @@ class Clip(models.Model):
             path.append(node)
         return list(reversed(path))
 
+    # --- Chains and takes ---------------------------------------------------------------
+    # A chain is the path of parents. Several children of one clip are alternative takes of
+    # the next step; the sequence a chain plays (and joins) runs from the root through the
+    # chosen take of each step.
+
+    def takes(self) -> list["Clip"]:
+        """The clips that continue this one, oldest first."""
+        return list(self.children.select_related("last_frame").order_by("pk"))
+
+    def next_take(self, takes: list["Clip"] | None = None) -> "Clip | None":
+        """The take the sequence goes on with after this clip: the chosen one, else the
+        newest ready take, else the newest still generating (a failed one never)."""
+        takes = self.takes() if takes is None else takes
+        for take in takes:
+            if take.pk == self.chosen_take_id:
+                return take
+        ready = [t for t in takes if t.is_ready]
+        if ready:
+            return ready[-1]
+        unfinished = [t for t in takes if not t.is_finished]
+        return unfinished[-1] if unfinished else None
+
+    def chain_steps(self) -> list[tuple["Clip", list["Clip"]]]:
+        """The sequence through this clip: from the root down to it, then on through the
+        chosen takes below it. Each step comes with its takes (the clip and its siblings)."""
+        path = self.chain()
+        steps = [(path[0], [path[0]])]
+        for parent, clip in zip(path, path[1:]):
+            steps.append((clip, parent.takes()))
+        seen = {c.pk for c in path}
+        node = path[-1]
+        while True:
+            takes = node.takes()
+            following = node.next_take(takes)
+            if following is None or following.pk in seen:
+                break
+            steps.append((following, takes))
+            seen.add(following.pk)
+            node = following
+        return steps
+
+    def sequence(self) -> list["Clip"]:
+        return [clip for clip, _ in self.chain_steps()]
+
+    def continues_seamlessly(self, previous: "Clip") -> bool:
+        """True when this clip starts on `previous`'s last frame, so its frame 0 repeats it."""
+        return bool(self.parent_id == previous.pk and self.first_frame_id
+                    and self.first_frame_id == previous.last_frame_id)
+
+    def use_as_take(self) -> None:
+        """Make this clip the take its parent's sequence uses, and each ancestor's choice the
+        path down to it, so the chain from its root runs through it."""
+        node, seen = self, set()
+        while node.parent_id and node.pk not in seen:
+            seen.add(node.pk)
+            Clip.objects.filter(pk=node.parent_id).update(chosen_take=node)
+            node = Clip.objects.only("pk", "parent_id").get(pk=node.parent_id)
+        if self.parent_id:
+            self.parent = None  # drop a cached parent that still has the old choice
+
+    def descendants(self) -> list["Clip"]:
+        """Every clip that continues this one, at any depth."""
+        found, level, seen = [], [self.pk], {self.pk}
+        while level:
+            children = [c for c in Clip.objects.filter(parent_id__in=level) if c.pk not in seen]
+            found += children
+            seen.update(c.pk for c in children)
+            level = [c.pk for c in children]
+        return found
+
+    # --- Retrying and deleting ----------------------------------------------------------
+
+    def retry(self) -> bool:
+        """Send a failed clip again with the same settings, as the same clip (its card shows
+        it queued again). Claimed (failed → queued), so a double click sends it once."""
+        now = timezone.now()
+        changed = Clip.objects.filter(pk=self.pk, status=self.Status.FAILED).update(
+            status=self.Status.QUEUED, error="", field_errors={}, remote_id="", remote_result={},
+            next_poll_at=now + QUEUE_GRACE,
+            deadline_at=now + timedelta(minutes=settings.CLIP_DEADLINE_MINUTES),
+            poll_failures=0, submit_attempts=0, submitting_since=None, submitted_at=None,
+            finish_attempts=0, finish_claimed_at=None, finished_at=None, cost_actual=None,
+            updated_at=now,
+        )
+        self.refresh_from_db()
+        if changed:
+            from . import jobs
+
+            transaction.on_commit(lambda: jobs.enqueue_submit(self.pk))
+        return bool(changed)
+
+    def delete_with_files(self, with_takes: bool = False) -> int:
+        """Delete this clip (and, with `with_takes`, every clip that continues it) and its
+        files. Without, the takes that continued it become the roots of their own chains.
+        A file another remaining clip still uses (a last frame it starts from, a video it
+        extends) is kept. Returns how many clips were deleted."""
+        doomed = [self] + (self.descendants() if with_takes else [])
+        ids = {c.pk for c in doomed}
+        names = [f.name for c in doomed for f in (c.video, c.thumbnail) if f]
+        uses = [rel for rel in Asset._meta.related_objects if rel.related_model is Clip]
+        candidates = Asset.objects.filter(
+            Q(last_frame_of__in=ids) | Q(source=Asset.Source.CLIP_VIDEO, file__in=names)
+        ).distinct()
+        with transaction.atomic():
+            doomed_assets = []
+            for asset in candidates:
+                still_used = any(
+                    Clip.objects.filter(**{rel.field.name: asset}).exclude(pk__in=ids).exists() for rel in uses
+                )
+                if still_used:
+                    names = [n for n in names if n != asset.file.name]  # a clip extends this video
+                else:
+                    doomed_assets.append(asset)
+                    if asset.source != Asset.Source.CLIP_VIDEO:
+                        names.append(asset.file.name)
+            Asset.objects.filter(pk__in=[a.pk for a in doomed_assets]).delete()
+            Clip.objects.filter(pk__in=ids).delete()
+            storage = self.video.storage
+
+            def remove_files():
+                for name in names:
+                    try:
+                        storage.delete(name)
+                        Path(storage.path(name)).parent.rmdir()  # its folder, once empty
+                    except (OSError, NotImplementedError):
+                        pass
+
+            transaction.on_commit(remove_files)
+        return len(ids)
+
     # --- Creating -----------------------------------------------------------------------
 
     @classmethod
@@ -326,7 +509,8 @@ class Clip(models.Model):
                 provider=spec.provider,
                 model_key=spec.key,
                 model_label=spec.label,
-                cost_estimate=spec.estimate_cost(fields.get("duration")),
+                cost_estimate=spec.estimate_cost(fields.get("duration"), fields.get("resolution") or "",
+                                                 fields.get("generate_audio")),
                 cost_unit=spec.cost_unit,
                 next_poll_at=now + QUEUE_GRACE,
                 deadline_at=now + timedelta(minutes=settings.CLIP_DEADLINE_MINUTES),
@@ -363,6 +547,9 @@ class Clip(models.Model):
             duration=self.duration,
             resolution=self.resolution,
             first_frame=self._first_frame_input(),
+            last_frame=self.end_frame.image_input() if self.end_frame else None,
+            generate_audio=self.generate_audio,
+            seed=self.seed,
             reference_images=[a.image_input() for a in self.reference_images.order_by("pk")],
             extend_video=self.extend_video.image_input() if self.extend_video else None,
             webhook_url=self.webhook_url(),
@@ -506,6 +693,8 @@ class Clip(models.Model):
             changes = {"status": self.Status.FINISHING, "remote_result": result, "poll_failures": 0}
             if remote.cost is not None:
                 changes["cost_actual"] = remote.cost
+                if remote.cost_unit:
+                    changes["cost_unit"] = remote.cost_unit
             if self._claim({"status": self.Status.RUNNING}, **changes):
                 from . import jobs
 
@@ -524,13 +713,17 @@ class Clip(models.Model):
         )
 
     @classmethod
-    def wake_by_webhook(cls, provider: str, token: str) -> bool | None:
+    def wake_by_webhook(cls, provider: str, token: str, delivery_key: str = "") -> bool | None:
         """A provider's webhook call, taken only as a hint: find the clip by the unguessable
         token in the URL and make it due. The call's body is never trusted; the next poll
-        fetches the truth. None when no clip has this token; else whether it was made due."""
+        fetches the truth. A delivery already seen (same `delivery_key`, the provider's
+        idempotency key) changes nothing. None when no clip has this token; else whether it
+        was made due."""
         clip = cls.objects.filter(provider=provider, webhook_token=token).first() if token else None
         if clip is None:
             return None
+        if delivery_key and not WebhookDelivery.first_time(provider, delivery_key):
+            return False
         woke = clip.make_due()
         if woke:
             from . import jobs
@@ -676,3 +869,193 @@ class Lease(models.Model):
     @classmethod
     def release(cls, name: str, holder: str) -> None:
         cls.objects.filter(name=name, holder=holder).update(holder="", expires_at=timezone.now())
+
+
+class ProviderModelCache(models.Model):
+    """A provider's model list as it last answered (the raw entries), so pages never wait
+    on the network for it. `fetched_at` is the last good read; `checked_at` the last try."""
+
+    provider = models.CharField(max_length=40, primary_key=True)
+    data = models.JSONField(default=list, blank=True)
+    fetched_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    def __str__(self):
+        return f"Models of {self.provider}"
+
+
+class WebhookDelivery(models.Model):
+    """Webhook deliveries already acted on, by the provider's idempotency key. The unique
+    key makes "first time?" one INSERT that only one process can win; old rows are pruned."""
+
+    KEEP_FOR = timedelta(days=2)
+
+    key = models.CharField(max_length=255, unique=True)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self):
+        return self.key
+
+    @classmethod
+    def first_time(cls, provider: str, key: str) -> bool:
+        """Record this delivery; False when it was recorded before (a repeat)."""
+        cls.objects.filter(received_at__lt=timezone.now() - cls.KEEP_FOR).delete()
+        try:
+            with transaction.atomic():
+                cls.objects.create(key=f"{provider}:{key}"[:255])
+        except IntegrityError:
+            return False
+        return True
+
+
+def export_upload_to(export: "ChainExport", filename: str) -> str:
+    return f"exports/{export.storage_key}/{Path(filename).name}"
+
+
+class ChainExport(models.Model):
+    """One MP4 of a chain's sequence, joined in the background (jobs.export_chain).
+
+    Claimed like a clip (queued → running by conditional UPDATE), so running the task twice
+    joins once; a join whose worker died is handed out again by the sweep."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Waiting to start"
+        RUNNING = "running", "Joining"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    STALE_AFTER = timedelta(minutes=10)
+    MAX_ATTEMPTS = 3
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chain_exports")
+    # The last clip of the sequence; the ids below are what was joined, in order.
+    clip = models.ForeignKey(Clip, null=True, blank=True, on_delete=models.SET_NULL, related_name="exports")
+    clip_ids = models.JSONField(default=list)
+    sequence_key = models.CharField(max_length=2000, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.PositiveSmallIntegerField(default=0)  # percent
+    error = models.TextField(blank=True)
+    method = models.CharField(max_length=20, blank=True)  # "copy" or "reencode"
+    method_reason = models.CharField(max_length=200, blank=True)
+    storage_key = models.CharField(max_length=32, default=_storage_folder, editable=False)
+    file = models.FileField(upload_to=export_upload_to, blank=True, max_length=300)
+    duration = models.FloatField(null=True, blank=True)
+    dropped_frames = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+
+    def __str__(self):
+        return f"Chain export {self.pk} ({len(self.clip_ids)} clips)"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.READY, self.Status.FAILED)
+
+    @property
+    def download_name(self) -> str:
+        return f"lastframe-chain-{'-'.join(map(str, self.clip_ids[:1] + self.clip_ids[-1:]))}.mp4"
+
+    @staticmethod
+    def key_for(clips) -> str:
+        return ",".join(str(c.pk) for c in clips)
+
+    @classmethod
+    def latest_for(cls, owner, clips) -> "ChainExport | None":
+        return cls.objects.filter(owner=owner, sequence_key=cls.key_for(clips)).first()
+
+    @classmethod
+    def start(cls, owner, clips: list[Clip]) -> "ChainExport":
+        """The export of this exact sequence: one already waiting, joining or ready is
+        reused (a second click starts nothing); else a new one, enqueued after commit."""
+        existing = cls.objects.filter(owner=owner, sequence_key=cls.key_for(clips)).exclude(
+            status=cls.Status.FAILED).first()
+        if existing is not None and (existing.status != cls.Status.READY or existing.file_exists()):
+            return existing
+        export = cls.objects.create(owner=owner, clip=clips[-1], clip_ids=[c.pk for c in clips],
+                                    sequence_key=cls.key_for(clips))
+        from . import jobs
+
+        transaction.on_commit(lambda: jobs.enqueue_export(export.pk))
+        return export
+
+    def file_exists(self) -> bool:
+        return bool(self.file) and self.file.storage.exists(self.file.name)
+
+    def run(self) -> None:
+        """Join the clips into one MP4, once (claimed), reporting progress as it goes."""
+        now = timezone.now()
+        claimed = ChainExport.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+            status=self.Status.RUNNING, attempts=F("attempts") + 1, claimed_at=now, progress=0,
+            updated_at=now)
+        self.refresh_from_db()
+        if not claimed:
+            return
+        mine = {"pk": self.pk, "status": self.Status.RUNNING, "claimed_at": self.claimed_at}
+        try:
+            by_pk = {c.pk: c for c in Clip.objects.filter(owner=self.owner, pk__in=self.clip_ids)}
+            clips = [by_pk.get(pk) for pk in self.clip_ids]
+            missing = [pk for pk, c in zip(self.clip_ids, clips) if c is None or not c.is_ready or not c.video]
+            if missing:
+                raise media.MediaError(
+                    f"Clip #{missing[0]} is not ready (or was deleted), so the chain cannot be joined.")
+            parts = [media.JoinPart(Path(clips[0].video.path))]
+            for previous, clip in zip(clips, clips[1:]):
+                parts.append(media.JoinPart(Path(clip.video.path), drop_seam=clip.continues_seamlessly(previous)))
+
+            def report(fraction: float) -> None:
+                ChainExport.objects.filter(**mine).update(progress=min(99, int(fraction * 100)))
+
+            with tempfile.TemporaryDirectory(prefix="chain-") as tmp:
+                out = Path(tmp) / "chain.mp4"
+                result = media.join_videos(parts, out, progress=report)
+                with transaction.atomic():
+                    export = ChainExport.objects.select_for_update().filter(**mine).first()
+                    if export is None:
+                        return  # taken over by a later attempt
+                    with out.open("rb") as fh:
+                        export.file.save("chain.mp4", File(fh), save=False)
+                    export.status = self.Status.READY
+                    export.progress = 100
+                    export.method, export.method_reason = result.method, result.reason
+                    export.duration, export.dropped_frames = result.duration, result.dropped
+                    export.error = ""
+                    export.finished_at = timezone.now()
+                    export.save()
+            log.info("chain export %s ready (%s, %.2f s)", self.pk, result.method, result.duration)
+        except media.MediaError as exc:
+            self._fail(mine, str(exc))
+        except Exception:
+            log.exception("chain export %s failed", self.pk)
+            self._fail(mine, "The chain could not be joined because of an error in the studio.")
+        finally:
+            self.refresh_from_db()
+
+    def _fail(self, mine: dict, message: str) -> None:
+        ChainExport.objects.filter(**mine).update(status=self.Status.FAILED, error=message,
+                                                  finished_at=timezone.now(), updated_at=timezone.now())
+
+    @classmethod
+    def recover_stale(cls) -> list[int]:
+        """Exports to hand out again: queued ones whose task was lost, and joins whose worker
+        died (failed after MAX_ATTEMPTS). Returns the pks to enqueue."""
+        now = timezone.now()
+        again = []
+        for export in cls.objects.filter(status=cls.Status.QUEUED, updated_at__lt=now - QUEUE_GRACE):
+            if cls.objects.filter(pk=export.pk, status=cls.Status.QUEUED, updated_at=export.updated_at).update(updated_at=now):
+                again.append(export.pk)
+        for export in cls.objects.filter(status=cls.Status.RUNNING, claimed_at__lt=now - cls.STALE_AFTER):
+            expected = {"pk": export.pk, "status": cls.Status.RUNNING, "claimed_at": export.claimed_at}
+            if export.attempts >= cls.MAX_ATTEMPTS:
+                cls.objects.filter(**expected).update(
+                    status=cls.Status.FAILED, finished_at=now, updated_at=now,
+                    error="The join was interrupted several times; try again.")
+            elif cls.objects.filter(**expected).update(status=cls.Status.QUEUED, updated_at=now):
+                again.append(export.pk)
+        return again

@@ -171,6 +171,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Largest image a creator may upload, in bytes and in pixels.
 STUDIO_MAX_IMAGE_BYTES = int(env_float("STUDIO_MAX_IMAGE_MB", 20) * 1024 * 1024)
 STUDIO_MAX_IMAGE_PIXELS = int(env_float("STUDIO_MAX_IMAGE_MEGAPIXELS", 40) * 1_000_000)
+# Largest video a creator may bring to extend, in bytes.
+STUDIO_MAX_VIDEO_BYTES = int(env_float("STUDIO_MAX_VIDEO_MB", 200) * 1024 * 1024)
+# Pasted links to loopback or private addresses are refused (SSRF); allow them only for
+# local testing.
+STUDIO_ALLOW_PRIVATE_URLS = env_bool("STUDIO_ALLOW_PRIVATE_URLS", False)
 
 # --- Jobs -----------------------------------------------------------------------------
 # No clip stays unfinished for ever: past this many minutes after submission it fails.
@@ -195,6 +200,21 @@ PICTORY_API_BASE_URL = (
 PICTORY_POLL_SECONDS = env_float("PICTORY_POLL_SECONDS", 15)
 # Longest wait for one HTTP exchange with Pictory (connect: at most 10 s of it).
 PICTORY_TIMEOUT_SECONDS = env_float("PICTORY_TIMEOUT_SECONDS", 30)
+
+# OpenRouter video (models read from its /videos/models list): on when the key is set.
+OPENROUTER_API_KEY = os.environ.get("OPENROUTER_API_KEY", "").strip()
+OPENROUTER_API_BASE_URL = (
+    os.environ.get("OPENROUTER_API_BASE_URL", "").strip() or "https://openrouter.ai/api/v1"
+).rstrip("/")
+# Seconds between two polls of one job (its docs: about 30). Kept within 1 to 120; values
+# under 10 are meant for a test server standing in for OpenRouter.
+OPENROUTER_POLL_SECONDS = env_float("OPENROUTER_POLL_SECONDS", 30)
+# Longest wait for one HTTP exchange with OpenRouter (connect: at most 10 s of it).
+OPENROUTER_TIMEOUT_SECONDS = env_float("OPENROUTER_TIMEOUT_SECONDS", 30)
+# The signing secret of OpenRouter's webhooks; when set, unsigned or stale calls are refused.
+OPENROUTER_WEBHOOK_SECRET = os.environ.get("OPENROUTER_WEBHOOK_SECRET", "").strip()
+# How old the cached model list may get before the worker reads it again.
+OPENROUTER_MODELS_REFRESH_MINUTES = env_float("OPENROUTER_MODELS_REFRESH_MINUTES", 60)
 
 # The address at which providers can fetch files the studio publishes (first frames,
 # uploads) and call webhooks, e.g. https://studio.example.com. Empty: nothing is published.

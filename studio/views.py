@@ -11,24 +11,76 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .forms import FirstAccountForm, GenerateForm, data_from_clip, options_initial
-from .models import Asset, Clip
-from .providers import enabled_providers, find_model
+from .forms import FirstAccountForm, GenerateForm, data_from_clip, initial_from_clip, options_initial
+from .models import Asset, ChainExport, Clip
+from .providers import ProviderError, enabled_providers, find_model
 
 GALLERY_PAGE = 24
 
 
-def _gallery(user, before: int | None = None):
+# The gallery's status filter: a creator's words, not the job's internal states.
+STATUS_FILTERS = {
+    "generating": ("Generating", ~Q(status__in=Clip.FINAL_STATES)),
+    "ready": ("Ready", Q(status=Clip.Status.READY)),
+    "failed": ("Failed", Q(status=Clip.Status.FAILED)),
+}
+
+
+def _gallery_filters(params) -> dict:
+    """The filters in a query string (status, model, q), only those that are valid."""
+    found = {}
+    if params.get("status") in STATUS_FILTERS:
+        found["status"] = params["status"]
+    provider, _, key = (params.get("model") or "").partition(":")
+    if provider and key:
+        found["model"] = f"{provider}:{key}"
+    q = (params.get("q") or "").strip()[:200]
+    if q:
+        found["q"] = q
+    return found
+
+
+def _gallery(user, before: int | None = None, filters: dict | None = None):
+    """One page of cards, newest first: GALLERY_PAGE + 1 rows read to know whether more
+    follow. Keyset paging on pk (`before`), so page 400 costs what page 1 costs."""
     clips = Clip.objects.visible_to(user).select_related("last_frame")
+    filters = filters or {}
+    if "status" in filters:
+        clips = clips.filter(STATUS_FILTERS[filters["status"]][1])
+    if "model" in filters:
+        provider, _, key = filters["model"].partition(":")
+        clips = clips.filter(provider=provider, model_key=key)
+    if "q" in filters:
+        clips = clips.filter(prompt__icontains=filters["q"])
     if before:
         clips = clips.filter(pk__lt=before)
     page = list(clips.order_by("-pk")[: GALLERY_PAGE + 1])
     return page[:GALLERY_PAGE], len(page) > GALLERY_PAGE
+
+
+def _model_filter_choices(user) -> list[tuple[str, str]]:
+    """The models the creator has clips of, for the gallery's model filter."""
+    rows = (Clip.objects.visible_to(user).order_by().values_list("provider", "model_key", "model_label")
+            .distinct())
+    choices = {}
+    for provider, key, label in rows:
+        choices.setdefault(f"{provider}:{key}", label)
+    return sorted(choices.items(), key=lambda item: item[1].lower())
+
+
+def _gallery_context(request, before: int | None = None) -> dict:
+    filters = _gallery_filters(request.GET)
+    clips, has_more = _gallery(request.user, before, filters)
+    return {"clips": clips, "has_more": has_more, "filters": filters,
+            "filter_query": urlencode(filters)}
 
 
 def _generating_count(user) -> int:
@@ -36,14 +88,14 @@ def _generating_count(user) -> int:
 
 
 def _studio_page(request, form, status=200):
-    clips, has_more = _gallery(request.user)
     return render(
         request,
         "studio/home.html",
         {
             "form": form,
-            "clips": clips,
-            "has_more": has_more,
+            **_gallery_context(request),
+            "status_filters": [(value, label) for value, (label, _) in STATUS_FILTERS.items()],
+            "model_filters": _model_filter_choices(request.user),
             "generating": _generating_count(request.user),
         },
         status=status,
@@ -56,8 +108,10 @@ def home(request):
     """The gallery with the generate form. With ?before=<id>, the next page of cards."""
     before = request.GET.get("before")
     if before and before.isdigit():
-        clips, has_more = _gallery(request.user, int(before))
-        return render(request, "studio/home.html#gallery_page", {"clips": clips, "has_more": has_more})
+        return render(request, "studio/home.html#gallery_page", _gallery_context(request, int(before)))
+    if request.htmx and request.htmx.target == "gallery" and not request.htmx.history_restore_request:
+        # The filters changed: the first page of cards that match.
+        return render(request, "studio/home.html#gallery_page", _gallery_context(request))
     initial = {}
     last_model = request.session.get("last_model")
     if last_model and find_model(last_model):
@@ -128,14 +182,24 @@ def continue_clip(request, pk):
 
 
 @login_required
-@require_GET
+@require_http_methods(["GET", "POST"])
 def retry_clip(request, pk):
-    """The generate form filled with a failed clip's settings, and the provider's objections
-    (a 400's field messages) beside the fields they concern."""
+    """POST: send a failed clip again with the same settings, as the same clip (its card
+    goes back to queued). GET, or a clip the provider objected to field by field (the same
+    settings would fail again): the generate form filled with the clip's settings and the
+    provider's objections (a 400's field messages) beside the fields they concern."""
     clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
     if clip.spec is None:
         messages.error(request, f"The model “{clip.model_label}” is not available any more; choose another.")
         return redirect("home")
+    if request.method == "POST" and not clip.field_errors:
+        clip.retry()
+        if request.htmx:
+            return render(request, "studio/_clip_card.html",
+                          {"clip": clip, "generating": _generating_count(request.user)})
+        return redirect(_next_url(request) or "home")
+    if request.method == "POST":
+        return redirect("retry_clip", clip.pk)
     form = GenerateForm(data_from_clip(clip), user=request.user)
     form.is_valid()
     for name, field_messages in (clip.field_errors or {}).items():
@@ -177,7 +241,184 @@ def providers_page(request):
     return render(request, "studio/providers.html", {
         "providers": providers,
         "pictory_enabled": "pictory" in enabled,
+        "openrouter_enabled": "openrouter" in enabled,
         "public_base_url": settings.PUBLIC_BASE_URL,
+    })
+
+
+@login_required
+@require_POST
+def refresh_models(request):
+    """"Refresh models": read again the model lists of providers that publish one."""
+    for provider in enabled_providers():
+        if not provider.refreshable:
+            continue
+        try:
+            count = provider.refresh_models()
+        except ProviderError as exc:
+            messages.error(request, f"Could not read {provider.label}'s model list: {exc.message}")
+        else:
+            messages.success(request, f"{provider.label} lists {count} video model{'s' if count != 1 else ''}.")
+    return redirect("providers")
+
+
+# --- Chains, takes, remix, delete -------------------------------------------------------
+
+
+def _next_url(request) -> str:
+    """A same-site page to go back to after a POST (the `next` field), or ""."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                       require_https=request.is_secure()):
+        return target
+    return ""
+
+
+def chain_totals(clips) -> dict:
+    """Total duration and cost of a sequence; costs per unit (credits and USD never added
+    together). Made clips count what they cost, unfinished ones their estimate."""
+    seconds = sum((c.video_duration or c.duration or 0) for c in clips)
+    by_unit, estimated, unknown = {}, False, 0
+    for clip in clips:
+        amount = clip.cost_actual if clip.cost_actual is not None else clip.cost_estimate
+        if amount is None:
+            unknown += 1
+            continue
+        estimated = estimated or clip.cost_actual is None
+        by_unit[clip.cost_unit] = by_unit.get(clip.cost_unit, 0) + amount
+    costs = [f"{amount.normalize():f} {unit}".strip() for unit, amount in sorted(by_unit.items()) if amount or unit]
+    if not costs and not unknown:
+        costs = ["Free"]
+    return {"seconds": seconds, "costs": costs, "estimated": estimated and costs != ["Free"],
+            "unknown": unknown}
+
+
+def _export_blocker(clips) -> str:
+    """Why the sequence cannot be joined yet ("" when it can)."""
+    for clip in clips:
+        if clip.status == Clip.Status.FAILED:
+            return f"Clip #{clip.pk} failed: try it again or choose another take before joining the chain."
+        if not clip.is_ready:
+            return f"Clip #{clip.pk} is still generating: the chain can be joined once it is ready."
+    return ""
+
+
+def _export_context(request, clip, clips, export=None) -> dict:
+    if export is None:
+        export = ChainExport.latest_for(request.user, clips)
+    return {"clip": clip, "export": export, "blocker": _export_blocker(clips)}
+
+
+@login_required
+@require_GET
+def chain_view(request, pk):
+    """The chain view: the sequence from the root through this clip and on through the
+    chosen takes, each step with its takes side by side, the totals, and the join."""
+    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    steps = clip.chain_steps()
+    clips = [step for step, _ in steps]
+    return render(request, "studio/chain.html", {
+        "clip": clip,
+        "steps": steps,
+        "clips": clips,
+        "totals": chain_totals(clips),
+        "last": clips[-1],
+        **_export_context(request, clip, clips),
+    })
+
+
+@login_required
+@require_POST
+def choose_take(request, pk):
+    """Use this take at its step: the sequence (and every chain view above it) goes on
+    through it."""
+    take = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    if take.parent_id is None:
+        raise Http404("This clip is not a take of another clip.")
+    take.use_as_take()
+    return redirect("chain_view", take.pk)
+
+
+@login_required
+@require_POST
+def start_chain_export(request, pk):
+    """"Download the whole chain": join the sequence shown in the chain view of `pk`."""
+    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    clips = clip.sequence()
+    blocker = _export_blocker(clips)
+    export = None if blocker else ChainExport.start(request.user, clips)
+    if request.htmx:
+        return render(request, "studio/_chain_export.html", _export_context(request, clip, clips, export),
+                      status=409 if blocker else 200)
+    if blocker:
+        messages.error(request, blocker)
+    return redirect("chain_view", clip.pk)
+
+
+@login_required
+@require_GET
+def chain_export(request, pk):
+    """The join's progress (an htmx fragment that polls itself until it is done)."""
+    export = get_object_or_404(ChainExport.objects.filter(owner=request.user), pk=pk)
+    clip = export.clip
+    return render(request, "studio/_chain_export.html", {"clip": clip, "export": export, "blocker": ""})
+
+
+@login_required
+@require_GET
+def chain_export_file(request, pk):
+    export = get_object_or_404(ChainExport.objects.filter(owner=request.user, status=ChainExport.Status.READY), pk=pk)
+    if not export.file:
+        raise Http404("This join has no file.")
+    return serve_file(request, export.file.name, "video/mp4", download_name=export.download_name)
+
+
+@login_required
+@require_GET
+def remix_clip(request, pk):
+    """The generate form filled with a clip's settings and prompt, to change and send."""
+    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    if clip.spec is None:
+        messages.error(request, f"The model “{clip.model_label}” is not available any more; choose another.")
+        return redirect("home")
+    messages.info(request, f"Remixing clip #{clip.pk}: change what you like, then press Generate.")
+    return _studio_page(request, GenerateForm(user=request.user, initial=initial_from_clip(clip)))
+
+
+@login_required
+@require_POST
+def generate_again(request, pk):
+    """"Generate again": a new clip with the same settings and the same parent, so a clip
+    that continues another becomes a new take of that step."""
+    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    if clip.spec is None:
+        messages.error(request, f"The model “{clip.model_label}” is not available any more; choose another.")
+        return redirect("home")
+    form = GenerateForm(data_from_clip(clip), user=request.user)
+    if not form.is_valid():
+        return _studio_page(request, form, status=422)
+    again = Clip.create_for(request.user, form.spec, **form.clip_fields())
+    messages.success(request, f"Generating clip #{again.pk}, a new take of clip #{clip.pk}.")
+    return redirect(_next_url(request) or reverse("chain_view", args=[again.pk]))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_clip(request, pk):
+    """Delete a clip and its files after a confirmation. A clip that others continue asks
+    whether its takes go too; if not, they become the first clips of their own chains."""
+    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    if request.method == "POST":
+        with_takes = request.POST.get("takes") == "delete"
+        count = clip.delete_with_files(with_takes=with_takes)
+        others = count - 1
+        messages.success(request, f"Clip #{pk} deleted" + (f", with {others} clip{'s' if others != 1 else ''} that continued it." if others else "."))
+        return redirect("home")
+    descendants = clip.descendants()
+    return render(request, "studio/delete_clip.html", {
+        "clip": clip,
+        "takes": [c for c in descendants if c.parent_id == clip.pk],
+        "descendants": descendants,
     })
 
 
@@ -299,11 +540,12 @@ def setup(request):
 # --- Webhooks ---------------------------------------------------------------------------
 
 
-def _webhook_hint(provider: str, token: str) -> HttpResponse:
+def _webhook_hint(provider: str, token: str, delivery_key: str = "") -> HttpResponse:
     """What every provider's webhook does once the call is authenticated (for Pictory: by
-    the token alone, as it signs nothing): make the clip due for polling. The body is never
-    read; the job's state always comes from the provider's API. Answers fast, 204."""
-    if Clip.wake_by_webhook(provider, token) is None:
+    the token alone, as it signs nothing): make the clip due for polling, once per delivery
+    when the provider names its deliveries. The body is never read; the job's state always
+    comes from the provider's API. Answers fast, 204."""
+    if Clip.wake_by_webhook(provider, token, delivery_key) is None:
         raise Http404("No such hook.")
     return HttpResponse(status=204)
 
@@ -314,6 +556,99 @@ def pictory_webhook(request, token):
     return _webhook_hint("pictory", token)
 
 
+@csrf_exempt
+@require_POST
+def openrouter_webhook(request, token):
+    """OpenRouter signs its calls when a secret is configured: check that first (a refused
+    call changes nothing), then the same hint as every provider, deduplicated by
+    X-OpenRouter-Idempotency-Key."""
+    from .providers.openrouter import signature_problem
+
+    secret = settings.OPENROUTER_WEBHOOK_SECRET
+    if secret:
+        problem = signature_problem(request.headers.get("X-OpenRouter-Signature", ""), request.body, secret)
+        if problem is not None:
+            status, reason = problem
+            return HttpResponse(reason, status=status, content_type="text/plain")
+    key = request.headers.get("X-OpenRouter-Idempotency-Key", "").strip()
+    return _webhook_hint("openrouter", token, key)
+
+
 def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
 
+
+
+# --- Inputs a creator brings (drop, choose, or paste a link) ---------------------------------
+
+# The form's inputs: what kind of file each takes, and the field that names a held file.
+INPUTS = {
+    "first_frame": ("image", "first_frame_asset", "First frame"),
+    "last_frame": ("image", "last_frame_asset", "Last frame"),
+    "reference": ("image", "reference_assets", "Reference image"),
+    "extend_video": ("video", "extend_video", "Video to extend"),
+}
+
+
+@login_required
+@require_POST
+def add_input(request):
+    """Check a dropped or chosen file, or fetch a pasted link, keep our own copy, and answer
+    with its preview holding the asset's id (or a plain message, 422)."""
+    from . import links, media
+
+    field = request.POST.get("field", "")
+    if field not in INPUTS:
+        return HttpResponse("Unknown input.", status=400, content_type="text/plain")
+    kind, input_name, label = INPUTS[field]
+    upload = request.FILES.get("file")
+    link = request.POST.get("link", "").strip()
+    try:
+        if upload is not None:
+            asset = _asset_from_upload(request.user, upload, kind)
+        elif link:
+            asset = Asset.from_link(request.user, link, kind)
+        else:
+            raise media.MediaError("Drop a file, choose one, or paste a link.")
+    except (media.MediaError, links.LinkError) as exc:
+        return HttpResponse(str(exc), status=422, content_type="text/plain")
+    value = f"asset:{asset.pk}" if field == "extend_video" else str(asset.pk)
+    duration = None
+    if asset.kind == Asset.Kind.VIDEO:
+        duration = media.probe(Path(asset.file.path)).duration
+    return render(request, "studio/_held_asset.html", {
+        "asset": asset, "field": field, "label": label, "input_name": input_name,
+        "input_value": value, "duration": duration,
+    })
+
+
+def _asset_from_upload(user, upload, kind) -> Asset:
+    import tempfile
+
+    from . import media
+
+    limit = settings.STUDIO_MAX_IMAGE_BYTES if kind == Asset.Kind.IMAGE else settings.STUDIO_MAX_VIDEO_BYTES
+    if upload.size > limit:
+        what = "image" if kind == Asset.Kind.IMAGE else "video"
+        raise media.MediaError(f"The {what} is larger than {limit / (1024 * 1024):g} MB.")
+    with tempfile.NamedTemporaryFile(prefix="upload-") as tmp:
+        for chunk in upload.chunks():
+            tmp.write(chunk)
+        tmp.flush()
+        return Asset.from_file(user, Path(tmp.name), kind, original_name=upload.name)
+
+
+@login_required
+@require_GET
+def asset_poster(request, pk):
+    """The first frame of a held video, as a small JPEG preview."""
+    from . import media
+
+    asset = get_object_or_404(Asset.objects.filter(owner=request.user, kind=Asset.Kind.VIDEO), pk=pk)
+    try:
+        image = media.first_frame(Path(asset.file.path))
+    except (media.MediaError, OSError):
+        raise Http404("No preview.")
+    response = HttpResponse(media.thumbnail_jpeg(image), content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -20,6 +20,8 @@ def test_a_chained_pair_of_pictory_clips(page, start_studio):
         sign_in(page, studio)
 
         page.get_by_label("Model").select_option("pictory:veo3.1_fast")
+        # Wait for the form of the new model (the simulator's shows "Free", and the same ratios).
+        expect(page.locator("#cost")).to_contain_text("credits")
         expect(page.get_by_label("Aspect ratio").locator("option")).to_have_text(["16:9", "9:16"])
         page.get_by_label("Duration").select_option("6")
         expect(page.locator("#cost")).to_contain_text("60 credits")

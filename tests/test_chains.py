@@ -1,0 +1,469 @@
+"""Chains a creator can shape: sequences, takes, joining a chain into one MP4, retry in the
+same card, remix, delete, and the gallery's filters."""
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import av
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from PIL import Image
+
+from studio import jobs, media
+from studio.models import Asset, ChainExport, Clip
+from studio.views import chain_totals
+
+from .conftest import run_enqueued
+from .test_jobs import new_clip
+from .test_views import ready_clip
+
+pytestmark = pytest.mark.django_db
+
+FPS = 24
+
+
+def plain_clip(user, parent=None, status=Clip.Status.READY, prompt="A quiet harbour at dawn", **fields):
+    """A clip row with no file behind it (for sequence rules and the gallery)."""
+    fields.setdefault("provider", "simulator")
+    fields.setdefault("model_key", "cinema")
+    fields.setdefault("model_label", "Sim Cinema · offline preview")
+    return Clip.objects.create(owner=user, parent=parent, status=status, prompt=prompt, aspect_ratio="16:9",
+                               duration=4, **fields)
+
+
+def continued(user, parent, prompt):
+    return ready_clip(user, parent=parent, first_frame=parent.last_frame, prompt=prompt)
+
+
+def frames_in(path_or_file):
+    with av.open(path_or_file) as container:
+        return [frame.to_image() for frame in container.decode(container.streams.video[0])]
+
+
+def encode(path, count, color, size=(320, 240), bframes=None):
+    """A small H.264 clip whose frames differ (so seam checks mean something)."""
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", **({"bframes": str(bframes)} if bframes is not None else {})}
+        for i in range(count):
+            frame = av.VideoFrame.from_image(Image.new("RGB", size, (color, (i * 5) % 256, 80)))
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return Path(path)
+
+
+# --- Sequences and takes ----------------------------------------------------------------
+
+def test_sequence_runs_from_the_root_through_the_clip_and_on_through_the_newest_ready_take(user):
+    root = plain_clip(user)
+    older = plain_clip(user, parent=root, prompt="Take one")
+    newer = plain_clip(user, parent=root, prompt="Take two")
+    failed = plain_clip(user, parent=root, status=Clip.Status.FAILED, prompt="Take three failed")
+    below = plain_clip(user, parent=older, prompt="After take one")
+    assert root.sequence() == [root, newer]  # the newest ready take; a failed one never
+    assert older.sequence() == [root, older, below]  # through the clip, then on below it
+    steps = below.chain_steps()
+    assert [clip for clip, _ in steps] == [root, older, below]
+    assert steps[1][1] == [older, newer, failed]  # the takes of step 2, side by side
+    assert failed.sequence() == [root, failed]
+
+
+def test_a_take_still_generating_is_used_only_when_no_take_is_ready(user):
+    root = plain_clip(user)
+    generating = plain_clip(user, parent=root, status=Clip.Status.RUNNING)
+    assert root.sequence() == [root, generating]
+    ready = plain_clip(user, parent=root)
+    assert root.sequence() == [root, ready]
+
+
+def test_choosing_a_take_is_stored_and_the_chain_continues_below_it(signed_in, user):
+    root = plain_clip(user)
+    first = plain_clip(user, parent=root, prompt="First take")
+    second = plain_clip(user, parent=root, prompt="Second take")
+    deeper_a = plain_clip(user, parent=first, prompt="Deeper A")
+    deeper_b = plain_clip(user, parent=first, prompt="Deeper B")
+    assert root.sequence() == [root, second]
+
+    response = signed_in.post(f"/clips/{deeper_a.pk}/use-take/")
+    assert response.status_code == 302 and response.url == f"/clips/{deeper_a.pk}/chain/"
+    root.refresh_from_db()
+    first.refresh_from_db()
+    # Every step above the chosen take now leads to it.
+    assert root.chosen_take == first and first.chosen_take == deeper_a
+    assert root.sequence() == [root, first, deeper_a]
+    assert Clip.objects.get(pk=root.pk).sequence() == [root, first, deeper_a]
+
+    signed_in.post(f"/clips/{second.pk}/use-take/")
+    assert Clip.objects.get(pk=root.pk).sequence() == [root, second]
+    # The choice below the first take is kept for when it is chosen again.
+    assert Clip.objects.get(pk=first.pk).sequence() == [root, first, deeper_a]
+    assert deeper_b not in root.sequence()
+
+
+def test_a_root_clip_is_not_a_take(signed_in, user):
+    root = plain_clip(user)
+    assert signed_in.post(f"/clips/{root.pk}/use-take/").status_code == 404
+
+
+def test_continuing_a_clip_that_has_a_child_starts_a_new_take(signed_in, user, enqueued):
+    parent = ready_clip(user)
+    for prompt in ("The first way it goes on", "Another way it goes on"):
+        response = signed_in.post("/generate/", {
+            "model": "simulator:cinema", "prompt": prompt, "aspect_ratio": "16:9", "duration": "4",
+            "start_mode": "first_frame", "parent": parent.pk, "first_frame_asset": parent.last_frame_id,
+        })
+        assert response.status_code == 302
+    takes = parent.takes()
+    assert [t.prompt for t in takes] == ["The first way it goes on", "Another way it goes on"]
+    html = signed_in.get(f"/clips/{takes[1].pk}/chain/").content.decode()
+    assert "2 takes" in html and "Use this take" in html
+
+
+def test_generate_again_makes_a_new_take_with_the_same_settings(signed_in, user, enqueued):
+    parent = ready_clip(user, prompt="Root of the story")
+    take = continued(user, parent, "The lantern rises into falling snow")
+    response = signed_in.post(f"/clips/{take.pk}/again/")
+    again = Clip.objects.order_by("-pk").first()
+    assert response.status_code == 302 and response.url == f"/clips/{again.pk}/chain/"
+    assert again.pk != take.pk and again.parent == parent
+    assert (again.prompt, again.model_ref, again.aspect_ratio, again.duration, again.first_frame_id) == (
+        take.prompt, take.model_ref, take.aspect_ratio, take.duration, take.first_frame_id)
+    assert again.status == Clip.Status.QUEUED
+    assert parent.takes() == [take, again]
+
+
+def test_chain_view_shows_each_step_and_the_totals(signed_in, user):
+    root = plain_clip(user, prompt="Opening shot over the bay", video_duration=4.0,
+                      cost_actual=Decimal("0"), cost_unit="")
+    middle = plain_clip(user, parent=root, prompt="The boat turns to the open sea", video_duration=6.0,
+                        cost_actual=Decimal("0"))
+    html = signed_in.get(f"/clips/{middle.pk}/chain/").content.decode()
+    for text in ("Chain view", "2 clips", "10 s in all", "Free", "Opening shot over the bay",
+                 "The boat turns to the open sea", "Sim Cinema · offline preview", "4 s", "6 s"):
+        assert text in html, text
+    strip = html[html.index('class="sequence"'):]
+    assert strip.index(f"Clip #{root.pk}<") < strip.index(f"Clip #{middle.pk}<")
+
+
+def test_chain_totals_keep_credits_and_dollars_apart():
+    clips = [
+        Clip(duration=8, video_duration=8.0, cost_actual=Decimal("12"), cost_unit="credits"),
+        Clip(duration=5, cost_estimate=Decimal("0.40"), cost_unit="USD"),
+        Clip(duration=8, video_duration=8.0, cost_actual=Decimal("6"), cost_unit="credits"),
+        Clip(duration=4, video_duration=4.0, cost_actual=Decimal("0"), cost_unit=""),
+    ]
+    totals = chain_totals(clips)
+    assert totals["seconds"] == 25.0
+    assert totals["costs"] == ["0.4 USD", "18 credits"]
+    assert totals["estimated"] is True  # one is still an estimate
+    assert chain_totals([Clip(duration=4, cost_actual=Decimal("0"))])["costs"] == ["Free"]
+
+
+# --- Joining ----------------------------------------------------------------------------
+
+def test_a_chain_with_a_clip_still_generating_cannot_be_joined(signed_in, user):
+    root = plain_clip(user)
+    generating = plain_clip(user, parent=root, status=Clip.Status.RUNNING)
+    html = signed_in.get(f"/clips/{root.pk}/chain/").content.decode()
+    assert "disabled" in html and f"Clip #{generating.pk} is still generating" in html
+    response = signed_in.post(f"/clips/{root.pk}/chain/export/", HTTP_HX_REQUEST="true")
+    assert response.status_code == 409 and "still generating" in response.content.decode()
+    assert not ChainExport.objects.exists()
+
+
+def test_download_the_whole_chain_joins_it_once_with_the_seam_frame_dropped(signed_in, user, enqueued,
+                                                                           django_capture_on_commit_callbacks):
+    root = ready_clip(user, prompt="A paper lantern drifts over a dark lake")
+    take = continued(user, root, "The lantern rises into falling snow")
+    enqueued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_in.post(f"/clips/{root.pk}/chain/export/", HTTP_HX_REQUEST="true")
+    export = ChainExport.objects.get()
+    assert export.clip_ids == [root.pk, take.pk] and export.status == ChainExport.Status.QUEUED
+    html = response.content.decode()
+    assert f'hx-get="/exports/{export.pk}/"' in html and 'hx-trigger="every 1s"' in html
+    assert enqueued == [("studio.jobs.export_chain", (export.pk,))]
+    # A second click while it waits starts nothing new.
+    signed_in.post(f"/clips/{root.pk}/chain/export/", HTTP_HX_REQUEST="true")
+    assert ChainExport.objects.count() == 1
+
+    jobs.export_chain(export.pk)
+    jobs.export_chain(export.pk)  # safe to run twice: claimed
+    export.refresh_from_db()
+    assert export.status == ChainExport.Status.READY, export.error
+    assert export.attempts == 1 and export.progress == 100
+    # Stream copy when the seam frame can be left out without breaking another; else re-encode.
+    parts = [media.JoinPart(Path(root.video.path)), media.JoinPart(Path(take.video.path), drop_seam=True)]
+    assert export.method == media.join_plan(parts)[0] and export.dropped_frames == 1
+
+    fragment = signed_in.get(f"/exports/{export.pk}/").content.decode()
+    assert "hx-trigger" not in fragment and f'href="/exports/{export.pk}/chain.mp4"' in fragment
+    download = signed_in.get(f"/exports/{export.pk}/chain.mp4")
+    assert "lastframe-chain-" in download["Content-Disposition"]
+    target = Path(export.file.path).with_name("downloaded.mp4")
+    target.write_bytes(b"".join(download.streaming_content))
+    info = media.probe(target)
+    parts = [media.probe(Path(c.video.path)) for c in (root, take)]
+    assert info.duration == pytest.approx(sum(p.duration for p in parts) - 1 / FPS, abs=0.002)
+    joined = frames_in(str(target))
+    assert len(joined) == sum(p.frames for p in parts) - 1
+    # No stutter: the frame after the seam is the take's second frame, not its first again.
+    take_frames = frames_in(take.video.path)
+    assert mean_diff(joined[parts[0].frames], take_frames[1]) < mean_diff(joined[parts[0].frames], take_frames[0])
+
+
+def mean_diff(a, b):
+    from PIL import ImageChops, ImageStat
+
+    return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
+
+
+def test_clips_sharing_codec_parameters_are_joined_by_stream_copy(tmp_path):
+    a = encode(tmp_path / "a.mp4", 48, 10, bframes=0)
+    b = encode(tmp_path / "b.mp4", 36, 120, bframes=0)
+    c = encode(tmp_path / "c.mp4", 24, 200, bframes=0)
+    out = tmp_path / "out.mp4"
+    result = media.join_videos([media.JoinPart(a), media.JoinPart(b, drop_seam=True), media.JoinPart(c)], out)
+    assert (result.method, result.dropped) == ("copy", 1)
+    frames = frames_in(str(out))
+    assert len(frames) == 48 + 36 + 24 - 1 == result.frames
+    assert result.duration == pytest.approx((48 + 36 + 24 - 1) / FPS, abs=0.002)
+    # Stream copy leaves out the previous clip's last frame (the same picture as the seam).
+    assert mean_diff(frames[47], frames_in(str(b))[0]) < 3
+
+
+def test_simulator_clips_with_no_seam_are_joined_by_stream_copy(tmp_path):
+    from studio.providers.simulator import render
+
+    render(tmp_path / "a.mp4", "First shot of the night", "16:9", 4, None)
+    render(tmp_path / "b.mp4", "Second shot of the night", "16:9", 4, None)
+    result = media.join_videos([media.JoinPart(tmp_path / "a.mp4"), media.JoinPart(tmp_path / "b.mp4")],
+                               tmp_path / "out.mp4")
+    assert (result.method, result.frames, result.duration) == ("copy", 192, 8.0)
+    assert len(frames_in(str(tmp_path / "out.mp4"))) == 192
+
+
+def test_a_seam_frame_other_frames_refer_to_is_left_out_by_re_encoding(tmp_path):
+    from studio.providers.simulator import render
+
+    # x264 ends this clip with B-frames that refer to its last frame (checked below), so
+    # dropping that packet in a stream copy would break them.
+    render(tmp_path / "a.mp4", "hello world test", "16:9", 4, None)
+    media.last_frame(tmp_path / "a.mp4").save(tmp_path / "last.png")
+    render(tmp_path / "b.mp4", "The next moment", "16:9", 4, tmp_path / "last.png")
+    parts = [media.JoinPart(tmp_path / "a.mp4"), media.JoinPart(tmp_path / "b.mp4", drop_seam=True)]
+    method, reason, scans = media.join_plan(parts)
+    assert scans[0].last_is_final is False
+    assert method == "reencode" and "B-frames" in reason
+    result = media.join_videos(parts, tmp_path / "out.mp4")
+    assert (result.method, result.frames, result.dropped) == ("reencode", 191, 1)
+    assert result.duration == pytest.approx(8 - 1 / FPS, abs=0.002)
+    joined = frames_in(str(tmp_path / "out.mp4"))
+    second = frames_in(str(tmp_path / "b.mp4"))
+    assert mean_diff(joined[96], second[1]) < 3  # the seam picture shown once
+
+
+def test_clips_that_differ_are_re_encoded_to_the_first_clips_format(tmp_path):
+    a = encode(tmp_path / "a.mp4", 24, 10, size=(320, 240))
+    b = encode(tmp_path / "b.mp4", 24, 120, size=(480, 270))
+    out = tmp_path / "out.mp4"
+    result = media.join_videos([media.JoinPart(a), media.JoinPart(b, drop_seam=True)], out)
+    assert result.method == "reencode" and "differ" in result.reason
+    info = media.probe(out)
+    assert (info.width, info.height, info.codec) == (320, 240, "h264")
+    assert result.frames == 47 and info.duration == pytest.approx(47 / FPS, abs=0.002)
+
+
+def test_a_join_whose_worker_died_is_handed_out_again(user):
+    clip = plain_clip(user)
+    export = ChainExport.objects.create(owner=user, clip=clip, clip_ids=[clip.pk], sequence_key=str(clip.pk),
+                                        status=ChainExport.Status.RUNNING, attempts=1,
+                                        claimed_at=timezone.now() - ChainExport.STALE_AFTER - timedelta(seconds=5))
+    assert ChainExport.recover_stale() == [export.pk]
+    export.refresh_from_db()
+    assert export.status == ChainExport.Status.QUEUED
+    export.run()  # the clip has no video: fails with a reason rather than hanging
+    assert export.status == ChainExport.Status.FAILED and f"Clip #{clip.pk}" in export.error
+
+
+# --- Retry, remix, delete -----------------------------------------------------------------
+
+def test_retry_sends_the_same_clip_again_in_the_same_card(signed_in, user, enqueued,
+                                                        django_capture_on_commit_callbacks):
+    clip = new_clip(user)
+    clip.fail("The provider was overloaded.")
+    old_deadline = clip.deadline_at
+    enqueued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_in.post(f"/clips/{clip.pk}/retry/", HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200 and f'id="clip-{clip.pk}"' in html and 'hx-trigger="every 2s"' in html
+    clip.refresh_from_db()
+    assert clip.status == Clip.Status.QUEUED and clip.error == "" and clip.deadline_at > old_deadline
+    assert Clip.objects.count() == 1
+    assert enqueued == [("studio.jobs.submit_clip", (clip.pk,))]
+    # A second click (or a replay) does not send it twice.
+    with django_capture_on_commit_callbacks(execute=True):
+        signed_in.post(f"/clips/{clip.pk}/retry/", HTTP_HX_REQUEST="true")
+    assert len(enqueued) == 1
+    run_enqueued([e for e in enqueued if e[0] == "studio.jobs.submit_clip"])
+    clip.refresh_from_db()
+    assert clip.status == Clip.Status.RUNNING
+
+
+def test_retry_of_a_clip_the_provider_objected_to_opens_the_form(signed_in, user, enqueued):
+    clip = new_clip(user)
+    clip.fail("Bad request", field_errors={"prompt": ["Too vague."]})
+    response = signed_in.post(f"/clips/{clip.pk}/retry/")
+    assert response.status_code == 302 and response.url == f"/clips/{clip.pk}/retry/"
+    assert "Too vague." in signed_in.get(response.url).content.decode()
+    clip.refresh_from_db()
+    assert clip.status == Clip.Status.FAILED
+
+
+def test_remix_opens_the_form_filled_with_the_clips_settings(signed_in, user, enqueued):
+    parent = ready_clip(user, model="simulator:motion", aspect_ratio="4:3", duration=5)
+    clip = new_clip(user, model="simulator:motion", aspect_ratio="4:3", duration=8, parent=parent,
+                    first_frame=parent.last_frame, prompt="A heron lifts off the reeds at dusk")
+    html = signed_in.get(f"/clips/{clip.pk}/remix/").content.decode()
+    assert "A heron lifts off the reeds at dusk</textarea>" in html
+    assert 'value="simulator:motion" selected' in html and 'value="4:3" selected' in html
+    assert 'value="8" selected' in html
+    assert f'name="parent" value="{parent.pk}"' in html
+    assert f'name="first_frame_asset" value="{parent.last_frame_id}"' in html
+    assert "errorlist" not in html and "field-error" not in html
+
+
+def test_deleting_a_clip_removes_it_and_its_files(signed_in, user, enqueued, django_capture_on_commit_callbacks):
+    clip = ready_clip(user)
+    files = [Path(clip.video.path), Path(clip.thumbnail.path), Path(clip.last_frame.file.path)]
+    assert all(f.exists() for f in files)
+    page = signed_in.get(f"/clips/{clip.pk}/delete/").content.decode()
+    assert f"Delete clip #{clip.pk}?" in page and 'name="takes"' not in page
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_in.post(f"/clips/{clip.pk}/delete/")
+    assert response.status_code == 302
+    assert not Clip.objects.exists() and not Asset.objects.exists()
+    assert not any(f.exists() for f in files)
+
+
+def test_deleting_a_clip_with_takes_asks_and_keeps_them_as_roots(signed_in, user, enqueued,
+                                                                django_capture_on_commit_callbacks):
+    root = ready_clip(user, prompt="Root of the story")
+    take = continued(user, root, "The story goes on")
+    page = signed_in.get(f"/clips/{root.pk}/delete/").content.decode()
+    assert "1 take continues from this clip" in page and 'value="delete"' in page
+    with django_capture_on_commit_callbacks(execute=True):
+        signed_in.post(f"/clips/{root.pk}/delete/", {"takes": "keep"})
+    take.refresh_from_db()
+    assert take.parent_id is None and take.sequence() == [take]
+    # The take still starts from the picture it was made from.
+    assert take.first_frame is not None and Path(take.first_frame.file.path).exists()
+    assert not Path(root.video.path).exists()
+
+
+def test_deleting_a_clip_with_its_takes_deletes_everything_below_it(signed_in, user):
+    root = plain_clip(user)
+    take = plain_clip(user, parent=root)
+    other = plain_clip(user, parent=root)
+    below = plain_clip(user, parent=take)
+    keep = plain_clip(user, prompt="Another chain")
+    page = signed_in.get(f"/clips/{root.pk}/delete/").content.decode()
+    assert "2 takes continue from this clip" in page and "3 clips in all" in page
+    signed_in.post(f"/clips/{root.pk}/delete/", {"takes": "delete"})
+    assert list(Clip.objects.all()) == [keep]
+    assert not Clip.objects.filter(pk__in=[take.pk, other.pk, below.pk]).exists()
+
+
+def test_other_creators_get_404_for_chain_pages_and_actions(client, user, other_user):
+    root = plain_clip(user)
+    take = plain_clip(user, parent=root)
+    export = ChainExport.objects.create(owner=user, clip=root, clip_ids=[root.pk], sequence_key=str(root.pk))
+    client.force_login(other_user)
+    for url in (f"/clips/{take.pk}/chain/", f"/clips/{take.pk}/remix/", f"/clips/{take.pk}/delete/",
+                f"/exports/{export.pk}/", f"/exports/{export.pk}/chain.mp4"):
+        assert client.get(url).status_code == 404, url
+    for url in (f"/clips/{take.pk}/use-take/", f"/clips/{take.pk}/again/", f"/clips/{take.pk}/retry/",
+                f"/clips/{take.pk}/delete/", f"/clips/{root.pk}/chain/export/"):
+        assert client.post(url).status_code == 404, url
+    assert Clip.objects.count() == 2 and ChainExport.objects.count() == 1
+
+
+def test_actions_need_csrf(user):
+    from django.test import Client
+
+    root = plain_clip(user)
+    take = plain_clip(user, parent=root)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    for url in (f"/clips/{take.pk}/use-take/", f"/clips/{take.pk}/delete/", f"/clips/{root.pk}/chain/export/"):
+        assert client.post(url).status_code == 403, url
+    assert Clip.objects.count() == 2
+
+
+# --- Gallery --------------------------------------------------------------------------------
+
+def test_gallery_filters_by_status_and_model_and_searches_prompts(signed_in, user):
+    lantern = plain_clip(user, prompt="A paper lantern over the lake")
+    failed = plain_clip(user, status=Clip.Status.FAILED, prompt="A storm at sea")
+    running = plain_clip(user, status=Clip.Status.RUNNING, prompt="Lantern festival at night")
+    motion = plain_clip(user, prompt="City traffic", model_key="motion", model_label="Sim Motion · offline preview")
+
+    def shown(query):
+        html = signed_in.get("/" + query).content.decode()
+        return {c.pk for c in (lantern, failed, running, motion) if f'id="clip-{c.pk}"' in html}
+
+    assert shown("") == {lantern.pk, failed.pk, running.pk, motion.pk}
+    assert shown("?status=failed") == {failed.pk}
+    assert shown("?status=generating") == {running.pk}
+    assert shown("?status=ready") == {lantern.pk, motion.pk}
+    assert shown("?model=simulator:motion") == {motion.pk}
+    assert shown("?q=lantern") == {lantern.pk, running.pk}
+    assert shown("?q=lantern&status=ready") == {lantern.pk}
+    html = signed_in.get("/?q=nothing-like-this").content.decode()
+    assert "No clips match these filters." in html
+    page = signed_in.get("/").content.decode()
+    assert 'value="simulator:motion"' in page and "Any status" in page
+
+
+def test_filter_changes_swap_only_the_gallery(signed_in, user):
+    plain_clip(user, prompt="A paper lantern over the lake")
+    response = signed_in.get("/?q=lantern", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="gallery")
+    html = response.content.decode()
+    assert 'class="card ' in html and "generate-form" not in html and "<html" not in html
+
+
+def test_paging_keeps_the_filters(signed_in, user):
+    for n in range(30):
+        plain_clip(user, status=Clip.Status.FAILED, prompt=f"Failed lantern {n}")
+        plain_clip(user, prompt=f"Ready lantern {n}")
+    html = signed_in.get("/?status=failed").content.decode()
+    assert html.count('class="card ') == 24
+    oldest = Clip.objects.filter(status=Clip.Status.FAILED).order_by("-pk")[23].pk
+    assert f"?before={oldest}&amp;status=failed" in html
+    more = signed_in.get(f"/?before={oldest}&status=failed").content.decode()
+    assert more.count('class="card ') == 6 and "Ready lantern" not in more
+
+
+def test_gallery_query_count_does_not_grow_with_the_clips(signed_in, user):
+    def queries():
+        with CaptureQueriesContext(connection) as ctx:
+            assert signed_in.get("/").status_code == 200
+        return len(ctx.captured_queries)
+
+    parent = plain_clip(user)
+    for n in range(4):
+        plain_clip(user, parent=parent, status=Clip.Status.RUNNING if n % 2 else Clip.Status.READY,
+                   first_frame=Asset.objects.create(owner=user, file="assets/x/a.png"))
+    few = queries()
+    for n in range(40):
+        plain_clip(user, parent=parent, status=[Clip.Status.READY, Clip.Status.FAILED, Clip.Status.RUNNING][n % 3],
+                   first_frame=Asset.objects.create(owner=user, file="assets/x/a.png"))
+    assert queries() == few
