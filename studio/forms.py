@@ -4,6 +4,8 @@ combination the model cannot make."""
 
 from __future__ import annotations
 
+import math
+
 import tempfile
 from pathlib import Path
 
@@ -601,6 +603,53 @@ class GenerateForm(forms.Form):
             return None
         return Asset.objects.filter(pk=pk, owner=self.user).first()
 
+    def first_frame_held(self) -> list[Asset]:
+        held = self.first_frame_preview()
+        return [held] if held else []
+
+    def first_frame_is_fixed(self) -> bool:
+        """A continued clip's first frame is its parent's last frame: not removable here."""
+        held = self.first_frame_preview()
+        return bool(held and held.source == Asset.Source.LAST_FRAME)
+
+    def last_frame_held(self) -> list[Asset]:
+        held = self.last_frame_preview()
+        return [held] if held else []
+
+    def shape_hint(self) -> dict | None:
+        """When the first frame's shape is not the clip's, say so and offer the model's
+        closest aspect ratio (the picture would otherwise be cropped or stretched)."""
+        held = self.first_frame_preview()
+        if held is None or not held.aspect or "aspect_ratio" not in self.fields:
+            return None
+        source = self.data if self.is_bound else self.initial
+        chosen = source.get("aspect_ratio") or self.spec.aspect_ratios[0]
+        if chosen not in self.spec.aspect_ratios:
+            chosen = self.spec.aspect_ratios[0]
+        closest = min(self.spec.aspect_ratios, key=lambda r: abs(math.log(held.aspect / ratio_value(r))))
+        if abs(math.log(held.aspect / ratio_value(chosen))) < 0.03:
+            return None
+        message = (f"The first frame is {held.width} × {held.height}, a different shape from {chosen}: "
+                   "the picture will be cropped to fit.")
+        return {"message": message, "closest": closest if closest != chosen else ""}
+
+    def extend_video_preview(self) -> dict | None:
+        """The uploaded video chosen to extend, with its duration, for a preview."""
+        if "extend_video" not in self.fields:
+            return None
+        source = self.data if self.is_bound else self.initial
+        kind, _, raw = str(source.get("extend_video") or "").partition(":")
+        if kind != "asset" or not raw.isdigit():
+            return None
+        asset = Asset.objects.filter(pk=raw, owner=self.user, kind=Asset.Kind.VIDEO).first()
+        if asset is None:
+            return None
+        try:
+            duration = media.probe(Path(asset.file.path)).duration
+        except (media.MediaError, OSError, NotImplementedError):
+            duration = None
+        return {"asset": asset, "duration": duration}
+
     def last_frame_preview(self) -> Asset | None:
         """The held last-frame image to show, for a bound or an initial form."""
         if "last_frame_asset" not in self.fields:
@@ -619,6 +668,11 @@ class GenerateForm(forms.Form):
         except (TypeError, ValueError):
             return None
         return Clip.objects.filter(pk=pk, owner=self.user).first()
+
+
+def ratio_value(ratio: str) -> float:
+    width, _, height = ratio.partition(":")
+    return float(width) / float(height)
 
 
 def options_initial(spec: ModelSpec, values) -> dict:

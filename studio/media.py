@@ -6,14 +6,19 @@ No ffmpeg binary is called: PyAV's wheel carries what we need (NOTES.md).
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import tempfile
 import warnings
-from fractions import Fraction
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 from django.conf import settings
+from django.core.files.storage import FileSystemStorage
 from PIL import Image, ImageOps
 
 THUMBNAIL_BOX = (640, 640)
@@ -22,6 +27,46 @@ IMAGE_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP"}
 
 class MediaError(Exception):
     """A file is not the media we expected; the message is fit to show a creator."""
+
+
+# --- Stored files, wherever the storage keeps them ----------------------------------------
+# Media goes through Django's default storage: a folder (FileSystemStorage, MEDIA_ROOT) or
+# a bucket (S3Storage, when AWS_STORAGE_BUCKET_NAME is set). Nothing outside these helpers
+# may assume a stored file has a path on this machine.
+
+
+def local_path(storage, name: str) -> Path | None:
+    """The real path of a stored file when the storage keeps files on this machine's disk
+    (FileSystemStorage), else None. Not `storage.path()` alone: S3 has none, and some
+    storages (InMemoryStorage) answer with a path where no file is."""
+    if name and isinstance(storage, FileSystemStorage):
+        return Path(storage.path(name))
+    return None
+
+
+@contextmanager
+def local_copy(file) -> Iterator[Path]:
+    """A path on this machine holding a stored file (a FieldFile), for PyAV and Pillow:
+    the file itself on a local disk, otherwise a temporary copy read through
+    storage.open() and deleted afterwards."""
+    storage, name = file.storage, file.name
+    path = local_path(storage, name)
+    if path is not None:
+        yield path
+        return
+    fd, temp = tempfile.mkstemp(prefix="stored-", suffix=Path(name).suffix)
+    try:
+        with os.fdopen(fd, "wb") as out, storage.open(name, "rb") as source:
+            shutil.copyfileobj(source, out, 1024 * 1024)
+        yield Path(temp)
+    finally:
+        os.unlink(temp)
+
+
+def read_stored(storage, name: str) -> bytes:
+    """All the bytes of a stored file (small files: images)."""
+    with storage.open(name, "rb") as fh:
+        return fh.read()
 
 
 @dataclass

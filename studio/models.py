@@ -11,6 +11,7 @@ import logging
 import secrets
 import tempfile
 import uuid
+from contextlib import ExitStack
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -123,6 +124,7 @@ class Asset(models.Model):
                     width=info.width, height=info.height)
         asset.file.save("video.mp4", File(content), save=False)
         asset.save()
+        asset.video_info = info  # what the caller may show, without reading the file back
         return asset
 
     @classmethod
@@ -177,8 +179,10 @@ class Asset(models.Model):
         return asset
 
     def image_input(self) -> ImageInput:
-        """This file as a provider input (an image, or a video to extend)."""
-        return ImageInput(path=Path(self.file.path), public_url=self.public_url())
+        """This file as a provider input (an image, or a video to extend), read through the
+        storage (which may be a bucket: no local path is assumed)."""
+        return ImageInput(storage=self.file.storage, storage_name=self.file.name,
+                          public_url=self.public_url())
 
     def public_url(self) -> str:
         if not settings.PUBLIC_BASE_URL:
@@ -488,9 +492,13 @@ class Clip(models.Model):
                 for name in names:
                     try:
                         storage.delete(name)
-                        Path(storage.path(name)).parent.rmdir()  # its folder, once empty
-                    except (OSError, NotImplementedError):
+                        path = media.local_path(storage, name)
+                        if path is not None:
+                            path.parent.rmdir()  # its folder, once empty (a bucket has none)
+                    except OSError:
                         pass
+                    except Exception:  # a file left behind must not undo the deletion
+                        log.warning("could not delete the stored file %s", name, exc_info=True)
 
             transaction.on_commit(remove_files)
         return len(ids)
@@ -1005,14 +1013,17 @@ class ChainExport(models.Model):
             if missing:
                 raise media.MediaError(
                     f"Clip #{missing[0]} is not ready (or was deleted), so the chain cannot be joined.")
-            parts = [media.JoinPart(Path(clips[0].video.path))]
-            for previous, clip in zip(clips, clips[1:]):
-                parts.append(media.JoinPart(Path(clip.video.path), drop_seam=clip.continues_seamlessly(previous)))
 
             def report(fraction: float) -> None:
                 ChainExport.objects.filter(**mine).update(progress=min(99, int(fraction * 100)))
 
-            with tempfile.TemporaryDirectory(prefix="chain-") as tmp:
+            with tempfile.TemporaryDirectory(prefix="chain-") as tmp, ExitStack() as copies:
+                # Each video as a file PyAV can open: itself on a local disk, else a
+                # temporary copy from the storage (a bucket), removed after the join.
+                paths = [copies.enter_context(media.local_copy(clip.video)) for clip in clips]
+                parts = [media.JoinPart(paths[0])]
+                for previous, clip, path in zip(clips, clips[1:], paths[1:]):
+                    parts.append(media.JoinPart(path, drop_seam=clip.continues_seamlessly(previous)))
                 out = Path(tmp) / "chain.mp4"
                 result = media.join_videos(parts, out, progress=report)
                 with transaction.atomic():

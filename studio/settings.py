@@ -166,6 +166,37 @@ warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or BASE_DIR / "media")
 MEDIA_URL = "/media/"
 
+# Where media is kept: MEDIA_ROOT on this machine by default; an S3-compatible bucket (AWS
+# S3, MinIO, Cloudflare R2, ...) when AWS_STORAGE_BUCKET_NAME is set. The bucket stays
+# private: the studio's views check who is asking, then redirect to a presigned URL that
+# expires after AWS_QUERYSTRING_EXPIRE seconds. The keys (AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY) are read from the environment by boto3, never put in settings.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Static files as before: Django's own storage, served by whitenoise.
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "").strip()
+if AWS_STORAGE_BUCKET_NAME:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            # For S3-compatible services (MinIO, R2, ...); empty: AWS itself.
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL", "").strip() or None,
+            "region_name": os.environ.get("AWS_S3_REGION_NAME", "").strip() or None,
+            "custom_domain": os.environ.get("AWS_S3_CUSTOM_DOMAIN", "").strip() or None,
+            "location": os.environ.get("AWS_LOCATION", "").strip().strip("/"),
+            # "path" for services that want the bucket in the path (often MinIO); empty: auto.
+            "addressing_style": os.environ.get("AWS_S3_ADDRESSING_STYLE", "").strip() or None,
+            "signature_version": "s3v4",
+            "default_acl": "private",
+            "file_overwrite": False,
+            "querystring_auth": True,
+            "querystring_expire": int(env_float("AWS_QUERYSTRING_EXPIRE", 600)),
+        },
+    }
+
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Largest image a creator may upload, in bytes and in pixels.

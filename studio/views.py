@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import mimetypes
 import re
 from pathlib import Path
@@ -11,14 +12,16 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.core.files.storage import default_storage
 from django.db.models import Q
-from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from . import media
 from .forms import FirstAccountForm, GenerateForm, data_from_clip, initial_from_clip, options_initial
 from .models import Asset, ChainExport, Clip
 from .providers import ProviderError, enabled_providers, find_model
@@ -427,10 +430,34 @@ def delete_clip(request, pk):
 RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 
-def serve_file(request, path: str, content_type: str | None = None, download_name: str | None = None):
-    """Send a file from our storage, honouring one byte range (browsers seek videos with
-    Range requests; without it some refuse to scrub)."""
-    full = Path(settings.MEDIA_ROOT) / path
+def _storage_redirect(storage, name: str, content_type: str | None, download_name: str | None):
+    """A file in a storage without local paths (a bucket): send the browser (or the provider)
+    to the storage's own address for it. For S3 that is a presigned URL that stops working
+    after AWS_QUERYSTRING_EXPIRE seconds, so the bucket stays private; the caller has already
+    checked who may see the file."""
+    if "parameters" in inspect.signature(storage.url).parameters:  # S3Storage: headers S3 sends back
+        parameters = {"ResponseContentType": content_type or mimetypes.guess_type(name)[0]
+                      or "application/octet-stream"}
+        if download_name:
+            parameters["ResponseContentDisposition"] = content_disposition_header(True, download_name)
+        url = storage.url(name, parameters=parameters)
+    else:
+        url = storage.url(name)
+    response = HttpResponseRedirect(url)
+    # The address expires: never let a cache keep the redirect longer than the URL lives.
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def serve_file(request, path: str, content_type: str | None = None, download_name: str | None = None,
+               storage=None):
+    """Send a stored file (`path`: its name in the storage), honouring one byte range
+    (browsers seek videos with Range requests; without it some refuse to scrub). A storage
+    without local paths (S3) answers with a redirect to the storage's short-lived URL."""
+    storage = storage if storage is not None else default_storage
+    full = media.local_path(storage, path)
+    if full is None:
+        return _storage_redirect(storage, path, content_type, download_name)
     if not full.is_file():
         raise Http404("No such file.")
     size = full.stat().st_size
@@ -615,7 +642,11 @@ def add_input(request):
     value = f"asset:{asset.pk}" if field == "extend_video" else str(asset.pk)
     duration = None
     if asset.kind == Asset.Kind.VIDEO:
-        duration = media.probe(Path(asset.file.path)).duration
+        info = getattr(asset, "video_info", None)  # probed while it was checked
+        if info is None:
+            with media.local_copy(asset.file) as local:
+                info = media.probe(local)
+        duration = info.duration
     return render(request, "studio/_held_asset.html", {
         "asset": asset, "field": field, "label": label, "input_name": input_name,
         "input_value": value, "duration": duration,
@@ -646,7 +677,8 @@ def asset_poster(request, pk):
 
     asset = get_object_or_404(Asset.objects.filter(owner=request.user, kind=Asset.Kind.VIDEO), pk=pk)
     try:
-        image = media.first_frame(Path(asset.file.path))
+        with media.local_copy(asset.file) as local:
+            image = media.first_frame(local)
     except (media.MediaError, OSError):
         raise Http404("No preview.")
     response = HttpResponse(media.thumbnail_jpeg(image), content_type="image/jpeg")

@@ -20,6 +20,10 @@
         if (zone.dataset.multiple !== "true") { held.innerHTML = ""; }
         held.insertAdjacentHTML("beforeend", res.text);
         if (zone.dataset.multiple !== "true") { zone.classList.add("dropzone--filled"); }
+        if (zone.dataset.clears) {
+          var other = document.querySelector(zone.dataset.clears);
+          if (other) { other.value = ""; }
+        }
         zone.dispatchEvent(new CustomEvent("studio:input-held", { bubbles: true }));
       })
       .catch(function () { error.textContent = "The file could not be sent. Check your connection and try again."; })
@@ -75,6 +79,12 @@
       remove.closest("[data-held]").remove();
       if (zoneOf) { zoneOf.classList.remove("dropzone--filled"); zoneOf.dispatchEvent(new CustomEvent("studio:input-held", { bubbles: true })); }
     }
+  });
+  // A held input can change what the form says (the first frame's shape against the aspect
+  // ratio): redraw the model's options, which keeps every held id.
+  document.addEventListener("studio:input-held", function (e) {
+    var model = e.target.closest("form") && e.target.closest("form").querySelector("select[name=model]");
+    if (model && window.htmx) { window.htmx.trigger(model, "change"); }
   });
   document.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && e.target.matches && e.target.matches("[data-zone-link]")) {

@@ -82,13 +82,28 @@ class ModelSpec:
 
 @dataclass
 class ImageInput:
-    """An image of ours to send: the file on disk and, when the studio publishes files,
-    the public address a provider can fetch it from."""
+    """An image of ours to send: a stored file (`storage` and `storage_name`; the studio's
+    media may live in a bucket, so no local path is assumed) or a plain local file (`path`),
+    and, when the studio publishes files, the public address a provider can fetch it from."""
 
-    path: Path
+    path: Path | None = None
     public_url: str = ""
     # A provider's own (still fresh) URL for the same picture, preferred when present.
     remote_url: str = ""
+    storage: object = None
+    storage_name: str = ""
+
+    @property
+    def name(self) -> str:
+        """The file's name, for its content type and messages."""
+        return Path(self.storage_name or self.path or "").name
+
+    def read_bytes(self) -> bytes:
+        """The file's bytes, read through its storage (OSError when they cannot be read)."""
+        if self.storage is not None:
+            with self.storage.open(self.storage_name, "rb") as fh:
+                return fh.read()
+        return Path(self.path).read_bytes()
 
 
 @dataclass

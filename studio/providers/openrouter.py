@@ -500,11 +500,11 @@ def _image_url(item: ImageInput) -> str:
     otherwise the file itself as a data: URL (said to work, not promised: README)."""
     if item.remote_url or item.public_url:
         return item.remote_url or item.public_url
-    content_type = mimetypes.guess_type(item.path.name)[0] or "image/png"
+    content_type = mimetypes.guess_type(item.name)[0] or "image/png"
     try:
-        payload = base64.b64encode(Path(item.path).read_bytes()).decode("ascii")
+        payload = base64.b64encode(item.read_bytes()).decode("ascii")
     except OSError as exc:
-        raise ProviderError(f"The image {item.path.name} could not be read: {exc.strerror}.", permanent=True)
+        raise ProviderError(f"The image {item.name} could not be read: {exc.strerror or exc}.", permanent=True)
     return f"data:{content_type};base64,{payload}"
 
 

@@ -4,11 +4,18 @@ It behaves like a hosted service (submit returns a job id, polls say "running" u
 job is done, results are downloaded), so the whole studio, its tests included, runs the real
 flow with no key and no network. Its "service side" keeps each job in a folder under
 MEDIA_ROOT/simulator/<job id>/.
+
+That folder is the simulator's own local scratch area, on purpose outside the studio's
+storage (which may be a bucket): like a hosted service, it takes its own copy of a first
+frame (read through the storage) and hands results out by address. Submit and poll must
+therefore see the same disk: with workers on several machines, disable the simulator
+(SIMULATOR_ENABLED=false) or give them a shared MEDIA_ROOT (README).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import shutil
@@ -69,6 +76,7 @@ class SimulatorProvider(Provider):
 
     @property
     def root(self) -> Path:
+        # Local scratch of the simulated service, not the studio's media storage (see above).
         return Path(settings.MEDIA_ROOT) / "simulator"
 
     def submit(self, submission: Submission) -> str:
@@ -88,7 +96,7 @@ class SimulatorProvider(Provider):
         if submission.first_frame is not None:
             # Like a hosted service fetching the image: take our own copy at submit time.
             target = job_dir / "first_frame.png"
-            with Image.open(submission.first_frame.path) as image:
+            with Image.open(io.BytesIO(submission.first_frame.read_bytes())) as image:
                 image.convert("RGB").save(target, "PNG")
             job["first_frame"] = target.name
         (job_dir / "job.json").write_text(json.dumps(job))
