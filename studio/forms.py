@@ -4,6 +4,7 @@ combination the model cannot make."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import tempfile
@@ -33,7 +34,6 @@ START_MODES = [
 ]
 MODE_INPUT = {FIRST_FRAME: "a first frame", REFERENCES: "reference images", EXTEND: "a video to extend"}
 # An upload to extend is a short clip; anything far larger is a mistake, not a clip.
-MAX_VIDEO_BYTES = 200 * 1024 * 1024
 # How many of a creator's clips and uploaded videos the "Video to extend" list offers.
 EXTEND_CHOICES = 50
 
@@ -156,9 +156,9 @@ class GenerateForm(forms.Form):
     reference_assets = IdListField(required=False)
     extend_video = forms.ChoiceField(label="Video to extend", required=False)
     extend_video_upload = forms.FileField(
-        label="Or upload an MP4", required=False,
-        widget=forms.ClearableFileInput(attrs={"accept": "video/mp4"}),
-        help_text="An MP4 video; the new clip continues it.",
+        label="Or upload a video", required=False,
+        widget=forms.ClearableFileInput(attrs={"accept": "video/mp4,video/quicktime,video/webm"}),
+        help_text="An MP4, MOV or WebM video; the new clip continues it.",
     )
     parent = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
@@ -353,30 +353,16 @@ class GenerateForm(forms.Form):
         upload = self.cleaned_data.get("extend_video_upload")
         if not upload:
             return None
-        if upload.size > MAX_VIDEO_BYTES:
-            raise forms.ValidationError(f"The video is larger than {MAX_VIDEO_BYTES // (1024 * 1024)} MB.")
-        upload.seek(0)
-        head = upload.read(12)
-        # Every MP4 starts with a box whose type is "ftyp"; cheaper than decoding a WebM first.
-        if head[4:8] != b"ftyp":
-            raise forms.ValidationError("Please upload an MP4 video.")
+        limit = settings.STUDIO_MAX_VIDEO_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(f"The video is larger than {limit / (1024 * 1024):g} MB.")
         try:
-            info = self._probe_upload(upload)
+            with _upload_on_disk(upload) as path:
+                info = media.check_video(path)  # MP4, MOV or WebM that really decodes
         except media.MediaError as exc:
             raise forms.ValidationError(str(exc))
         self.checked_video = (upload, info)
         return upload
-
-    @staticmethod
-    def _probe_upload(upload) -> "media.VideoInfo":
-        if hasattr(upload, "temporary_file_path"):
-            return media.probe(Path(upload.temporary_file_path()))
-        with tempfile.NamedTemporaryFile(suffix=".mp4") as tmp:
-            upload.seek(0)
-            for chunk in upload.chunks():
-                tmp.write(chunk)
-            tmp.flush()
-            return media.probe(Path(tmp.name))
 
     def clean(self):
         cleaned = super().clean()
@@ -490,9 +476,10 @@ class GenerateForm(forms.Form):
             kept["reference_assets"] = [str(a.pk) for a in held]
         # A video chosen in the list as well is an error to show, not something to replace.
         if mode == EXTEND and self.checked_video is not None and not self.data.get("extend_video"):
-            upload, info = self.checked_video
-            upload.seek(0)
-            asset = Asset.create_video(self.user, upload, info, upload.name)
+            upload, _info = self.checked_video
+            with _upload_on_disk(upload) as path:
+                # Kept as H.264 MP4 whatever came in (every provider takes that to extend).
+                asset = Asset.from_file(self.user, path, Asset.Kind.VIDEO, upload.name)
             self.cleaned_data["extend_video"] = asset
             self.checked_video = None
             kept["extend_video"] = [f"asset:{asset.pk}"]
@@ -668,6 +655,20 @@ class GenerateForm(forms.Form):
         except (TypeError, ValueError):
             return None
         return Clip.objects.filter(pk=pk, owner=self.user).first()
+
+
+@contextlib.contextmanager
+def _upload_on_disk(upload):
+    """An uploaded file as a path PyAV can open (large uploads are on disk already)."""
+    if hasattr(upload, "temporary_file_path"):
+        yield Path(upload.temporary_file_path())
+        return
+    with tempfile.NamedTemporaryFile(prefix="upload-") as tmp:
+        upload.seek(0)
+        for chunk in upload.chunks():
+            tmp.write(chunk)
+        tmp.flush()
+        yield Path(tmp.name)
 
 
 def ratio_value(ratio: str) -> float:

@@ -171,3 +171,4 @@ def test_another_creators_inputs_are_404(client, user, other_user, tmp_path):
 def test_the_studio_needs_a_sign_in_to_take_inputs(client, user):
     response = client.post("/inputs/", {"field": "first_frame", "file": image_upload("a.png", png_bytes())})
     assert response.status_code == 302 and not Asset.objects.exists()
+

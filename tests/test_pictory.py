@@ -6,6 +6,7 @@ Clips go through the real flow: the generate view, the submit task, polls, the f
 from __future__ import annotations
 
 import html
+from pathlib import Path
 import io
 import json
 from datetime import timedelta
@@ -239,8 +240,8 @@ def test_extending_an_uploaded_mp4_sends_its_published_url(signed_in, pictory, e
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"\x1aE\xdf\xa3" + b"\0" * 64, "Please upload an MP4 video."),
-    (b"\0\0\0\x18ftypmp42" + b"\0" * 200, "could not be read"),
+    (b"\x1aE\xdf\xa3" + b"\0" * 64, "not a video the studio can read (MP4, MOV or WebM)"),
+    (b"\0\0\0\x18ftypmp42" + b"\0" * 200, "not a video the studio can read (MP4, MOV or WebM)"),
 ])
 def test_an_extend_upload_that_is_not_a_decodable_mp4_is_refused(signed_in, pictory, enqueued, public,
                                                                    content, message):
@@ -249,6 +250,21 @@ def test_an_extend_upload_that_is_not_a_decodable_mp4_is_refused(signed_in, pict
     assert response.status_code == 422
     assert message in page(response)
     assert not Clip.objects.exists() and not pictory.requests
+
+
+def test_a_webm_to_extend_is_sent_to_pictory_as_our_h264_mp4(signed_in, pictory, enqueued, public, tmp_path):
+    """The form's own file input (no JavaScript) takes MOV and WebM too, and Pictory gets
+    the public MP4 the studio made of it."""
+    from studio import media
+
+    from .test_inputs import webm_bytes
+
+    clip = create_clip(signed_in, enqueued, start_mode="extend_video",
+                       extend_video_upload=SimpleUploadedFile("take.webm", webm_bytes(tmp_path), content_type="video/webm"))
+    assert clip.extend_video is not None
+    assert media.is_h264_mp4(Path(clip.extend_video.file.path))
+    sent = pictory.creates()[-1].json["extendVideoUrl"]
+    assert sent.startswith(PUBLIC + "/p/") and sent.endswith(".mp4")
 
 
 def test_forged_combinations_are_refused_before_anything_is_sent(signed_in, pictory, enqueued, public):
