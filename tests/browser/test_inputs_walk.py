@@ -29,6 +29,7 @@ def test_drop_a_first_frame_see_it_keep_it_and_generate_from_it(page, start_stud
     studio = start_studio()
     sign_in(page, studio)
     page.get_by_label("Model").select_option("simulator:motion")
+    expect(page.get_by_label("Aspect ratio").locator("option")).to_have_count(5)
     page.get_by_label("How the clip starts").select_option("first_frame")
     zone = page.locator("[data-dropzone][data-field=first_frame]")
     zone.wait_for()
