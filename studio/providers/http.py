@@ -6,6 +6,7 @@ maps its errors); these helpers are the parts that would otherwise be copied."""
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import os
 import threading
@@ -102,3 +103,39 @@ def decimal_or_none(value) -> Decimal | None:
     except (InvalidOperation, ValueError):
         return None
     return amount if amount.is_finite() and amount >= 0 else None
+
+
+@contextlib.contextmanager
+def transport_errors(vendor: str, base_url_setting: str, method: str):
+    """Turn httpx's failures into ProviderErrors that say whether a retry is safe.
+
+    A failure before anything left this machine (no connection) is plainly transient. A
+    failure after the request may have arrived (a read timeout, a dropped connection) is,
+    for a create (POST), an unknown outcome: the provider may be making the clip now."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError) as exc:
+        raise ProviderError(f"Could not reach {vendor} ({type(exc).__name__}); will try again.") from exc
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise ProviderError(
+            f"The {vendor} address is not a valid URL (check {base_url_setting}).", permanent=True
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise ProviderError(
+            f"{vendor} did not answer in time ({type(exc).__name__}).", outcome_unknown=method == "POST"
+        ) from exc
+
+
+def json_object(response: httpx.Response, vendor: str, method: str) -> dict:
+    """The JSON object of a 2xx answer; anything else is a transient error (an unknown
+    outcome for a create)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ProviderError(f"{vendor} sent an answer that is not JSON; will try again.",
+                            outcome_unknown=method == "POST", status_code=response.status_code)
+    return body

@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from .base import ImageInput, ModelSpec, Provider, ProviderError, RemoteStatus, Submission
-from .http import ProcessClient, decimal_or_none, retry_after, save_stream, text
+from .http import ProcessClient, decimal_or_none, json_object, retry_after, save_stream, text, transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class OpenRouterProvider(Provider):
         headers = self._headers(url, json is not None, stream_to is not None)
         extra = {} if timeout is None else {"timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
         client = self._client.get()
-        try:
+        with transport_errors("OpenRouter", "OPENROUTER_API_BASE_URL", method):
             if stream_to is not None:
                 # Redirects are followed for files only; httpx drops the Authorization header
                 # when a redirect leaves OpenRouter's origin.
@@ -242,30 +242,8 @@ class OpenRouterProvider(Provider):
                     save_stream(response, stream_to, "OpenRouter")
                 return {}
             response = client.request(method, url, headers=headers, json=json, **extra)
-        except ProviderError:
-            raise
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError) as exc:
-            # Nothing left this machine: trying again cannot make a second job.
-            raise ProviderError(f"Could not reach OpenRouter ({type(exc).__name__}); will try again.") from exc
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise ProviderError(
-                "The OpenRouter address is not a valid URL (check OPENROUTER_API_BASE_URL).", permanent=True
-            ) from exc
-        except httpx.HTTPError as exc:
-            # The request may have arrived: for a create, a job may exist now.
-            raise ProviderError(
-                f"OpenRouter did not answer in time ({type(exc).__name__}).",
-                outcome_unknown=method == "POST",
-            ) from exc
         if 200 <= response.status_code < 300:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                raise ProviderError("OpenRouter sent an answer that is not JSON; will try again.",
-                                    outcome_unknown=method == "POST", status_code=response.status_code)
-            return body
+            return json_object(response, "OpenRouter", method)
         raise self._api_error(response, not_found)
 
     @staticmethod

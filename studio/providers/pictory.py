@@ -16,7 +16,7 @@ import httpx
 from django.conf import settings
 
 from .base import ImageInput, ModelSpec, Provider, ProviderError, RemoteStatus, Submission
-from .http import ProcessClient, retry_after, save_stream
+from .http import ProcessClient, json_object, retry_after, save_stream, transport_errors
 from .http import decimal_or_none as _decimal
 from .http import text as _text
 
@@ -161,7 +161,7 @@ class PictoryProvider(Provider):
             headers["Authorization"] = self.api_key  # the raw key: Pictory refuses "Bearer"
         if json is not None:
             headers["Content-Type"] = "application/json"
-        try:
+        with transport_errors("Pictory", "PICTORY_API_BASE_URL", method):
             if stream_to is not None:
                 with self._http().stream(method, url, headers=headers, follow_redirects=True) as response:
                     if response.status_code >= 300:
@@ -170,31 +170,8 @@ class PictoryProvider(Provider):
                     save_stream(response, stream_to, "Pictory")
                 return {}
             response = self._http().request(method, url, headers=headers, json=json)
-        except ProviderError:
-            raise
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError) as exc:
-            # Nothing left this machine: trying again cannot make a second job.
-            raise ProviderError(f"Could not reach Pictory ({type(exc).__name__}); will try again.") from exc
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise ProviderError(
-                "The Pictory address is not a valid URL (check PICTORY_API_BASE_URL).", permanent=True
-            ) from exc
-        except httpx.HTTPError as exc:
-            # The request may have arrived (a read timeout, a dropped connection): for a
-            # create, Pictory may be making the clip right now.
-            raise ProviderError(
-                f"Pictory did not answer in time ({type(exc).__name__}).",
-                outcome_unknown=method == "POST",
-            ) from exc
         if 200 <= response.status_code < 300:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                raise ProviderError("Pictory sent an answer that is not JSON; will try again.",
-                                    outcome_unknown=method == "POST", status_code=response.status_code)
-            return body
+            return json_object(response, "Pictory", method)
         raise self._api_error(response)
 
     @staticmethod
