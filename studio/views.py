@@ -601,6 +601,7 @@ def openrouter_webhook(request, token):
     return _webhook_hint("openrouter", token, key)
 
 
+@require_GET
 def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
 
