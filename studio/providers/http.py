@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from .base import ProviderError
+from .base import Provider, ProviderError
 
 # A hosted model may take minutes, but one HTTP exchange should not: anything slower than
 # this to connect is a network problem.
@@ -139,3 +139,52 @@ def json_object(response: httpx.Response, vendor: str, method: str) -> dict:
         raise ProviderError(f"{vendor} sent an answer that is not JSON; will try again.",
                             outcome_unknown=method == "POST", status_code=response.status_code)
     return body
+
+
+class HostedProvider(Provider):
+    """A provider behind an HTTP API, shared per configuration and process.
+
+    The registry is asked for providers on every form render; a new client each time would
+    leak sockets, so `shared()` keeps one instance (one connection pool) and replaces it
+    only when the settings change (tests, a reload). Subclasses say which settings make
+    their configuration and how often to poll."""
+
+    _shared = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, api_key: str, base_url: str, timeout: float):
+        self.api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.poll_interval = self.poll_seconds()
+        self._client = ProcessClient(timeout, {"User-Agent": self.user_agent})
+
+    user_agent = "LastframeStudio/1.0"
+
+    @classmethod
+    def configuration(cls) -> tuple[str, str, float]:
+        """(API key, base URL, timeout) from the settings."""
+        raise NotImplementedError
+
+    @staticmethod
+    def poll_seconds() -> float:
+        raise NotImplementedError
+
+    @classmethod
+    def shared(cls):
+        config = cls.configuration()
+        with cls._shared_lock:
+            current = cls.__dict__.get("_shared")  # each subclass keeps its own
+            if current is None or current._config() != config:
+                if current is not None:
+                    current.close()
+                current = cls(*config)
+                cls._shared = current
+            current.poll_interval = cls.poll_seconds()
+            return current
+
+    def _config(self) -> tuple:
+        return (self.api_key, self.base_url, self.timeout)
+
+    def close(self) -> None:
+        self._client.close()

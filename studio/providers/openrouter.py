@@ -14,7 +14,6 @@ import hmac
 import logging
 import mimetypes
 import re
-import threading
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -28,7 +27,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from .base import ImageInput, ModelSpec, Provider, ProviderError, RemoteStatus, Submission
-from .http import ProcessClient, decimal_or_none, json_object, retry_after, save_stream, text, transport_errors
+from .http import HostedProvider, decimal_or_none, json_object, retry_after, save_stream, text, transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -96,49 +95,26 @@ def poll_seconds() -> float:
     return min(120.0, max(1.0, value))
 
 
-class OpenRouterProvider(Provider):
+class OpenRouterProvider(HostedProvider):
     name = NAME
     label = "OpenRouter"
     # Images go by our public URL when there is one, otherwise inline as data: URLs.
     needs_public_urls = False
     refreshable = True
 
-    _shared: "OpenRouterProvider | None" = None
-    _shared_lock = threading.Lock()
+    user_agent = USER_AGENT
+    poll_seconds = staticmethod(poll_seconds)
 
     def __init__(self, api_key: str, base_url: str, timeout: float):
-        self.api_key = api_key
-        self.base_url = base_url.rstrip("/")
+        super().__init__(api_key, base_url, timeout)
         parts = urlsplit(self.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
-        self.timeout = timeout
-        self.poll_interval = poll_seconds()
-        self._client = ProcessClient(timeout, {"User-Agent": USER_AGENT})
         self._parsed: tuple[object, list[ModelSpec]] | None = None
 
     @classmethod
-    def shared(cls) -> "OpenRouterProvider":
-        """One provider (one connection pool, one parsed model list) per configuration and
-        process; a changed setting (tests, a reload) gets a fresh instance."""
-        config = (
-            settings.OPENROUTER_API_KEY,
-            settings.OPENROUTER_API_BASE_URL,
-            float(settings.OPENROUTER_TIMEOUT_SECONDS),
-        )
-        with cls._shared_lock:
-            current = cls._shared
-            if current is None or current._config() != config:
-                if current is not None:
-                    current.close()
-                current = cls._shared = cls(*config)
-            current.poll_interval = poll_seconds()
-            return current
-
-    def _config(self) -> tuple:
-        return (self.api_key, self.base_url, self.timeout)
-
-    def close(self) -> None:
-        self._client.close()
+    def configuration(cls) -> tuple[str, str, float]:
+        return (settings.OPENROUTER_API_KEY, settings.OPENROUTER_API_BASE_URL,
+                float(settings.OPENROUTER_TIMEOUT_SECONDS))
 
     # --- The model list (cached in the database) ----------------------------------------
 

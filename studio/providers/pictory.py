@@ -7,7 +7,6 @@ requests and maps answers onto our vocabulary; `_request` is the one place that 
 from __future__ import annotations
 
 import logging
-import threading
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
@@ -16,7 +15,7 @@ import httpx
 from django.conf import settings
 
 from .base import ImageInput, ModelSpec, Provider, ProviderError, RemoteStatus, Submission
-from .http import ProcessClient, json_object, retry_after, save_stream, transport_errors
+from .http import HostedProvider, json_object, retry_after, save_stream, transport_errors
 from .http import decimal_or_none as _decimal
 from .http import text as _text
 
@@ -98,46 +97,19 @@ def poll_seconds() -> float:
     return min(30.0, max(10.0, value))
 
 
-class PictoryProvider(Provider):
+class PictoryProvider(HostedProvider):
     name = NAME
     label = "Pictory AI Studio"
     # Pictory fetches images and videos by URL: files of ours must be published first.
     needs_public_urls = True
 
-    _shared: "PictoryProvider | None" = None
-    _shared_lock = threading.Lock()
-
-    def __init__(self, api_key: str, base_url: str, timeout: float):
-        self.api_key = api_key
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.poll_interval = poll_seconds()
-        self._client = ProcessClient(timeout, {"User-Agent": USER_AGENT})
+    user_agent = USER_AGENT
+    poll_seconds = staticmethod(poll_seconds)
 
     @classmethod
-    def shared(cls) -> "PictoryProvider":
-        """One provider (and so one connection pool) per configuration and process. The
-        registry is asked for providers on every form render; a client each time would leak
-        sockets. A changed setting (tests, a reload) gets a fresh instance."""
-        config = (
-            settings.PICTORY_API_KEY,
-            settings.PICTORY_API_BASE_URL,
-            float(settings.PICTORY_TIMEOUT_SECONDS),
-        )
-        with cls._shared_lock:
-            current = cls._shared
-            if current is None or current._config() != config:
-                if current is not None:
-                    current.close()
-                current = cls._shared = cls(*config)
-            current.poll_interval = poll_seconds()
-            return current
-
-    def _config(self) -> tuple:
-        return (self.api_key, self.base_url, self.timeout)
-
-    def close(self) -> None:
-        self._client.close()
+    def configuration(cls) -> tuple[str, str, float]:
+        return (settings.PICTORY_API_KEY, settings.PICTORY_API_BASE_URL,
+                float(settings.PICTORY_TIMEOUT_SECONDS))
 
     def models(self) -> list[ModelSpec]:
         return list(MODELS)
