@@ -5,6 +5,7 @@ worker killed mid-task is survivable (jobs recover), but a clean stop is kinder.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,14 @@ class Command(BaseCommand):
             subprocess.Popen(manage + ["runserver", "--noreload", f"{host}:{port}"]),
         ]
         shown_host = f"[{host}]" if ":" in host else host
+        # Say where the studio is only once it answers, so the address works when shown.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and all(c.poll() is None for c in children):
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
         self.stdout.write(self.style.SUCCESS(
             f"\nLastframe Studio is running at http://{shown_host}:{port}/  (press Ctrl-C to stop)\n"
         ))
