@@ -13,7 +13,6 @@ import tempfile
 import uuid
 from contextlib import ExitStack
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings

@@ -1,7 +1,6 @@
 """PyAV and Pillow work: probing, the real last frame, thumbnails, image checks."""
 
 import io
-from pathlib import Path
 
 import av
 import pytest

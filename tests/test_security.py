@@ -1,6 +1,5 @@
 """Security: owners, CSRF, secrets, DEBUG, and a battery of hostile requests."""
 
-import io
 import logging
 import os
 import subprocess

@@ -25,6 +25,15 @@ CONNECT_TIMEOUT = 10.0
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
 
 
+def clamped_seconds(value, default: float, low: float, high: float) -> float:
+    """A seconds setting as a number kept within [low, high]; `default` when unreadable."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = default
+    return min(high, max(low, seconds))
+
+
 class ProcessClient:
     """An httpx.Client created on first use, and again in a forked worker: a pool's
     sockets must not be shared between processes."""

@@ -26,8 +26,9 @@ from django.db import IntegrityError
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from .base import ImageInput, ModelSpec, Provider, ProviderError, RemoteStatus, Submission
-from .http import HostedProvider, decimal_or_none, json_object, retry_after, save_stream, text, transport_errors
+from .base import ImageInput, ModelSpec, ProviderError, RemoteStatus, Submission
+from .http import (HostedProvider, clamped_seconds, decimal_or_none, json_object, retry_after, save_stream,
+                   text, transport_errors)
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,7 @@ FORM_FIELDS = {
 def poll_seconds() -> float:
     """OPENROUTER_POLL_SECONDS (the docs say about 30) kept within 1 to 120 s. Values under
     10 only make sense against a test server standing in for OpenRouter."""
-    try:
-        value = float(settings.OPENROUTER_POLL_SECONDS)
-    except (TypeError, ValueError):
-        value = 30.0
-    return min(120.0, max(1.0, value))
+    return clamped_seconds(settings.OPENROUTER_POLL_SECONDS, 30.0, 1.0, 120.0)
 
 
 class OpenRouterProvider(HostedProvider):

@@ -14,8 +14,8 @@ from urllib.parse import quote
 import httpx
 from django.conf import settings
 
-from .base import ImageInput, ModelSpec, Provider, ProviderError, RemoteStatus, Submission
-from .http import HostedProvider, json_object, retry_after, save_stream, transport_errors
+from .base import ImageInput, ModelSpec, ProviderError, RemoteStatus, Submission
+from .http import HostedProvider, clamped_seconds, json_object, retry_after, save_stream, transport_errors
 from .http import decimal_or_none as _decimal
 from .http import text as _text
 
@@ -90,11 +90,7 @@ NO_PUBLIC_URL = (
 
 def poll_seconds() -> float:
     """PICTORY_POLL_SECONDS kept within the 10 to 30 s the documentation asks for."""
-    try:
-        value = float(settings.PICTORY_POLL_SECONDS)
-    except (TypeError, ValueError):
-        value = 15.0
-    return min(30.0, max(10.0, value))
+    return clamped_seconds(settings.PICTORY_POLL_SECONDS, 15.0, 10.0, 30.0)
 
 
 class PictoryProvider(HostedProvider):

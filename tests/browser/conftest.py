@@ -3,7 +3,6 @@ their own processes, on a fresh SQLite file, driven by Debian's Chromium through
 Playwright. They skip, saying why, when Chromium is not installed."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys

@@ -21,9 +21,11 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
 from urllib.parse import parse_qs, urlsplit
+
+from .server import LoopbackServer, send
 
 API = "/api/v1"
 KEY = "sk-or-v1-fake-0123456789abcdef"
@@ -123,7 +125,7 @@ class Job:
     extra: dict = field(default_factory=dict)
 
 
-class FakeOpenRouter:
+class FakeOpenRouter(LoopbackServer):
     def __init__(self, key: str = KEY, models: list | None = None):
         self.key = key
         self.models = copy.deepcopy(MODELS if models is None else models)
@@ -143,29 +145,8 @@ class FakeOpenRouter:
         self.complete_after: int | None = None
         self.slow_seconds = 3.0
         self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
 
     # --- Running ----------------------------------------------------------------------
-
-    def start(self) -> "FakeOpenRouter":
-        fake = self
-
-        class Handler(_Handler):
-            openrouter = fake
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     @property
     def base_url(self) -> str:
@@ -195,7 +176,7 @@ class FakeOpenRouter:
 
     # --- Answers ----------------------------------------------------------------------
 
-    def handle(self, handler: "_Handler", method: str) -> None:
+    def handle(self, handler, method: str) -> None:
         raw = b""
         if method == "POST":
             length = int(handler.headers.get("Content-Length") or 0)
@@ -213,13 +194,13 @@ class FakeOpenRouter:
         if path.startswith("/storage/") and method == "GET":
             return self._storage(handler, headers, path)
         if not path.startswith(API + "/"):
-            return _send(handler, *error(404, "Not Found"))
+            return send(handler, *error(404, "Not Found"))
         if headers.get("authorization") != f"Bearer {self.key}":
-            return _send(handler, *error(401, "No auth credentials found"))
+            return send(handler, *error(401, "No auth credentials found"))
         if method == "GET" and path == f"{API}/videos/models":
             if self.models_replies:
-                return _send(handler, *self.models_replies.popleft())
-            return _send(handler, 200, {"data": self.models})
+                return send(handler, *self.models_replies.popleft())
+            return send(handler, 200, {"data": self.models})
         if method == "POST" and path == f"{API}/videos":
             return self._create(handler, headers, body)
         pieces = path[len(API) + 1:].split("/")
@@ -228,7 +209,7 @@ class FakeOpenRouter:
         if method == "GET" and (len(pieces) == 2 and pieces[0] == "videos"
                                 or len(pieces) == 3 and pieces[0] == "jobs" and pieces[2] == "status"):
             return self._poll(handler, pieces[1])
-        return _send(handler, *error(404, "Not Found"))
+        return send(handler, *error(404, "Not Found"))
 
     def model(self, model_id):
         return next((m for m in self.models if m["id"] == model_id), None)
@@ -273,10 +254,10 @@ class FakeOpenRouter:
     def _create(self, handler, headers, body):
         reply = self.create_replies.popleft() if self.create_replies else "ok"
         if isinstance(reply, tuple):
-            return _send(handler, *reply)
+            return send(handler, *reply)
         problem = self.validate(headers, body)
         if problem:
-            return _send(handler, *error(400, problem))
+            return send(handler, *error(400, problem))
         job = Job(id=f"vid-{uuid.uuid4().hex[:12]}", body=body)
         with self.lock:
             self.jobs[job.id] = job
@@ -291,7 +272,7 @@ class FakeOpenRouter:
         answer = {"id": job.id, "status": "pending"}
         if polling:
             answer["polling_url"] = polling
-        return _send(handler, 202, answer)
+        return send(handler, 202, answer)
 
     def _poll(self, handler, job_id):
         job = self.jobs.get(job_id)
@@ -302,14 +283,14 @@ class FakeOpenRouter:
         else:
             step = "in_progress"
         if isinstance(step, tuple):
-            return _send(handler, *step)
+            return send(handler, *step)
         if job is None or step == "404":
-            return _send(handler, *error(404, "Video generation not found"))
+            return send(handler, *error(404, "Video generation not found"))
         job.polls += 1
         if step == "429":
-            return _send(handler, *error(429, "Rate limited", headers={"Retry-After": "7"}))
+            return send(handler, *error(429, "Rate limited", headers={"Retry-After": "7"}))
         if step == "502":
-            return _send(handler, *error(502, "Provider returned error"))
+            return send(handler, *error(502, "Provider returned error"))
         answer = {"id": job.id, "polling_url": f"{API}/videos/{job.id}"}
         if step in ("failed", "cancelled", "expired"):
             answer.update(status=step, error=f"The job was {step}: the provider gave up on it.")
@@ -317,7 +298,7 @@ class FakeOpenRouter:
             answer.update(self._completed(job, step))
         else:  # "pending", "in_progress" or anything else, e.g. "mystery"
             answer["status"] = step
-        return _send(handler, 200, answer)
+        return send(handler, 200, answer)
 
     def _completed(self, job: Job, step: str) -> dict:
         """"completed": unsigned_urls point back at the API (the content endpoint);
@@ -342,51 +323,17 @@ class FakeOpenRouter:
 
     def _content(self, handler, job_id, query):
         if self.content_replies:
-            return _send(handler, *self.content_replies.popleft())
+            return send(handler, *self.content_replies.popleft())
         job = self.jobs.get(job_id)
         if job is None or not job.video or query.get("index") != ["0"]:
-            return _send(handler, *error(404, "Content not found"))
-        return _send(handler, 200, job.video, {"Content-Type": "video/mp4"})
+            return send(handler, *error(404, "Content not found"))
+        return send(handler, 200, job.video, {"Content-Type": "video/mp4"})
 
     def _storage(self, handler, headers, path):
         if "authorization" in headers:  # signed storage refuses a foreign credential
-            return _send(handler, 400, "<Error>Only one auth mechanism allowed</Error>",
+            return send(handler, 400, "<Error>Only one auth mechanism allowed</Error>",
                          {"Content-Type": "application/xml"})
         job = self.jobs.get(path.removeprefix("/storage/").removesuffix(".mp4"))
         if job is None or not job.video:
-            return _send(handler, 404, "not found")
-        return _send(handler, 200, job.video, {"Content-Type": "video/mp4"})
-
-
-class _Handler(BaseHTTPRequestHandler):
-    openrouter: FakeOpenRouter
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        self.openrouter.handle(self, "GET")
-
-    def do_POST(self):
-        self.openrouter.handle(self, "POST")
-
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-
-def _send(handler, status: int, body=None, headers: dict | None = None) -> None:
-    headers = dict(headers or {})
-    if isinstance(body, (dict, list)):
-        payload = json.dumps(body).encode()
-        headers.setdefault("Content-Type", "application/json")
-    elif isinstance(body, str):
-        payload = body.encode()
-    else:
-        payload = body or b""
-    try:
-        handler.send_response(status)
-        for name, value in headers.items():
-            handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
+            return send(handler, 404, "not found")
+        return send(handler, 200, job.video, {"Content-Type": "video/mp4"})

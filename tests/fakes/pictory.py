@@ -20,8 +20,9 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from .server import LoopbackServer, send
 
 API = "/pictoryapis"
 KEY = "pictai_fake_0123456789abcdef"
@@ -77,7 +78,7 @@ class Job:
     files: dict = field(default_factory=dict)
 
 
-class FakePictory:
+class FakePictory(LoopbackServer):
     def __init__(self, key: str = KEY):
         self.key = key
         self.requests: list[Recorded] = []
@@ -94,7 +95,6 @@ class FakePictory:
         # How long a "timeout" reply waits before answering (past the client's timeout).
         self.slow_seconds = 3.0
         self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
         # Chaos: this share of calls fails (500, 429, a late answer; damaged files).
         self.chaos_rate = 0.0
         self.rng = random.Random(0)
@@ -102,26 +102,6 @@ class FakePictory:
         self.complete_after: int | None = None
 
     # --- Running ----------------------------------------------------------------------
-
-    def start(self) -> "FakePictory":
-        fake = self
-
-        class Handler(_Handler):
-            pictory = fake
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     @property
     def base_url(self) -> str:
@@ -167,7 +147,7 @@ class FakePictory:
 
     # --- Answers ----------------------------------------------------------------------
 
-    def handle(self, handler: "_Handler", method: str) -> None:
+    def handle(self, handler, method: str) -> None:
         raw = b""
         if method == "POST":
             length = int(handler.headers.get("Content-Length") or 0)
@@ -187,15 +167,15 @@ class FakePictory:
                 return self._damaged_file(handler, path, fault)
             return self._file(handler, path)
         if not path.startswith(API + "/"):
-            return _send(handler, 404, {"message": "Not Found"})
+            return send(handler, 404, {"message": "Not Found"})
         refusal = self._refuse(headers)
         if refusal:
-            return _send(handler, *refusal)
+            return send(handler, *refusal)
         fault = self._fault(("500", "429", "timeout"))
         if fault == "500":
-            return _send(handler, 500, {"message": "Internal Server Error"})
+            return send(handler, 500, {"message": "Internal Server Error"})
         if fault == "429":
-            return _send(handler, 429, {"message": "Too Many Requests"}, {"Retry-After": "20"})
+            return send(handler, 429, {"message": "Too Many Requests"}, {"Retry-After": "20"})
         if fault == "timeout":
             time.sleep(self.slow_seconds)  # then answer, too late for the client
         if method == "POST" and path == f"{API}/v1/aistudio/videos":
@@ -203,7 +183,7 @@ class FakePictory:
         match = re.fullmatch(rf"{API}/v1/jobs/([^/]+)", path)
         if method == "GET" and match:
             return self._poll(handler, match.group(1))
-        return _send(handler, 404, {"message": "Not Found"})
+        return send(handler, 404, {"message": "Not Found"})
 
     def _refuse(self, headers: dict):
         agent = headers.get("user-agent", "")
@@ -222,7 +202,7 @@ class FakePictory:
             fields = [{"name": name, "errors": text} for name, text in problems]
         else:
             fields = [{"name": name, "errors": [text]} for name, text in problems]
-        return _send(handler, 400, {"code": "INVALID_REQUEST_BODY", "message": message, "fields": fields})
+        return send(handler, 400, {"code": "INVALID_REQUEST_BODY", "message": message, "fields": fields})
 
     def validate(self, headers: dict, body) -> list[tuple[str, str]]:
         if not headers.get("content-type", "").startswith("application/json"):
@@ -259,7 +239,7 @@ class FakePictory:
     def _create(self, handler, headers, body):
         reply = self.create_replies.popleft() if self.create_replies else "ok"
         if isinstance(reply, tuple):  # a scripted refusal: nothing is created
-            return _send(handler, *reply)
+            return send(handler, *reply)
         problems = self.validate(headers, body)
         if problems:
             return self._invalid(handler, problems)
@@ -269,7 +249,7 @@ class FakePictory:
         if reply == "timeout":
             # Created, but the answer comes too late for the client: the outcome is unknown.
             time.sleep(self.slow_seconds)
-        return _send(handler, 200, {"success": True, "data": {"jobId": job.id}})
+        return send(handler, 200, {"success": True, "data": {"jobId": job.id}})
 
     def _poll(self, handler, job_id):
         job = self.jobs.get(job_id)
@@ -280,9 +260,9 @@ class FakePictory:
         else:
             step = "in-progress"
         if isinstance(step, tuple):
-            return _send(handler, *step)
+            return send(handler, *step)
         if job is None or step == "404":
-            return _send(handler, 404, {"success": False, "code": "JOB_NOT_FOUND", "message": "Job not found"})
+            return send(handler, 404, {"success": False, "code": "JOB_NOT_FOUND", "message": "Job not found"})
         job.polls += 1
         if step == "timeout":
             time.sleep(self.slow_seconds)
@@ -298,12 +278,12 @@ class FakePictory:
             "job-not-found": lambda: {"success": False, "code": "JOB_NOT_FOUND", "message": "Job not found"},
         }
         if step == "429":
-            return _send(handler, 429, {"message": "Too Many Requests"}, {"Retry-After": "7"})
+            return send(handler, 429, {"message": "Too Many Requests"}, {"Retry-After": "7"})
         if step == "500":
-            return _send(handler, 500, {"message": "Internal Server Error"})
+            return send(handler, 500, {"message": "Internal Server Error"})
         if step.startswith("completed"):
-            return _send(handler, 200, self._completed(job, step))
-        return _send(handler, 200, answers[step]())
+            return send(handler, 200, self._completed(job, step))
+        return send(handler, 200, answers[step]())
 
     def _completed(self, job: Job, step: str) -> dict:
         """"completed": every field, optional ones included; "completed-documented": only
@@ -328,26 +308,26 @@ class FakePictory:
 
     def _file(self, handler, path):
         if self.file_status:
-            return _send(handler, self.file_status, "<Error><Code>AccessDenied</Code></Error>",
+            return send(handler, self.file_status, "<Error><Code>AccessDenied</Code></Error>",
                          {"Content-Type": "application/xml"})
         _, _, job_id, name = path.split("/", 3)
         job = self.jobs.get(job_id)
         if job is None or name not in job.files:
-            return _send(handler, 404, {"message": "Not Found"})
+            return send(handler, 404, {"message": "Not Found"})
         content, ctype = job.files[name]
-        return _send(handler, 200, content, {"Content-Type": ctype})
+        return send(handler, 200, content, {"Content-Type": ctype})
 
 
     def _damaged_file(self, handler, path, fault):
         if fault == "500":
-            return _send(handler, 500, "<Error><Code>InternalError</Code></Error>", {"Content-Type": "application/xml"})
+            return send(handler, 500, "<Error><Code>InternalError</Code></Error>", {"Content-Type": "application/xml"})
         _, _, job_id, name = path.split("/", 3)
         job = self.jobs.get(job_id)
         if job is None or name not in job.files:
-            return _send(handler, 404, {"message": "Not Found"})
+            return send(handler, 404, {"message": "Not Found"})
         content, ctype = job.files[name]
         if fault == "corrupt":  # complete, but not a video any more
-            return _send(handler, 200, bytes(b ^ 0x5A for b in content), {"Content-Type": ctype})
+            return send(handler, 200, bytes(b ^ 0x5A for b in content), {"Content-Type": ctype})
         # Truncated: the full length announced, half of it sent, then the connection closes.
         handler.send_response(200)
         handler.send_header("Content-Type", ctype)
@@ -356,37 +336,3 @@ class FakePictory:
         handler.end_headers()
         handler.wfile.write(content[: len(content) // 2])
         handler.close_connection = True
-
-
-class _Handler(BaseHTTPRequestHandler):
-    pictory: FakePictory
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        self.pictory.handle(self, "GET")
-
-    def do_POST(self):
-        self.pictory.handle(self, "POST")
-
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-
-def _send(handler, status: int, body=None, headers: dict | None = None) -> None:
-    headers = dict(headers or {})
-    if isinstance(body, (dict, list)):
-        payload = json.dumps(body).encode()
-        headers.setdefault("Content-Type", "application/json")
-    elif isinstance(body, str):
-        payload = body.encode()
-    else:
-        payload = body or b""
-    try:
-        handler.send_response(status)
-        for name, value in headers.items():
-            handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the client gave up (a timeout test): nothing to answer
