@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test venv test-deps browser migrate bench clean
+.PHONY: run test lint venv test-deps browser migrate bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,13 @@ browser:
 		|| echo "Could not install chromium: browser tests will be skipped."; \
 	else echo "chromium is not installed and apt is not available: browser tests will be skipped."; fi
 
-## Install what the tests need, then run them all.
-test: $(VENV)/.installed-dev browser
+## Lint and format check (ruff, configured in pyproject.toml).
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## Install what the tests need, lint, then run them all.
+test: $(VENV)/.installed-dev browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev

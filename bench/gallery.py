@@ -16,16 +16,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TMP = Path(tempfile.mkdtemp(prefix="lastframe-bench-"))
-os.environ.update({
-    "DJANGO_SETTINGS_MODULE": "studio.settings",
-    "DATABASE_URL": f"sqlite:///{TMP / 'bench.sqlite3'}",
-    "MEDIA_ROOT": str(TMP / "media"),
-    "STUDIO_IGNORE_DOTENV": "1",
-    "ALLOWED_HOSTS": "testserver",
-    "SECRET_KEY": "bench-only",
-    "PICTORY_API_KEY": "",
-    "OPENROUTER_API_KEY": "",
-})
+os.environ.update(
+    {
+        "DJANGO_SETTINGS_MODULE": "studio.settings",
+        "DATABASE_URL": f"sqlite:///{TMP / 'bench.sqlite3'}",
+        "MEDIA_ROOT": str(TMP / "media"),
+        "STUDIO_IGNORE_DOTENV": "1",
+        "ALLOWED_HOSTS": "testserver",
+        "SECRET_KEY": "bench-only",
+        "PICTORY_API_KEY": "",
+        "OPENROUTER_API_KEY": "",
+    }
+)
 
 import warnings  # noqa: E402
 
@@ -46,8 +48,11 @@ from studio.models import Clip  # noqa: E402
 RUNS = 15
 WORDS = ["lantern", "harbour", "storm", "heron", "city", "desert", "forest", "snow", "train", "kite"]
 STATUSES = [Clip.Status.READY] * 7 + [Clip.Status.FAILED, Clip.Status.RUNNING, Clip.Status.QUEUED]
-MODELS = [("simulator", "cinema", "Sim Cinema · offline preview"), ("simulator", "motion", "Sim Motion · offline preview"),
-          ("pictory", "veo-3.1", "Veo 3.1 (Pictory)")]
+MODELS = [
+    ("simulator", "cinema", "Sim Cinema · offline preview"),
+    ("simulator", "motion", "Sim Motion · offline preview"),
+    ("pictory", "veo-3.1", "Veo 3.1 (Pictory)"),
+]
 
 
 def seed(user, upto: int) -> None:
@@ -55,10 +60,19 @@ def seed(user, upto: int) -> None:
     batch = []
     for n in range(have, upto):
         provider, key, label = MODELS[n % len(MODELS)]
-        batch.append(Clip(owner=user, provider=provider, model_key=key, model_label=label,
-                          prompt=f"Shot {n}: a {WORDS[n % 10]} at dusk, slow dolly in, {WORDS[(n // 10) % 10]} light",
-                          aspect_ratio="16:9", duration=4, status=STATUSES[n % len(STATUSES)],
-                          video_duration=4.0 if n % 10 < 7 else None))
+        batch.append(
+            Clip(
+                owner=user,
+                provider=provider,
+                model_key=key,
+                model_label=label,
+                prompt=f"Shot {n}: a {WORDS[n % 10]} at dusk, slow dolly in, {WORDS[(n // 10) % 10]} light",
+                aspect_ratio="16:9",
+                duration=4,
+                status=STATUSES[n % len(STATUSES)],
+                video_duration=4.0 if n % 10 < 7 else None,
+            )
+        )
     Clip.objects.bulk_create(batch, batch_size=1000)
     # Some chains: every fifth clip continues the one before it.
     ids = list(Clip.objects.order_by("pk").values_list("pk", flat=True))
@@ -95,7 +109,11 @@ def main():
         cases = [
             ("gallery page  /", "/", {}),
             ("gallery, older page  /?before=<middle>", f"/?before={middle}", {}),
-            ("gallery filtered  ?status=ready&q=lantern", "/?status=ready&q=lantern", {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "gallery"}),
+            (
+                "gallery filtered  ?status=ready&q=lantern",
+                "/?status=ready&q=lantern",
+                {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "gallery"},
+            ),
             ("card fragment (ready)", f"/clips/{newest.pk}/card/", {"HTTP_HX_REQUEST": "true"}),
             ("card fragment (generating)", f"/clips/{running.pk}/card/", {"HTTP_HX_REQUEST": "true"}),
             ("chain view", f"/clips/{newest.pk}/chain/", {}),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-
 import tempfile
 from pathlib import Path
 
@@ -122,17 +121,28 @@ class GenerateForm(forms.Form):
     model = forms.ChoiceField(label="Model")
     prompt = forms.CharField(
         label="Prompt",
-        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "Describe the shot: who, where, what moves, the light, the camera."}),
+        widget=forms.Textarea(
+            attrs={
+                "rows": 4,
+                "placeholder": "Describe the shot: who, where, what moves, the light, the camera.",
+            }
+        ),
         error_messages={"required": "Write a prompt: describe the shot you want."},
     )
     aspect_ratio = forms.ChoiceField(label="Aspect ratio")
     duration = forms.TypedChoiceField(label="Duration", coerce=int)
     resolution = forms.ChoiceField(label="Resolution")
     generate_audio = forms.BooleanField(label="Generate audio", required=False)
-    seed = forms.IntegerField(label="Seed", required=False, min_value=0, max_value=2**32 - 1,
-                              help_text="The same seed and settings give a similar result.")
+    seed = forms.IntegerField(
+        label="Seed",
+        required=False,
+        min_value=0,
+        max_value=2**32 - 1,
+        help_text="The same seed and settings give a similar result.",
+    )
     first_frame_upload = forms.FileField(
-        label="First frame", required=False,
+        label="First frame",
+        required=False,
         widget=forms.ClearableFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}),
         help_text="A JPEG, PNG or WebP picture the clip starts from.",
     )
@@ -141,14 +151,16 @@ class GenerateForm(forms.Form):
     first_frame_asset = forms.IntegerField(required=False, widget=forms.HiddenInput)
     # The picture the clip should end on, for models that take one (optional).
     last_frame_upload = forms.FileField(
-        label="Last frame", required=False,
+        label="Last frame",
+        required=False,
         widget=forms.ClearableFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}),
         help_text="Optional: a JPEG, PNG or WebP picture the clip ends on.",
     )
     last_frame_asset = forms.IntegerField(required=False, widget=forms.HiddenInput)
     start_mode = forms.ChoiceField(label="How the clip starts", required=False)
     reference_images = MultipleFileField(
-        label="Reference images", required=False,
+        label="Reference images",
+        required=False,
         widget=MultipleFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}),
         help_text="1 to 3 JPEG, PNG or WebP pictures of the people, objects or style to keep.",
     )
@@ -156,7 +168,8 @@ class GenerateForm(forms.Form):
     reference_assets = IdListField(required=False)
     extend_video = forms.ChoiceField(label="Video to extend", required=False)
     extend_video_upload = forms.FileField(
-        label="Or upload a video", required=False,
+        label="Or upload a video",
+        required=False,
         widget=forms.ClearableFileInput(attrs={"accept": "video/mp4,video/quicktime,video/webm"}),
         help_text="An MP4, MOV or WebM video; the new clip continues it.",
     )
@@ -212,9 +225,15 @@ class GenerateForm(forms.Form):
             # The price depends on these too: show the estimate again when they change.
             for name in ("resolution", "generate_audio"):
                 if name in self.fields:
-                    self.fields[name].widget.attrs.update({
-                        "hx-get": reverse("form_options"), "hx-target": "#model-options",
-                        "hx-swap": "outerHTML", "hx-include": "closest form", "hx-trigger": "change"})
+                    self.fields[name].widget.attrs.update(
+                        {
+                            "hx-get": reverse("form_options"),
+                            "hx-target": "#model-options",
+                            "hx-swap": "outerHTML",
+                            "hx-include": "closest form",
+                            "hx-trigger": "change",
+                        }
+                    )
         modes = start_modes(spec)
         if len(modes) > 1:
             self.fields["start_mode"].choices = modes
@@ -240,15 +259,24 @@ class GenerateForm(forms.Form):
 
     def _extend_choices(self) -> list:
         """The creator's ready clips and uploaded videos, newest first."""
-        clips = (Clip.objects.visible_to(self.user).filter(status=Clip.Status.READY)
-                 .exclude(video="").order_by("-pk")[:EXTEND_CHOICES])
-        uploads = (Asset.objects.filter(owner=self.user, kind=Asset.Kind.VIDEO, source=Asset.Source.UPLOAD)
-                   .order_by("-pk")[:EXTEND_CHOICES])
+        clips = (
+            Clip.objects.visible_to(self.user)
+            .filter(status=Clip.Status.READY)
+            .exclude(video="")
+            .order_by("-pk")[:EXTEND_CHOICES]
+        )
+        uploads = Asset.objects.filter(
+            owner=self.user, kind=Asset.Kind.VIDEO, source=Asset.Source.UPLOAD
+        ).order_by("-pk")[:EXTEND_CHOICES]
         choices: list = [("", "Choose one of your clips…")]
         if clips:
-            choices.append(("Your clips", [(f"clip:{c.pk}", f"Clip #{c.pk} · {c.prompt[:60]}") for c in clips]))
+            choices.append(
+                ("Your clips", [(f"clip:{c.pk}", f"Clip #{c.pk} · {c.prompt[:60]}") for c in clips])
+            )
         if uploads:
-            choices.append(("Your uploads", [(f"asset:{a.pk}", a.original_name or f"Video #{a.pk}") for a in uploads]))
+            choices.append(
+                ("Your uploads", [(f"asset:{a.pk}", a.original_name or f"Video #{a.pk}") for a in uploads])
+            )
         return choices
 
     def _explain_choices(self, name: str, what: str, allowed) -> None:
@@ -334,13 +362,18 @@ class GenerateForm(forms.Form):
         return [found[pk] for pk in dict.fromkeys(pks)]
 
     def clean_extend_video(self):
-        """"clip:<pk>" (one of the creator's ready clips) or "asset:<pk>" (an uploaded video)."""
+        """ "clip:<pk>" (one of the creator's ready clips) or "asset:<pk>" (an uploaded video)."""
         value = self.cleaned_data.get("extend_video") or ""
         kind, _, raw = value.partition(":")
         if not value:
             return None
         if kind == "clip":
-            clip = Clip.objects.visible_to(self.user).filter(pk=raw, status=Clip.Status.READY).exclude(video="").first()
+            clip = (
+                Clip.objects.visible_to(self.user)
+                .filter(pk=raw, status=Clip.Status.READY)
+                .exclude(video="")
+                .first()
+            )
             if clip is not None:
                 return clip
         elif kind == "asset":
@@ -366,19 +399,34 @@ class GenerateForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        if self.spec is not None and "last_frame_upload" not in self.fields and (
-                _values(self.files, "last_frame_upload") or _values(self.data, "last_frame_asset")):
+        if (
+            self.spec is not None
+            and "last_frame_upload" not in self.fields
+            and (_values(self.files, "last_frame_upload") or _values(self.data, "last_frame_asset"))
+        ):
             self.refused_last_frame = True
             self.add_error(None, f"{self.spec.label} cannot take a last frame.")
         if self.spec is None or "start_mode" not in self.fields:
             return cleaned
         given = {
-            FIRST_FRAME: bool(cleaned.get("first_frame_upload") or cleaned.get("first_frame_asset")
-                              or cleaned.get("last_frame_upload") or cleaned.get("last_frame_asset")),
-            REFERENCES: bool(self.checked_references or cleaned.get("reference_assets")
-                             or self.errors.get("reference_images") or self.errors.get("reference_assets")),
-            EXTEND: bool(cleaned.get("extend_video") or cleaned.get("extend_video_upload")
-                         or self.errors.get("extend_video") or self.errors.get("extend_video_upload")),
+            FIRST_FRAME: bool(
+                cleaned.get("first_frame_upload")
+                or cleaned.get("first_frame_asset")
+                or cleaned.get("last_frame_upload")
+                or cleaned.get("last_frame_asset")
+            ),
+            REFERENCES: bool(
+                self.checked_references
+                or cleaned.get("reference_assets")
+                or self.errors.get("reference_images")
+                or self.errors.get("reference_assets")
+            ),
+            EXTEND: bool(
+                cleaned.get("extend_video")
+                or cleaned.get("extend_video_upload")
+                or self.errors.get("extend_video")
+                or self.errors.get("extend_video_upload")
+            ),
         }
         # An older page (or a script) may send no mode: take it from the single input given.
         mode = cleaned.get("start_mode") or next((m for m, present in given.items() if present), TEXT)
@@ -388,11 +436,18 @@ class GenerateForm(forms.Form):
         if extra:
             # The page never sends these together: a forged or stale request. Say it beside
             # the one field that is always shown.
-            self.add_error("start_mode", f"A clip starts one way only: “{label}” cannot be sent with "
-                                         f"{' and '.join(extra)}. Remove it or choose another way.")
+            self.add_error(
+                "start_mode",
+                f"A clip starts one way only: “{label}” cannot be sent with "
+                f"{' and '.join(extra)}. Remove it or choose another way.",
+            )
             return cleaned
-        if (mode == FIRST_FRAME and not given[FIRST_FRAME] and not self.errors.get("first_frame_upload")
-                and not self.errors.get("last_frame_upload")):
+        if (
+            mode == FIRST_FRAME
+            and not given[FIRST_FRAME]
+            and not self.errors.get("first_frame_upload")
+            and not self.errors.get("last_frame_upload")
+        ):
             field = "first_frame_upload" if "first_frame_upload" in self.fields else "last_frame_upload"
             what = "first" if field == "first_frame_upload" else "last"
             self.add_error(field, f"Choose a picture for the {what} frame, or choose “Text only”.")
@@ -401,9 +456,13 @@ class GenerateForm(forms.Form):
             most = self.spec.max_reference_images
             if not self.errors.get("reference_images") and not self.errors.get("reference_assets"):
                 if count == 0:
-                    self.add_error("reference_images", f"Add 1 to {most} reference images, or choose “Text only”.")
+                    self.add_error(
+                        "reference_images", f"Add 1 to {most} reference images, or choose “Text only”."
+                    )
                 elif count > most:
-                    self.add_error("reference_images", f"Use at most {most} reference images ({count} were sent).")
+                    self.add_error(
+                        "reference_images", f"Use at most {most} reference images ({count} were sent)."
+                    )
         if mode == EXTEND:
             if cleaned.get("extend_video") and cleaned.get("extend_video_upload"):
                 self.add_error("extend_video", "Choose one of your clips or upload a video, not both.")
@@ -426,15 +485,25 @@ class GenerateForm(forms.Form):
             return
         if mode == FIRST_FRAME:
             parent, asset = cleaned.get("parent"), cleaned.get("first_frame_asset")
-            if (parent is not None and asset is not None and not cleaned.get("first_frame_upload")
-                    and parent.last_frame_id == asset.pk and parent.fresh_remote_last_frame_url()):
+            if (
+                parent is not None
+                and asset is not None
+                and not cleaned.get("first_frame_upload")
+                and parent.last_frame_id == asset.pk
+                and parent.fresh_remote_last_frame_url()
+            ):
                 return  # the provider's own copy of that last frame is still fresh
-        field = {FIRST_FRAME: "first_frame_upload", REFERENCES: "reference_images", EXTEND: "extend_video"}[mode]
-        self.add_error(field, (
-            f"{provider.label} fetches this file from the studio's public web address, and the "
-            "studio does not have one yet. Ask whoever runs the studio to set PUBLIC_BASE_URL, "
-            "or choose “Text only”."
-        ))
+        field = {FIRST_FRAME: "first_frame_upload", REFERENCES: "reference_images", EXTEND: "extend_video"}[
+            mode
+        ]
+        self.add_error(
+            field,
+            (
+                f"{provider.label} fetches this file from the studio's public web address, and the "
+                "studio does not have one yet. Ask whoever runs the studio to set PUBLIC_BASE_URL, "
+                "or choose “Text only”."
+            ),
+        )
 
     def clean_parent(self):
         pk = self.cleaned_data.get("parent")
@@ -470,7 +539,10 @@ class GenerateForm(forms.Form):
             kept["last_frame_asset"] = [str(asset.pk)]
         if mode == REFERENCES and self.checked_references:
             held = list(self.cleaned_data.get("reference_assets") or [])
-            held += [Asset.create_image(self.user, checked, upload.name) for upload, checked in self.checked_references]
+            held += [
+                Asset.create_image(self.user, checked, upload.name)
+                for upload, checked in self.checked_references
+            ]
             self.cleaned_data["reference_assets"] = held
             self.checked_references = []
             kept["reference_assets"] = [str(a.pk) for a in held]
@@ -522,7 +594,9 @@ class GenerateForm(forms.Form):
             return "Free: the offline simulator renders on this computer."
         duration = self.current_duration()
         resolution, audio = self.current_value("resolution"), self.current_value("generate_audio")
-        audio = None if "generate_audio" not in self.fields else audio not in (None, "", False, "false", "off")
+        audio = (
+            None if "generate_audio" not in self.fields else audio not in (None, "", False, "false", "off")
+        )
         cost = spec.estimate_cost(duration, resolution or "", audio)
         if cost is None:
             return "The price is not known in advance: the real cost is shown once the clip is made."
@@ -558,8 +632,13 @@ class GenerateForm(forms.Form):
             return raw
         files = self.files if self.is_bound else None
         implied = [
-            (FIRST_FRAME, _values(source, "first_frame_asset") or _values(files, "first_frame_upload")
-             or _values(source, "last_frame_asset") or _values(files, "last_frame_upload")),
+            (
+                FIRST_FRAME,
+                _values(source, "first_frame_asset")
+                or _values(files, "first_frame_upload")
+                or _values(source, "last_frame_asset")
+                or _values(files, "last_frame_upload"),
+            ),
             (REFERENCES, _values(source, "reference_assets") or _values(files, "reference_images")),
             (EXTEND, _values(source, "extend_video") or _values(files, "extend_video_upload")),
         ]
@@ -616,8 +695,10 @@ class GenerateForm(forms.Form):
         closest = min(self.spec.aspect_ratios, key=lambda r: abs(math.log(held.aspect / ratio_value(r))))
         if abs(math.log(held.aspect / ratio_value(chosen))) < 0.03:
             return None
-        message = (f"The first frame is {held.width} × {held.height}, a different shape from {chosen}: "
-                   "the picture will be cropped to fit.")
+        message = (
+            f"The first frame is {held.width} × {held.height}, a different shape from {chosen}: "
+            "the picture will be cropped to fit."
+        )
         return {"message": message, "closest": closest if closest != chosen else ""}
 
     def extend_video_preview(self) -> dict | None:

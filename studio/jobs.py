@@ -62,9 +62,13 @@ def finish_clip(pk: int) -> None:
 def recover_stale_clips() -> None:
     """Move on every clip whose worker died or whose task was lost."""
     now = timezone.now()
-    for clip in Clip.objects.filter(status=Clip.Status.SUBMITTING, submitting_since__lt=now - SUBMIT_STALE_AFTER):
+    for clip in Clip.objects.filter(
+        status=Clip.Status.SUBMITTING, submitting_since__lt=now - SUBMIT_STALE_AFTER
+    ):
         clip.fail_if(Clip.Status.SUBMITTING, clip.unknown_outcome_message())
-    for clip in Clip.objects.filter(status__in=[Clip.Status.QUEUED, Clip.Status.FINISHING], deadline_at__lte=now):
+    for clip in Clip.objects.filter(
+        status__in=[Clip.Status.QUEUED, Clip.Status.FINISHING], deadline_at__lte=now
+    ):
         clip.fail_if(clip.status, clip.timeout_message())
     for clip in Clip.objects.filter(status=Clip.Status.RUNNING, deadline_at__lte=now):
         clip.fail_if(Clip.Status.RUNNING, clip.timeout_message())

@@ -98,7 +98,8 @@ def fetch_link(url: str, kinds: tuple[str, ...], max_bytes: int) -> FetchedLink:
         for _hop in range(MAX_REDIRECTS + 1):
             pinned, host_header, server_name = _checked_target(url)
             request = client.build_request(
-                "GET", pinned,
+                "GET",
+                pinned,
                 headers={"Host": host_header, "User-Agent": USER_AGENT, "Accept": "image/*,video/*"},
                 extensions={"sni_hostname": server_name},
             )
@@ -117,7 +118,9 @@ def fetch_link(url: str, kinds: tuple[str, ...], max_bytes: int) -> FetchedLink:
                 content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if content_type.split("/")[0] not in kinds:
                     wanted = " or ".join("an image" if k == "image" else "a video" for k in kinds)
-                    raise LinkError(f"The link does not point to {wanted} (it is “{content_type or 'unknown'}”).")
+                    raise LinkError(
+                        f"The link does not point to {wanted} (it is “{content_type or 'unknown'}”)."
+                    )
                 declared = response.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > max_bytes:
                     raise LinkError(f"The file at the link is larger than {max_bytes / 1024 / 1024:g} MB.")
@@ -127,7 +130,9 @@ def fetch_link(url: str, kinds: tuple[str, ...], max_bytes: int) -> FetchedLink:
     raise LinkError(f"The link redirects more than {MAX_REDIRECTS} times.")
 
 
-def _save(response: httpx.Response, url: str, content_type: str, max_bytes: int, deadline: float) -> FetchedLink:
+def _save(
+    response: httpx.Response, url: str, content_type: str, max_bytes: int, deadline: float
+) -> FetchedLink:
     handle = tempfile.NamedTemporaryFile(prefix="link-", delete=False)
     path = Path(handle.name)
     size = 0

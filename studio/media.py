@@ -10,11 +10,11 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 from django.conf import settings
@@ -122,11 +122,11 @@ def last_frame(path: Path) -> Image.Image:
                 target = stream.duration - int(1 / stream.time_base)
                 if target > 0:
                     container.seek(max(target, 0), stream=stream, backward=True)
-                    for frame in container.decode(stream):
+                    for frame in container.decode(stream):  # noqa: B007 (the last one is kept)
                         pass
             if frame is None:
                 container.seek(0)
-                for frame in container.decode(stream):
+                for frame in container.decode(stream):  # noqa: B007 (the last one is kept)
                     pass
             if frame is None:
                 raise MediaError("The video has no frames.")
@@ -207,9 +207,7 @@ def check_image(data: bytes) -> CheckedImage:
                 if probe_img.format not in IMAGE_FORMATS:
                     raise MediaError("Please use a JPEG, PNG or WebP image.")
                 if probe_img.width * probe_img.height > max_pixels:
-                    raise MediaError(
-                        f"The image has more than {max_pixels / 1e6:g} megapixels."
-                    )
+                    raise MediaError(f"The image has more than {max_pixels / 1e6:g} megapixels.")
                 probe_img.verify()
                 image = Image.open(io.BytesIO(data))
                 image.load()
@@ -310,8 +308,15 @@ def _scan(path: Path) -> _PacketScan:
             rate = stream.average_rate or stream.guessed_rate or Fraction(24)
             tb = stream.time_base
             frame_ticks = max(1, round(1 / (rate * tb)))
-            signature = (cc.name, cc.profile, cc.width, cc.height, cc.pix_fmt,
-                         bytes(cc.extradata or b""), Fraction(rate))
+            signature = (
+                cc.name,
+                cc.profile,
+                cc.width,
+                cc.height,
+                cc.pix_fmt,
+                bytes(cc.extradata or b""),
+                Fraction(rate),
+            )
             first_pts, max_pts, last_pts, last_duration = None, None, None, None
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.pts is None:
@@ -324,8 +329,9 @@ def _scan(path: Path) -> _PacketScan:
         raise MediaError("A clip of the chain could not be read; the file may be damaged.") from exc
     if max_pts is None:
         raise MediaError("A clip of the chain has no frames.")
-    return _PacketScan(signature, tb, first_pts, frame_ticks, max_pts + (last_duration or frame_ticks),
-                       last_pts == max_pts)
+    return _PacketScan(
+        signature, tb, first_pts, frame_ticks, max_pts + (last_duration or frame_ticks), last_pts == max_pts
+    )
 
 
 def join_plan(parts: list[JoinPart]) -> tuple[str, str, list[_PacketScan]]:
@@ -386,8 +392,9 @@ def _join_by_copy(parts, scans, out_path: Path, progress) -> int:
                         dropped += 1
                         continue
                     pts = offset + round((packet.pts - scan.first_pts) * scale)
-                    dts = offset + round(((packet.dts if packet.dts is not None else packet.pts)
-                                          - scan.first_pts) * scale)
+                    dts = offset + round(
+                        ((packet.dts if packet.dts is not None else packet.pts) - scan.first_pts) * scale
+                    )
                     if last_dts is not None and dts <= last_dts:
                         dts = last_dts + 1
                     pts = max(pts, dts)
@@ -453,8 +460,10 @@ def _join_by_reencode(parts, out_path: Path, progress) -> int:
 
 def is_h264_mp4(path: Path) -> bool:
     with av.open(str(path)) as container:
-        return (container.format.name in ("mov,mp4,m4a,3gp,3g2,mj2",)
-                and container.streams.video[0].codec_context.name == "h264")
+        return (
+            container.format.name in ("mov,mp4,m4a,3gp,3g2,mj2",)
+            and container.streams.video[0].codec_context.name == "h264"
+        )
 
 
 def to_h264_mp4(source: Path, destination: Path) -> None:

@@ -68,11 +68,11 @@ def _storage_folder() -> str:
     return uuid.uuid4().hex
 
 
-def asset_upload_to(asset: "Asset", filename: str) -> str:
+def asset_upload_to(asset: Asset, filename: str) -> str:
     return f"assets/{asset.storage_key}/{Path(filename).name}"
 
 
-def clip_upload_to(clip: "Clip", filename: str) -> str:
+def clip_upload_to(clip: Clip, filename: str) -> str:
     return f"clips/{clip.storage_key}/{Path(filename).name}"
 
 
@@ -108,26 +108,36 @@ class Asset(models.Model):
         return reverse("asset_file", args=[self.pk])
 
     @classmethod
-    def create_image(cls, owner, checked: "media.CheckedImage", original_name: str = "") -> "Asset":
+    def create_image(cls, owner, checked: media.CheckedImage, original_name: str = "") -> Asset:
         """Keep a clean copy of an image that media.check_image accepted."""
-        asset = cls(owner=owner, kind=cls.Kind.IMAGE, original_name=original_name[:255],
-                    width=checked.width, height=checked.height)
+        asset = cls(
+            owner=owner,
+            kind=cls.Kind.IMAGE,
+            original_name=original_name[:255],
+            width=checked.width,
+            height=checked.height,
+        )
         asset.file.save(f"image.{checked.extension}", ContentFile(checked.content), save=False)
         asset.save()
         return asset
 
     @classmethod
-    def create_video(cls, owner, content, info: "media.VideoInfo", original_name: str = "") -> "Asset":
+    def create_video(cls, owner, content, info: media.VideoInfo, original_name: str = "") -> Asset:
         """Keep an uploaded video (a file object) that media.probe could decode."""
-        asset = cls(owner=owner, kind=cls.Kind.VIDEO, original_name=original_name[:255],
-                    width=info.width, height=info.height)
+        asset = cls(
+            owner=owner,
+            kind=cls.Kind.VIDEO,
+            original_name=original_name[:255],
+            width=info.width,
+            height=info.height,
+        )
         asset.file.save("video.mp4", File(content), save=False)
         asset.save()
         asset.video_info = info  # what the caller may show, without reading the file back
         return asset
 
     @classmethod
-    def from_file(cls, owner, path: Path, kind: str, original_name: str = "") -> "Asset":
+    def from_file(cls, owner, path: Path, kind: str, original_name: str = "") -> Asset:
         """Check a file a creator brought (an upload or a link's copy) and keep a clean copy:
         images re-encoded without metadata, videos as H.264 MP4. Raises media.MediaError."""
         if kind == cls.Kind.IMAGE:
@@ -146,7 +156,7 @@ class Asset(models.Model):
                 return cls.create_video(owner, fh, media.probe(converted), original_name)
 
     @classmethod
-    def from_link(cls, owner, url: str, kind: str) -> "Asset":
+    def from_link(cls, owner, url: str, kind: str) -> Asset:
         """Fetch a pasted link once (links.fetch_link: public addresses only) and keep our own
         copy of what it pointed to. Raises links.LinkError or media.MediaError."""
         from . import links
@@ -164,15 +174,22 @@ class Asset(models.Model):
         return self.width / self.height if self.width and self.height else None
 
     @classmethod
-    def for_clip_video(cls, clip: "Clip") -> "Asset":
+    def for_clip_video(cls, clip: Clip) -> Asset:
         """The clip's video as an asset, so it can be published like an upload. It points at
         the clip's own file (no copy); one asset per clip video is enough."""
-        existing = cls.objects.filter(owner=clip.owner, kind=cls.Kind.VIDEO, source=cls.Source.CLIP_VIDEO,
-                                      file=clip.video.name).first()
+        existing = cls.objects.filter(
+            owner=clip.owner, kind=cls.Kind.VIDEO, source=cls.Source.CLIP_VIDEO, file=clip.video.name
+        ).first()
         if existing is not None:
             return existing
-        asset = cls(owner=clip.owner, kind=cls.Kind.VIDEO, source=cls.Source.CLIP_VIDEO,
-                    original_name=f"clip-{clip.pk}.mp4", width=clip.video_width, height=clip.video_height)
+        asset = cls(
+            owner=clip.owner,
+            kind=cls.Kind.VIDEO,
+            source=cls.Source.CLIP_VIDEO,
+            original_name=f"clip-{clip.pk}.mp4",
+            width=clip.video_width,
+            height=clip.video_height,
+        )
         asset.file.name = clip.video.name
         asset.save()
         return asset
@@ -180,8 +197,9 @@ class Asset(models.Model):
     def image_input(self) -> ImageInput:
         """This file as a provider input (an image, or a video to extend), read through the
         storage (which may be a bucket: no local path is assumed)."""
-        return ImageInput(storage=self.file.storage, storage_name=self.file.name,
-                          public_url=self.public_url())
+        return ImageInput(
+            storage=self.file.storage, storage_name=self.file.name, public_url=self.public_url()
+        )
 
     def public_url(self) -> str:
         if not settings.PUBLIC_BASE_URL:
@@ -357,7 +375,7 @@ class Clip(models.Model):
             return ""
         return url if timezone.now() - received < REMOTE_URL_FRESH_FOR else ""
 
-    def chain(self) -> list["Clip"]:
+    def chain(self) -> list[Clip]:
         """The clips from the root of this clip's chain down to this one."""
         path = [self]
         seen = {self.pk}
@@ -373,11 +391,11 @@ class Clip(models.Model):
     # the next step; the sequence a chain plays (and joins) runs from the root through the
     # chosen take of each step.
 
-    def takes(self) -> list["Clip"]:
+    def takes(self) -> list[Clip]:
         """The clips that continue this one, oldest first."""
         return list(self.children.select_related("last_frame").order_by("pk"))
 
-    def next_take(self, takes: list["Clip"] | None = None) -> "Clip | None":
+    def next_take(self, takes: list[Clip] | None = None) -> Clip | None:
         """The take the sequence goes on with after this clip: the chosen one, else the
         newest ready take, else the newest still generating (a failed one never)."""
         takes = self.takes() if takes is None else takes
@@ -390,7 +408,7 @@ class Clip(models.Model):
         unfinished = [t for t in takes if not t.is_finished]
         return unfinished[-1] if unfinished else None
 
-    def chain_steps(self) -> list[tuple["Clip", list["Clip"]]]:
+    def chain_steps(self) -> list[tuple[Clip, list[Clip]]]:
         """The sequence through this clip: from the root down to it, then on through the
         chosen takes below it. Each step comes with its takes (the clip and its siblings)."""
         path = self.chain()
@@ -409,13 +427,16 @@ class Clip(models.Model):
             node = following
         return steps
 
-    def sequence(self) -> list["Clip"]:
+    def sequence(self) -> list[Clip]:
         return [clip for clip, _ in self.chain_steps()]
 
-    def continues_seamlessly(self, previous: "Clip") -> bool:
+    def continues_seamlessly(self, previous: Clip) -> bool:
         """True when this clip starts on `previous`'s last frame, so its frame 0 repeats it."""
-        return bool(self.parent_id == previous.pk and self.first_frame_id
-                    and self.first_frame_id == previous.last_frame_id)
+        return bool(
+            self.parent_id == previous.pk
+            and self.first_frame_id
+            and self.first_frame_id == previous.last_frame_id
+        )
 
     def use_as_take(self) -> None:
         """Make this clip the take its parent's sequence uses, and each ancestor's choice the
@@ -428,7 +449,7 @@ class Clip(models.Model):
         if self.parent_id:
             self.parent = None  # drop a cached parent that still has the old choice
 
-    def descendants(self) -> list["Clip"]:
+    def descendants(self) -> list[Clip]:
         """Every clip that continues this one, at any depth."""
         found, level, seen = [], [self.pk], {self.pk}
         while level:
@@ -445,11 +466,21 @@ class Clip(models.Model):
         it queued again). Claimed (failed → queued), so a double click sends it once."""
         now = timezone.now()
         changed = Clip.objects.filter(pk=self.pk, status=self.Status.FAILED).update(
-            status=self.Status.QUEUED, error="", field_errors={}, remote_id="", remote_result={},
+            status=self.Status.QUEUED,
+            error="",
+            field_errors={},
+            remote_id="",
+            remote_result={},
             next_poll_at=now + QUEUE_GRACE,
             deadline_at=now + timedelta(minutes=settings.CLIP_DEADLINE_MINUTES),
-            poll_failures=0, submit_attempts=0, submitting_since=None, submitted_at=None,
-            finish_attempts=0, finish_claimed_at=None, finished_at=None, cost_actual=None,
+            poll_failures=0,
+            submit_attempts=0,
+            submitting_since=None,
+            submitted_at=None,
+            finish_attempts=0,
+            finish_claimed_at=None,
+            finished_at=None,
+            cost_actual=None,
             updated_at=now,
         )
         self.refresh_from_db()
@@ -475,7 +506,8 @@ class Clip(models.Model):
             doomed_assets = []
             for asset in candidates:
                 still_used = any(
-                    Clip.objects.filter(**{rel.field.name: asset}).exclude(pk__in=ids).exists() for rel in uses
+                    Clip.objects.filter(**{rel.field.name: asset}).exclude(pk__in=ids).exists()
+                    for rel in uses
                 )
                 if still_used:
                     names = [n for n in names if n != asset.file.name]  # a clip extends this video
@@ -505,7 +537,7 @@ class Clip(models.Model):
     # --- Creating -----------------------------------------------------------------------
 
     @classmethod
-    def create_for(cls, owner, spec: ModelSpec, **fields) -> "Clip":
+    def create_for(cls, owner, spec: ModelSpec, **fields) -> Clip:
         """Save a new queued clip and send it to the provider once the transaction commits."""
         now = timezone.now()
         references = fields.pop("reference_images", None) or []
@@ -516,8 +548,9 @@ class Clip(models.Model):
                 provider=spec.provider,
                 model_key=spec.key,
                 model_label=spec.label,
-                cost_estimate=spec.estimate_cost(fields.get("duration"), fields.get("resolution") or "",
-                                                 fields.get("generate_audio")),
+                cost_estimate=spec.estimate_cost(
+                    fields.get("duration"), fields.get("resolution") or "", fields.get("generate_audio")
+                ),
                 cost_unit=spec.cost_unit,
                 next_poll_at=now + QUEUE_GRACE,
                 deadline_at=now + timedelta(minutes=settings.CLIP_DEADLINE_MINUTES),
@@ -534,9 +567,7 @@ class Clip(models.Model):
 
     def _claim(self, expected: dict, **changes) -> bool:
         """Apply `changes` only if the row still matches `expected`; True if it did."""
-        updated = Clip.objects.filter(pk=self.pk, **expected).update(
-            updated_at=timezone.now(), **changes
-        )
+        updated = Clip.objects.filter(pk=self.pk, **expected).update(updated_at=timezone.now(), **changes)
         if updated:
             self.refresh_from_db()
         return bool(updated)
@@ -544,9 +575,7 @@ class Clip(models.Model):
     def build_submission(self) -> Submission:
         spec = self.spec
         if spec is None:
-            raise ProviderError(
-                f"The model “{self.model_label}” is no longer available.", permanent=True
-            )
+            raise ProviderError(f"The model “{self.model_label}” is no longer available.", permanent=True)
         return Submission(
             model=spec,
             prompt=self.prompt,
@@ -740,10 +769,7 @@ class Clip(models.Model):
 
     def timeout_message(self) -> str:
         minutes = int(settings.CLIP_DEADLINE_MINUTES)
-        return (
-            f"Timed out: {self.provider_label()} did not finish this clip within {minutes} "
-            "minutes."
-        )
+        return f"Timed out: {self.provider_label()} did not finish this clip within {minutes} minutes."
 
     # --- Finishing ----------------------------------------------------------------------
 
@@ -806,9 +832,13 @@ class Clip(models.Model):
                 clip = Clip.objects.select_for_update().get(pk=self.pk)
                 if clip.status != self.Status.FINISHING:
                     return
-                frame_asset = Asset(owner=clip.owner, source=Asset.Source.LAST_FRAME,
-                                    width=last.width, height=last.height,
-                                    original_name=f"clip-{clip.pk}-last-frame.png")
+                frame_asset = Asset(
+                    owner=clip.owner,
+                    source=Asset.Source.LAST_FRAME,
+                    width=last.width,
+                    height=last.height,
+                    original_name=f"clip-{clip.pk}-last-frame.png",
+                )
                 frame_asset.file.save("last-frame.png", ContentFile(media.png_bytes(last)), save=False)
                 frame_asset.save()
                 with video_path.open("rb") as fh:
@@ -822,8 +852,13 @@ class Clip(models.Model):
                 clip.finished_at = timezone.now()
                 clip.save()
         self.refresh_from_db()
-        log.info("clip %s ready (%sx%s, %.2f s)", self.pk, self.video_width, self.video_height,
-                 self.video_duration or 0)
+        log.info(
+            "clip %s ready (%sx%s, %.2f s)",
+            self.pk,
+            self.video_width,
+            self.video_height,
+            self.video_duration or 0,
+        )
 
     # --- Failing ------------------------------------------------------------------------
 
@@ -839,10 +874,18 @@ class Clip(models.Model):
                 for name, msgs in field_errors.items()
             )
             message = f"{message} ({details})"
-        changed = Clip.objects.filter(pk=self.pk, **expected).exclude(
-            status__in=self.FINAL_STATES
-        ).update(status=self.Status.FAILED, error=message, finished_at=timezone.now(),
-                 next_poll_at=None, updated_at=timezone.now(), field_errors=field_errors or {})
+        changed = (
+            Clip.objects.filter(pk=self.pk, **expected)
+            .exclude(status__in=self.FINAL_STATES)
+            .update(
+                status=self.Status.FAILED,
+                error=message,
+                finished_at=timezone.now(),
+                next_poll_at=None,
+                updated_at=timezone.now(),
+                field_errors=field_errors or {},
+            )
+        )
         self.refresh_from_db()
         if changed:
             log.info("clip %s failed: %s", self.pk, message)
@@ -861,6 +904,9 @@ class Lease(models.Model):
     name = models.CharField(max_length=50, primary_key=True)
     holder = models.CharField(max_length=64, blank=True)
     expires_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"Lease {self.name} ({self.holder or 'free'})"
 
     @classmethod
     def acquire(cls, name: str, holder: str, seconds: float) -> bool:
@@ -916,7 +962,7 @@ class WebhookDelivery(models.Model):
         return True
 
 
-def export_upload_to(export: "ChainExport", filename: str) -> str:
+def export_upload_to(export: ChainExport, filename: str) -> str:
     return f"exports/{export.storage_key}/{Path(filename).name}"
 
 
@@ -935,7 +981,9 @@ class ChainExport(models.Model):
     STALE_AFTER = timedelta(minutes=10)
     MAX_ATTEMPTS = 3
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chain_exports")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chain_exports"
+    )
     # The last clip of the sequence; the ids below are what was joined, in order.
     clip = models.ForeignKey(Clip, null=True, blank=True, on_delete=models.SET_NULL, related_name="exports")
     clip_ids = models.JSONField(default=list)
@@ -974,19 +1022,23 @@ class ChainExport(models.Model):
         return ",".join(str(c.pk) for c in clips)
 
     @classmethod
-    def latest_for(cls, owner, clips) -> "ChainExport | None":
+    def latest_for(cls, owner, clips) -> ChainExport | None:
         return cls.objects.filter(owner=owner, sequence_key=cls.key_for(clips)).first()
 
     @classmethod
-    def start(cls, owner, clips: list[Clip]) -> "ChainExport":
+    def start(cls, owner, clips: list[Clip]) -> ChainExport:
         """The export of this exact sequence: one already waiting, joining or ready is
         reused (a second click starts nothing); else a new one, enqueued after commit."""
-        existing = cls.objects.filter(owner=owner, sequence_key=cls.key_for(clips)).exclude(
-            status=cls.Status.FAILED).first()
+        existing = (
+            cls.objects.filter(owner=owner, sequence_key=cls.key_for(clips))
+            .exclude(status=cls.Status.FAILED)
+            .first()
+        )
         if existing is not None and (existing.status != cls.Status.READY or existing.file_exists()):
             return existing
-        export = cls.objects.create(owner=owner, clip=clips[-1], clip_ids=[c.pk for c in clips],
-                                    sequence_key=cls.key_for(clips))
+        export = cls.objects.create(
+            owner=owner, clip=clips[-1], clip_ids=[c.pk for c in clips], sequence_key=cls.key_for(clips)
+        )
         from . import jobs
 
         transaction.on_commit(lambda: jobs.enqueue_export(export.pk))
@@ -999,8 +1051,8 @@ class ChainExport(models.Model):
         """Join the clips into one MP4, once (claimed), reporting progress as it goes."""
         now = timezone.now()
         claimed = ChainExport.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
-            status=self.Status.RUNNING, attempts=F("attempts") + 1, claimed_at=now, progress=0,
-            updated_at=now)
+            status=self.Status.RUNNING, attempts=F("attempts") + 1, claimed_at=now, progress=0, updated_at=now
+        )
         self.refresh_from_db()
         if not claimed:
             return
@@ -1008,10 +1060,13 @@ class ChainExport(models.Model):
         try:
             by_pk = {c.pk: c for c in Clip.objects.filter(owner=self.owner, pk__in=self.clip_ids)}
             clips = [by_pk.get(pk) for pk in self.clip_ids]
-            missing = [pk for pk, c in zip(self.clip_ids, clips) if c is None or not c.is_ready or not c.video]
+            missing = [
+                pk for pk, c in zip(self.clip_ids, clips) if c is None or not c.is_ready or not c.video
+            ]
             if missing:
                 raise media.MediaError(
-                    f"Clip #{missing[0]} is not ready (or was deleted), so the chain cannot be joined.")
+                    f"Clip #{missing[0]} is not ready (or was deleted), so the chain cannot be joined."
+                )
 
             def report(fraction: float) -> None:
                 ChainExport.objects.filter(**mine).update(progress=min(99, int(fraction * 100)))
@@ -1048,8 +1103,9 @@ class ChainExport(models.Model):
             self.refresh_from_db()
 
     def _fail(self, mine: dict, message: str) -> None:
-        ChainExport.objects.filter(**mine).update(status=self.Status.FAILED, error=message,
-                                                  finished_at=timezone.now(), updated_at=timezone.now())
+        ChainExport.objects.filter(**mine).update(
+            status=self.Status.FAILED, error=message, finished_at=timezone.now(), updated_at=timezone.now()
+        )
 
     @classmethod
     def recover_stale(cls) -> list[int]:
@@ -1058,14 +1114,19 @@ class ChainExport(models.Model):
         now = timezone.now()
         again = []
         for export in cls.objects.filter(status=cls.Status.QUEUED, updated_at__lt=now - QUEUE_GRACE):
-            if cls.objects.filter(pk=export.pk, status=cls.Status.QUEUED, updated_at=export.updated_at).update(updated_at=now):
+            if cls.objects.filter(
+                pk=export.pk, status=cls.Status.QUEUED, updated_at=export.updated_at
+            ).update(updated_at=now):
                 again.append(export.pk)
         for export in cls.objects.filter(status=cls.Status.RUNNING, claimed_at__lt=now - cls.STALE_AFTER):
             expected = {"pk": export.pk, "status": cls.Status.RUNNING, "claimed_at": export.claimed_at}
             if export.attempts >= cls.MAX_ATTEMPTS:
                 cls.objects.filter(**expected).update(
-                    status=cls.Status.FAILED, finished_at=now, updated_at=now,
-                    error="The join was interrupted several times; try again.")
+                    status=cls.Status.FAILED,
+                    finished_at=now,
+                    updated_at=now,
+                    error="The join was interrupted several times; try again.",
+                )
             elif cls.objects.filter(**expected).update(status=cls.Status.QUEUED, updated_at=now):
                 again.append(export.pk)
         return again

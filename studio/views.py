@@ -71,8 +71,12 @@ def _gallery(user, before: int | None = None, filters: dict | None = None):
 
 def _model_filter_choices(user) -> list[tuple[str, str]]:
     """The models the creator has clips of, for the gallery's model filter."""
-    rows = (Clip.objects.visible_to(user).order_by().values_list("provider", "model_key", "model_label")
-            .distinct())
+    rows = (
+        Clip.objects.visible_to(user)
+        .order_by()
+        .values_list("provider", "model_key", "model_label")
+        .distinct()
+    )
     choices = {}
     for provider, key, label in rows:
         choices.setdefault(f"{provider}:{key}", label)
@@ -82,8 +86,7 @@ def _model_filter_choices(user) -> list[tuple[str, str]]:
 def _gallery_context(request, before: int | None = None) -> dict:
     filters = _gallery_filters(request.GET)
     clips, has_more = _gallery(request.user, before, filters)
-    return {"clips": clips, "has_more": has_more, "filters": filters,
-            "filter_query": urlencode(filters)}
+    return {"clips": clips, "has_more": has_more, "filters": filters, "filter_query": urlencode(filters)}
 
 
 def _generating_count(user) -> int:
@@ -144,11 +147,15 @@ def generate(request):
     clip = Clip.create_for(request.user, form.spec, **form.clip_fields())
     request.session["last_model"] = form.spec.ref
     if request.htmx:
-        fresh = GenerateForm(user=request.user, initial={"model": form.spec.ref,
-                                                          "aspect_ratio": clip.aspect_ratio,
-                                                          "duration": clip.duration})
-        return render(request, "studio/_generated.html", {"form": fresh, "clip": clip,
-                                                           "generating": _generating_count(request.user)})
+        fresh = GenerateForm(
+            user=request.user,
+            initial={"model": form.spec.ref, "aspect_ratio": clip.aspect_ratio, "duration": clip.duration},
+        )
+        return render(
+            request,
+            "studio/_generated.html",
+            {"form": fresh, "clip": clip, "generating": _generating_count(request.user)},
+        )
     messages.success(request, "Your clip is queued. It will appear below when it is ready.")
     return redirect("home")
 
@@ -159,8 +166,9 @@ def form_options(request):
     """The part of the form that depends on the model, re-rendered when the model or the
     duration changes; compatible values survive."""
     spec = find_model(request.GET.get("model", "")) or None
-    form = GenerateForm(user=request.user, spec=spec,
-                        initial=options_initial(spec, request.GET) if spec else {})
+    form = GenerateForm(
+        user=request.user, spec=spec, initial=options_initial(spec, request.GET) if spec else {}
+    )
     return render(request, "studio/_generate_form.html#options", {"form": form})
 
 
@@ -173,12 +181,19 @@ def continue_clip(request, pk):
     if not parent.is_ready or parent.last_frame_id is None:
         messages.error(request, "That clip is not ready yet, so it has no last frame to continue from.")
         return redirect(parent)
-    initial = {"model": parent.model_ref, "aspect_ratio": parent.aspect_ratio,
-               "duration": parent.duration, "parent": parent.pk,
-               "first_frame_asset": parent.last_frame_id, "start_mode": "first_frame"}
+    initial = {
+        "model": parent.model_ref,
+        "aspect_ratio": parent.aspect_ratio,
+        "duration": parent.duration,
+        "parent": parent.pk,
+        "first_frame_asset": parent.last_frame_id,
+        "start_mode": "first_frame",
+    }
     spec = parent.spec
     if spec is None:
-        messages.error(request, f"The model “{parent.model_label}” is not available any more; choose another.")
+        messages.error(
+            request, f"The model “{parent.model_label}” is not available any more; choose another."
+        )
         initial.pop("model")
     form = GenerateForm(user=request.user, initial=initial)
     return _studio_page(request, form)
@@ -198,8 +213,11 @@ def retry_clip(request, pk):
     if request.method == "POST" and not clip.field_errors:
         clip.retry()
         if request.htmx:
-            return render(request, "studio/_clip_card.html",
-                          {"clip": clip, "generating": _generating_count(request.user)})
+            return render(
+                request,
+                "studio/_clip_card.html",
+                {"clip": clip, "generating": _generating_count(request.user)},
+            )
         return redirect(_next_url(request) or "home")
     if request.method == "POST":
         return redirect("retry_clip", clip.pk)
@@ -216,8 +234,9 @@ def retry_clip(request, pk):
 @require_GET
 def clip_card(request, pk):
     clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
-    return render(request, "studio/_clip_card.html",
-                  {"clip": clip, "generating": _generating_count(request.user)})
+    return render(
+        request, "studio/_clip_card.html", {"clip": clip, "generating": _generating_count(request.user)}
+    )
 
 
 @login_required
@@ -241,18 +260,22 @@ def clip_detail(request, pk):
 def providers_page(request):
     providers = enabled_providers()
     enabled = {p.name for p in providers}
-    return render(request, "studio/providers.html", {
-        "providers": providers,
-        "pictory_enabled": "pictory" in enabled,
-        "openrouter_enabled": "openrouter" in enabled,
-        "public_base_url": settings.PUBLIC_BASE_URL,
-    })
+    return render(
+        request,
+        "studio/providers.html",
+        {
+            "providers": providers,
+            "pictory_enabled": "pictory" in enabled,
+            "openrouter_enabled": "openrouter" in enabled,
+            "public_base_url": settings.PUBLIC_BASE_URL,
+        },
+    )
 
 
 @login_required
 @require_POST
 def refresh_models(request):
-    """"Refresh models": read again the model lists of providers that publish one."""
+    """ "Refresh models": read again the model lists of providers that publish one."""
     for provider in enabled_providers():
         if not provider.refreshable:
             continue
@@ -261,7 +284,9 @@ def refresh_models(request):
         except ProviderError as exc:
             messages.error(request, f"Could not read {provider.label}'s model list: {exc.message}")
         else:
-            messages.success(request, f"{provider.label} lists {count} video model{'s' if count != 1 else ''}.")
+            messages.success(
+                request, f"{provider.label} lists {count} video model{'s' if count != 1 else ''}."
+            )
     return redirect("providers")
 
 
@@ -271,8 +296,9 @@ def refresh_models(request):
 def _next_url(request) -> str:
     """A same-site page to go back to after a POST (the `next` field), or ""."""
     target = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                       require_https=request.is_secure()):
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return target
     return ""
 
@@ -289,11 +315,17 @@ def chain_totals(clips) -> dict:
             continue
         estimated = estimated or clip.cost_actual is None
         by_unit[clip.cost_unit] = by_unit.get(clip.cost_unit, 0) + amount
-    costs = [f"{amount.normalize():f} {unit}".strip() for unit, amount in sorted(by_unit.items()) if amount or unit]
+    costs = [
+        f"{amount.normalize():f} {unit}".strip() for unit, amount in sorted(by_unit.items()) if amount or unit
+    ]
     if not costs and not unknown:
         costs = ["Free"]
-    return {"seconds": seconds, "costs": costs, "estimated": estimated and costs != ["Free"],
-            "unknown": unknown}
+    return {
+        "seconds": seconds,
+        "costs": costs,
+        "estimated": estimated and costs != ["Free"],
+        "unknown": unknown,
+    }
 
 
 def _export_blocker(clips) -> str:
@@ -320,14 +352,18 @@ def chain_view(request, pk):
     clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
     steps = clip.chain_steps()
     clips = [step for step, _ in steps]
-    return render(request, "studio/chain.html", {
-        "clip": clip,
-        "steps": steps,
-        "clips": clips,
-        "totals": chain_totals(clips),
-        "last": clips[-1],
-        **_export_context(request, clip, clips),
-    })
+    return render(
+        request,
+        "studio/chain.html",
+        {
+            "clip": clip,
+            "steps": steps,
+            "clips": clips,
+            "totals": chain_totals(clips),
+            "last": clips[-1],
+            **_export_context(request, clip, clips),
+        },
+    )
 
 
 @login_required
@@ -345,14 +381,18 @@ def choose_take(request, pk):
 @login_required
 @require_POST
 def start_chain_export(request, pk):
-    """"Download the whole chain": join the sequence shown in the chain view of `pk`."""
+    """ "Download the whole chain": join the sequence shown in the chain view of `pk`."""
     clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
     clips = clip.sequence()
     blocker = _export_blocker(clips)
     export = None if blocker else ChainExport.start(request.user, clips)
     if request.htmx:
-        return render(request, "studio/_chain_export.html", _export_context(request, clip, clips, export),
-                      status=409 if blocker else 200)
+        return render(
+            request,
+            "studio/_chain_export.html",
+            _export_context(request, clip, clips, export),
+            status=409 if blocker else 200,
+        )
     if blocker:
         messages.error(request, blocker)
     return redirect("chain_view", clip.pk)
@@ -370,7 +410,9 @@ def chain_export(request, pk):
 @login_required
 @require_GET
 def chain_export_file(request, pk):
-    export = get_object_or_404(ChainExport.objects.filter(owner=request.user, status=ChainExport.Status.READY), pk=pk)
+    export = get_object_or_404(
+        ChainExport.objects.filter(owner=request.user, status=ChainExport.Status.READY), pk=pk
+    )
     if not export.file:
         raise Http404("This join has no file.")
     return serve_file(request, export.file.name, "video/mp4", download_name=export.download_name)
@@ -391,7 +433,7 @@ def remix_clip(request, pk):
 @login_required
 @require_POST
 def generate_again(request, pk):
-    """"Generate again": a new clip with the same settings and the same parent, so a clip
+    """ "Generate again": a new clip with the same settings and the same parent, so a clip
     that continues another becomes a new take of that step."""
     clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
     if clip.spec is None:
@@ -415,14 +457,22 @@ def delete_clip(request, pk):
         with_takes = request.POST.get("takes") == "delete"
         count = clip.delete_with_files(with_takes=with_takes)
         others = count - 1
-        messages.success(request, f"Clip #{pk} deleted" + (f", with {others} clip{'s' if others != 1 else ''} that continued it." if others else "."))
+        messages.success(
+            request,
+            f"Clip #{pk} deleted"
+            + (f", with {others} clip{'s' if others != 1 else ''} that continued it." if others else "."),
+        )
         return redirect("home")
     descendants = clip.descendants()
-    return render(request, "studio/delete_clip.html", {
-        "clip": clip,
-        "takes": [c for c in descendants if c.parent_id == clip.pk],
-        "descendants": descendants,
-    })
+    return render(
+        request,
+        "studio/delete_clip.html",
+        {
+            "clip": clip,
+            "takes": [c for c in descendants if c.parent_id == clip.pk],
+            "descendants": descendants,
+        },
+    )
 
 
 # --- Files ------------------------------------------------------------------------------
@@ -436,8 +486,9 @@ def _storage_redirect(storage, name: str, content_type: str | None, download_nam
     after AWS_QUERYSTRING_EXPIRE seconds, so the bucket stays private; the caller has already
     checked who may see the file."""
     if "parameters" in inspect.signature(storage.url).parameters:  # S3Storage: headers S3 sends back
-        parameters = {"ResponseContentType": content_type or mimetypes.guess_type(name)[0]
-                      or "application/octet-stream"}
+        parameters = {
+            "ResponseContentType": content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        }
         if download_name:
             parameters["ResponseContentDisposition"] = content_disposition_header(True, download_name)
         url = storage.url(name, parameters=parameters)
@@ -449,8 +500,9 @@ def _storage_redirect(storage, name: str, content_type: str | None, download_nam
     return response
 
 
-def serve_file(request, path: str, content_type: str | None = None, download_name: str | None = None,
-               storage=None):
+def serve_file(
+    request, path: str, content_type: str | None = None, download_name: str | None = None, storage=None
+):
     """Send a stored file (`path`: its name in the storage), honouring one byte range
     (browsers seek videos with Range requests; without it some refuse to scrub). A storage
     without local paths (S3) answers with a redirect to the storage's short-lived URL."""
@@ -491,8 +543,12 @@ def serve_file(request, path: str, content_type: str | None = None, download_nam
         response["Content-Length"] = str(length)
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
     else:
-        response = FileResponse(full.open("rb"), content_type=content_type,
-                                as_attachment=bool(download_name), filename=download_name or "")
+        response = FileResponse(
+            full.open("rb"),
+            content_type=content_type,
+            as_attachment=bool(download_name),
+            filename=download_name or "",
+        )
     response["Accept-Ranges"] = "bytes"
     response["Cache-Control"] = "private, max-age=3600"
     return response
@@ -553,7 +609,7 @@ class StudioLoginView(LoginView):
 
 @require_http_methods(["GET", "POST"])
 def setup(request):
-    """"Create your account": only while the studio has no user; the first one is admin."""
+    """ "Create your account": only while the studio has no user; the first one is admin."""
     if not _no_users():
         return redirect("login")
     form = FirstAccountForm(request.POST or None)
@@ -606,7 +662,6 @@ def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
 
 
-
 # --- Inputs a creator brings (drop, choose, or paste a link) ---------------------------------
 
 # The form's inputs: what kind of file each takes, and the field that names a held file.
@@ -648,10 +703,18 @@ def add_input(request):
             with media.local_copy(asset.file) as local:
                 info = media.probe(local)
         duration = info.duration
-    return render(request, "studio/_held_asset.html", {
-        "asset": asset, "field": field, "label": label, "input_name": input_name,
-        "input_value": value, "duration": duration,
-    })
+    return render(
+        request,
+        "studio/_held_asset.html",
+        {
+            "asset": asset,
+            "field": field,
+            "label": label,
+            "input_name": input_name,
+            "input_value": value,
+            "duration": duration,
+        },
+    )
 
 
 def _asset_from_upload(user, upload, kind) -> Asset:

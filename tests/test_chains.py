@@ -30,8 +30,9 @@ def plain_clip(user, parent=None, status=Clip.Status.READY, prompt="A quiet harb
     fields.setdefault("provider", "simulator")
     fields.setdefault("model_key", "cinema")
     fields.setdefault("model_label", "Sim Cinema · offline preview")
-    return Clip.objects.create(owner=user, parent=parent, status=status, prompt=prompt, aspect_ratio="16:9",
-                               duration=4, **fields)
+    return Clip.objects.create(
+        owner=user, parent=parent, status=status, prompt=prompt, aspect_ratio="16:9", duration=4, **fields
+    )
 
 
 def continued(user, parent, prompt):
@@ -60,6 +61,7 @@ def encode(path, count, color, size=(320, 240), bframes=None):
 
 
 # --- Sequences and takes ----------------------------------------------------------------
+
 
 def test_sequence_runs_from_the_root_through_the_clip_and_on_through_the_newest_ready_take(user):
     root = plain_clip(user)
@@ -115,10 +117,18 @@ def test_a_root_clip_is_not_a_take(signed_in, user):
 def test_continuing_a_clip_that_has_a_child_starts_a_new_take(signed_in, user, enqueued):
     parent = ready_clip(user)
     for prompt in ("The first way it goes on", "Another way it goes on"):
-        response = signed_in.post("/generate/", {
-            "model": "simulator:cinema", "prompt": prompt, "aspect_ratio": "16:9", "duration": "4",
-            "start_mode": "first_frame", "parent": parent.pk, "first_frame_asset": parent.last_frame_id,
-        })
+        response = signed_in.post(
+            "/generate/",
+            {
+                "model": "simulator:cinema",
+                "prompt": prompt,
+                "aspect_ratio": "16:9",
+                "duration": "4",
+                "start_mode": "first_frame",
+                "parent": parent.pk,
+                "first_frame_asset": parent.last_frame_id,
+            },
+        )
         assert response.status_code == 302
     takes = parent.takes()
     assert [t.prompt for t in takes] == ["The first way it goes on", "Another way it goes on"]
@@ -134,21 +144,41 @@ def test_generate_again_makes_a_new_take_with_the_same_settings(signed_in, user,
     assert response.status_code == 302 and response.url == f"/clips/{again.pk}/chain/"
     assert again.pk != take.pk and again.parent == parent
     assert (again.prompt, again.model_ref, again.aspect_ratio, again.duration, again.first_frame_id) == (
-        take.prompt, take.model_ref, take.aspect_ratio, take.duration, take.first_frame_id)
+        take.prompt,
+        take.model_ref,
+        take.aspect_ratio,
+        take.duration,
+        take.first_frame_id,
+    )
     assert again.status == Clip.Status.QUEUED
     assert parent.takes() == [take, again]
 
 
 def test_chain_view_shows_each_step_and_the_totals(signed_in, user):
-    root = plain_clip(user, prompt="Opening shot over the bay", video_duration=4.0,
-                      cost_actual=Decimal("0"), cost_unit="")
-    middle = plain_clip(user, parent=root, prompt="The boat turns to the open sea", video_duration=6.0,
-                        cost_actual=Decimal("0"))
+    root = plain_clip(
+        user, prompt="Opening shot over the bay", video_duration=4.0, cost_actual=Decimal("0"), cost_unit=""
+    )
+    middle = plain_clip(
+        user,
+        parent=root,
+        prompt="The boat turns to the open sea",
+        video_duration=6.0,
+        cost_actual=Decimal("0"),
+    )
     html = signed_in.get(f"/clips/{middle.pk}/chain/").content.decode()
-    for text in ("Chain view", "2 clips", "10 s in all", "Free", "Opening shot over the bay",
-                 "The boat turns to the open sea", "Sim Cinema · offline preview", "4 s", "6 s"):
+    for text in (
+        "Chain view",
+        "2 clips",
+        "10 s in all",
+        "Free",
+        "Opening shot over the bay",
+        "The boat turns to the open sea",
+        "Sim Cinema · offline preview",
+        "4 s",
+        "6 s",
+    ):
         assert text in html, text
-    strip = html[html.index('class="sequence"'):]
+    strip = html[html.index('class="sequence"') :]
     assert strip.index(f"Clip #{root.pk}<") < strip.index(f"Clip #{middle.pk}<")
 
 
@@ -168,6 +198,7 @@ def test_chain_totals_keep_credits_and_dollars_apart():
 
 # --- Joining ----------------------------------------------------------------------------
 
+
 def test_a_chain_with_a_clip_still_generating_cannot_be_joined(signed_in, user):
     root = plain_clip(user)
     generating = plain_clip(user, parent=root, status=Clip.Status.RUNNING)
@@ -178,8 +209,9 @@ def test_a_chain_with_a_clip_still_generating_cannot_be_joined(signed_in, user):
     assert not ChainExport.objects.exists()
 
 
-def test_download_the_whole_chain_joins_it_once_with_the_seam_frame_dropped(signed_in, user, enqueued,
-                                                                           django_capture_on_commit_callbacks):
+def test_download_the_whole_chain_joins_it_once_with_the_seam_frame_dropped(
+    signed_in, user, enqueued, django_capture_on_commit_callbacks
+):
     root = ready_clip(user, prompt="A paper lantern drifts over a dark lake")
     take = continued(user, root, "The lantern rises into falling snow")
     enqueued.clear()
@@ -216,7 +248,9 @@ def test_download_the_whole_chain_joins_it_once_with_the_seam_frame_dropped(sign
     assert len(joined) == sum(p.frames for p in parts) - 1
     # No stutter: the frame after the seam is the take's second frame, not its first again.
     take_frames = frames_in(take.video.path)
-    assert mean_diff(joined[parts[0].frames], take_frames[1]) < mean_diff(joined[parts[0].frames], take_frames[0])
+    assert mean_diff(joined[parts[0].frames], take_frames[1]) < mean_diff(
+        joined[parts[0].frames], take_frames[0]
+    )
 
 
 def mean_diff(a, b):
@@ -244,8 +278,9 @@ def test_simulator_clips_with_no_seam_are_joined_by_stream_copy(tmp_path):
 
     render(tmp_path / "a.mp4", "First shot of the night", "16:9", 4, None)
     render(tmp_path / "b.mp4", "Second shot of the night", "16:9", 4, None)
-    result = media.join_videos([media.JoinPart(tmp_path / "a.mp4"), media.JoinPart(tmp_path / "b.mp4")],
-                               tmp_path / "out.mp4")
+    result = media.join_videos(
+        [media.JoinPart(tmp_path / "a.mp4"), media.JoinPart(tmp_path / "b.mp4")], tmp_path / "out.mp4"
+    )
     assert (result.method, result.frames, result.duration) == ("copy", 192, 8.0)
     assert len(frames_in(str(tmp_path / "out.mp4"))) == 192
 
@@ -283,9 +318,15 @@ def test_clips_that_differ_are_re_encoded_to_the_first_clips_format(tmp_path):
 
 def test_a_join_whose_worker_died_is_handed_out_again(user):
     clip = plain_clip(user)
-    export = ChainExport.objects.create(owner=user, clip=clip, clip_ids=[clip.pk], sequence_key=str(clip.pk),
-                                        status=ChainExport.Status.RUNNING, attempts=1,
-                                        claimed_at=timezone.now() - ChainExport.STALE_AFTER - timedelta(seconds=5))
+    export = ChainExport.objects.create(
+        owner=user,
+        clip=clip,
+        clip_ids=[clip.pk],
+        sequence_key=str(clip.pk),
+        status=ChainExport.Status.RUNNING,
+        attempts=1,
+        claimed_at=timezone.now() - ChainExport.STALE_AFTER - timedelta(seconds=5),
+    )
     assert ChainExport.recover_stale() == [export.pk]
     export.refresh_from_db()
     assert export.status == ChainExport.Status.QUEUED
@@ -295,8 +336,10 @@ def test_a_join_whose_worker_died_is_handed_out_again(user):
 
 # --- Retry, remix, delete -----------------------------------------------------------------
 
-def test_retry_sends_the_same_clip_again_in_the_same_card(signed_in, user, enqueued,
-                                                        django_capture_on_commit_callbacks):
+
+def test_retry_sends_the_same_clip_again_in_the_same_card(
+    signed_in, user, enqueued, django_capture_on_commit_callbacks
+):
     clip = new_clip(user)
     clip.fail("The provider was overloaded.")
     old_deadline = clip.deadline_at
@@ -330,8 +373,15 @@ def test_retry_of_a_clip_the_provider_objected_to_opens_the_form(signed_in, user
 
 def test_remix_opens_the_form_filled_with_the_clips_settings(signed_in, user, enqueued):
     parent = ready_clip(user, model="simulator:motion", aspect_ratio="4:3", duration=5)
-    clip = new_clip(user, model="simulator:motion", aspect_ratio="4:3", duration=8, parent=parent,
-                    first_frame=parent.last_frame, prompt="A heron lifts off the reeds at dusk")
+    clip = new_clip(
+        user,
+        model="simulator:motion",
+        aspect_ratio="4:3",
+        duration=8,
+        parent=parent,
+        first_frame=parent.last_frame,
+        prompt="A heron lifts off the reeds at dusk",
+    )
     html = signed_in.get(f"/clips/{clip.pk}/remix/").content.decode()
     assert "A heron lifts off the reeds at dusk</textarea>" in html
     assert 'value="simulator:motion" selected' in html and 'value="4:3" selected' in html
@@ -341,7 +391,9 @@ def test_remix_opens_the_form_filled_with_the_clips_settings(signed_in, user, en
     assert "errorlist" not in html and "field-error" not in html
 
 
-def test_deleting_a_clip_removes_it_and_its_files(signed_in, user, enqueued, django_capture_on_commit_callbacks):
+def test_deleting_a_clip_removes_it_and_its_files(
+    signed_in, user, enqueued, django_capture_on_commit_callbacks
+):
     clip = ready_clip(user)
     files = [Path(clip.video.path), Path(clip.thumbnail.path), Path(clip.last_frame.file.path)]
     assert all(f.exists() for f in files)
@@ -354,8 +406,9 @@ def test_deleting_a_clip_removes_it_and_its_files(signed_in, user, enqueued, dja
     assert not any(f.exists() for f in files)
 
 
-def test_deleting_a_clip_with_takes_asks_and_keeps_them_as_roots(signed_in, user, enqueued,
-                                                                django_capture_on_commit_callbacks):
+def test_deleting_a_clip_with_takes_asks_and_keeps_them_as_roots(
+    signed_in, user, enqueued, django_capture_on_commit_callbacks
+):
     root = ready_clip(user, prompt="Root of the story")
     take = continued(user, root, "The story goes on")
     page = signed_in.get(f"/clips/{root.pk}/delete/").content.decode()
@@ -387,11 +440,21 @@ def test_other_creators_get_404_for_chain_pages_and_actions(client, user, other_
     take = plain_clip(user, parent=root)
     export = ChainExport.objects.create(owner=user, clip=root, clip_ids=[root.pk], sequence_key=str(root.pk))
     client.force_login(other_user)
-    for url in (f"/clips/{take.pk}/chain/", f"/clips/{take.pk}/remix/", f"/clips/{take.pk}/delete/",
-                f"/exports/{export.pk}/", f"/exports/{export.pk}/chain.mp4"):
+    for url in (
+        f"/clips/{take.pk}/chain/",
+        f"/clips/{take.pk}/remix/",
+        f"/clips/{take.pk}/delete/",
+        f"/exports/{export.pk}/",
+        f"/exports/{export.pk}/chain.mp4",
+    ):
         assert client.get(url).status_code == 404, url
-    for url in (f"/clips/{take.pk}/use-take/", f"/clips/{take.pk}/again/", f"/clips/{take.pk}/retry/",
-                f"/clips/{take.pk}/delete/", f"/clips/{root.pk}/chain/export/"):
+    for url in (
+        f"/clips/{take.pk}/use-take/",
+        f"/clips/{take.pk}/again/",
+        f"/clips/{take.pk}/retry/",
+        f"/clips/{take.pk}/delete/",
+        f"/clips/{root.pk}/chain/export/",
+    ):
         assert client.post(url).status_code == 404, url
     assert Clip.objects.count() == 2 and ChainExport.objects.count() == 1
 
@@ -403,18 +466,25 @@ def test_actions_need_csrf(user):
     take = plain_clip(user, parent=root)
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
-    for url in (f"/clips/{take.pk}/use-take/", f"/clips/{take.pk}/delete/", f"/clips/{root.pk}/chain/export/"):
+    for url in (
+        f"/clips/{take.pk}/use-take/",
+        f"/clips/{take.pk}/delete/",
+        f"/clips/{root.pk}/chain/export/",
+    ):
         assert client.post(url).status_code == 403, url
     assert Clip.objects.count() == 2
 
 
 # --- Gallery --------------------------------------------------------------------------------
 
+
 def test_gallery_filters_by_status_and_model_and_searches_prompts(signed_in, user):
     lantern = plain_clip(user, prompt="A paper lantern over the lake")
     failed = plain_clip(user, status=Clip.Status.FAILED, prompt="A storm at sea")
     running = plain_clip(user, status=Clip.Status.RUNNING, prompt="Lantern festival at night")
-    motion = plain_clip(user, prompt="City traffic", model_key="motion", model_label="Sim Motion · offline preview")
+    motion = plain_clip(
+        user, prompt="City traffic", model_key="motion", model_label="Sim Motion · offline preview"
+    )
 
     def shown(query):
         html = signed_in.get("/" + query).content.decode()
@@ -460,10 +530,18 @@ def test_gallery_query_count_does_not_grow_with_the_clips(signed_in, user):
 
     parent = plain_clip(user)
     for n in range(4):
-        plain_clip(user, parent=parent, status=Clip.Status.RUNNING if n % 2 else Clip.Status.READY,
-                   first_frame=Asset.objects.create(owner=user, file="assets/x/a.png"))
+        plain_clip(
+            user,
+            parent=parent,
+            status=Clip.Status.RUNNING if n % 2 else Clip.Status.READY,
+            first_frame=Asset.objects.create(owner=user, file="assets/x/a.png"),
+        )
     few = queries()
     for n in range(40):
-        plain_clip(user, parent=parent, status=[Clip.Status.READY, Clip.Status.FAILED, Clip.Status.RUNNING][n % 3],
-                   first_frame=Asset.objects.create(owner=user, file="assets/x/a.png"))
+        plain_clip(
+            user,
+            parent=parent,
+            status=[Clip.Status.READY, Clip.Status.FAILED, Clip.Status.RUNNING][n % 3],
+            first_frame=Asset.objects.create(owner=user, file="assets/x/a.png"),
+        )
     assert queries() == few

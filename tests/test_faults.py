@@ -3,8 +3,8 @@ happens, every clip reaches a final state and none is submitted twice."""
 
 import random
 import threading
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import close_old_connections
@@ -182,8 +182,10 @@ def test_provider_faults_on_30_percent_of_calls_still_end_every_clip(user, enque
     settings.PICTORY_TIMEOUT_SECONDS = 0.3
     try:
         spec = next(m for m in PictoryProvider.shared().models() if m.key == "pixverse5.5")
-        clips = [Clip.create_for(user, spec, prompt=f"Chaos clip number {n}", aspect_ratio="1:1", duration=5)
-                 for n in range(16)]
+        clips = [
+            Clip.create_for(user, spec, prompt=f"Chaos clip number {n}", aspect_ratio="1:1", duration=5)
+            for n in range(16)
+        ]
         for _minute in range(45):
             while enqueued:
                 func, args = enqueued.pop(0)

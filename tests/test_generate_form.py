@@ -16,7 +16,12 @@ MOTION = "simulator:motion"
 
 
 def data(**overrides):
-    base = {"model": CINEMA, "prompt": "A lighthouse at dusk, waves below", "aspect_ratio": "16:9", "duration": "4"}
+    base = {
+        "model": CINEMA,
+        "prompt": "A lighthouse at dusk, waves below",
+        "aspect_ratio": "16:9",
+        "duration": "4",
+    }
     base.update(overrides)
     return base
 
@@ -45,7 +50,9 @@ def test_rendered_options_follow_the_chosen_model(signed_in):
 
 
 def test_changing_model_keeps_compatible_values_and_resets_the_rest(signed_in):
-    html = signed_in.get("/generate/options/", {"model": MOTION, "aspect_ratio": "9:16", "duration": "4"}).content.decode()
+    html = signed_in.get(
+        "/generate/options/", {"model": MOTION, "aspect_ratio": "9:16", "duration": "4"}
+    ).content.decode()
     assert 'value="9:16" selected' in html  # 9:16 exists on both models
     assert '<option value="5" selected>' in html  # 4 s does not: back to the model's first
 
@@ -55,7 +62,9 @@ def test_valid_post_passes(user):
     assert form.is_valid(), form.errors
 
 
-@pytest.mark.parametrize("field,value", [("aspect_ratio", "1:1"), ("aspect_ratio", "21:9"), ("duration", "5"), ("duration", "abc")])
+@pytest.mark.parametrize(
+    "field,value", [("aspect_ratio", "1:1"), ("aspect_ratio", "21:9"), ("duration", "5"), ("duration", "abc")]
+)
 def test_forged_ratio_or_duration_is_rejected_beside_its_field(user, field, value):
     form = GenerateForm(data(**{field: value}), user=user)
     assert not form.is_valid()
@@ -76,7 +85,17 @@ def test_unknown_model_is_rejected(user):
     assert "model" in form.errors
 
 
-@pytest.mark.parametrize("prompt,ok", [("", False), ("abcd", False), ("    abcd   ", False), ("abcde", True), ("x" * 5000, True), ("x" * 5001, False)])
+@pytest.mark.parametrize(
+    "prompt,ok",
+    [
+        ("", False),
+        ("abcd", False),
+        ("    abcd   ", False),
+        ("abcde", True),
+        ("x" * 5000, True),
+        ("x" * 5001, False),
+    ],
+)
 def test_prompt_length_bounds(user, prompt, ok):
     form = GenerateForm(data(prompt=prompt), user=user)
     assert form.is_valid() is ok
@@ -100,13 +119,22 @@ def test_cost_estimate_multiplies_seconds_by_rate(user):
 
     from studio.providers.base import ModelSpec
 
-    spec = ModelSpec(provider="x", key="y", label="Paid", aspect_ratios=("16:9",), durations=(4, 8),
-                     cost_per_second=Decimal("1.6"), cost_unit="credits")
+    spec = ModelSpec(
+        provider="x",
+        key="y",
+        label="Paid",
+        aspect_ratios=("16:9",),
+        durations=(4, 8),
+        cost_per_second=Decimal("1.6"),
+        cost_unit="credits",
+    )
     form = GenerateForm(user=user, spec=spec, initial={"duration": 8})
     assert form.cost_text() == "Estimated cost: 12.8 credits (8 s × 1.6 credits/s)"
 
 
-def test_a_post_creates_a_queued_clip_and_shows_its_card(signed_in, enqueued, django_capture_on_commit_callbacks):
+def test_a_post_creates_a_queued_clip_and_shows_its_card(
+    signed_in, enqueued, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         response = signed_in.post("/generate/", data(), HTTP_HX_REQUEST="true")
     assert response.status_code == 200
@@ -129,7 +157,9 @@ def test_invalid_post_shows_errors_and_creates_nothing(signed_in, enqueued):
 
 def test_uploaded_first_frame_is_kept_when_the_prompt_is_rejected(signed_in, user):
     upload = SimpleUploadedFile("start.png", png_bytes(), content_type="image/png")
-    response = signed_in.post("/generate/", data(prompt="no", first_frame_upload=upload), HTTP_HX_REQUEST="true")
+    response = signed_in.post(
+        "/generate/", data(prompt="no", first_frame_upload=upload), HTTP_HX_REQUEST="true"
+    )
     assert response.status_code == 422
     asset = Asset.objects.get(owner=user)
     assert f'name="first_frame_asset" value="{asset.pk}"' in response.content.decode()
@@ -155,8 +185,14 @@ def test_someone_elses_image_or_clip_cannot_be_used(signed_in, other_user):
     form_data = data(first_frame_asset=theirs.pk)
     response = signed_in.post("/generate/", form_data, HTTP_HX_REQUEST="true")
     assert response.status_code == 422
-    their_clip = Clip.objects.create(owner=other_user, provider="simulator", model_key="cinema", model_label="x",
-                                     prompt="theirs", status=Clip.Status.READY)
+    their_clip = Clip.objects.create(
+        owner=other_user,
+        provider="simulator",
+        model_key="cinema",
+        model_label="x",
+        prompt="theirs",
+        status=Clip.Status.READY,
+    )
     response = signed_in.post("/generate/", data(parent=their_clip.pk), HTTP_HX_REQUEST="true")
     assert response.status_code == 422
     assert Clip.objects.filter(owner__username="ana").count() == 0

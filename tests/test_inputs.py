@@ -41,9 +41,13 @@ def webm_bytes(tmp_path) -> bytes:
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("name,data,ext", [
-    ("photo.jpg", jpeg_bytes(), "jpg"), ("still.png", png_bytes(), "png"),
-])
+@pytest.mark.parametrize(
+    "name,data,ext",
+    [
+        ("photo.jpg", jpeg_bytes(), "jpg"),
+        ("still.png", png_bytes(), "png"),
+    ],
+)
 def test_a_dropped_image_is_kept_reencoded_and_previewed(signed_in, user, name, data, ext):
     response = send(signed_in, "first_frame", file=image_upload(name, data))
     assert response.status_code == 200
@@ -59,8 +63,14 @@ def test_a_dropped_image_is_kept_reencoded_and_previewed(signed_in, user, name, 
 def test_webp_is_accepted(signed_in, user):
     out = io.BytesIO()
     Image.new("RGB", (40, 30), "blue").save(out, "WEBP")
-    assert send(signed_in, "reference", file=image_upload("a.webp", out.getvalue(), "image/webp")).status_code == 200
-    assert 'name="reference_assets"' in send(signed_in, "reference", file=image_upload("b.png", png_bytes())).content.decode()
+    assert (
+        send(signed_in, "reference", file=image_upload("a.webp", out.getvalue(), "image/webp")).status_code
+        == 200
+    )
+    assert (
+        'name="reference_assets"'
+        in send(signed_in, "reference", file=image_upload("b.png", png_bytes())).content.decode()
+    )
 
 
 def test_image_metadata_is_stripped(signed_in, user):
@@ -74,13 +84,24 @@ def test_image_metadata_is_stripped(signed_in, user):
     assert b"SecretCam" not in stored and not Image.open(io.BytesIO(stored)).getexif()
 
 
-@pytest.mark.parametrize("name,data,message", [
-    ("bomb.png", bomb_png(), "megapixels"),
-    ("evil.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "complete JPEG, PNG or WebP"),
-    ("cut.jpg", jpeg_bytes(size=(400, 300))[:700], "complete JPEG, PNG or WebP"),
-    ("paper.png", b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<<>>", "complete JPEG, PNG or WebP"),
-    ("poly.png", png_bytes()[:33] + b"<html><script>alert(1)</script></html>", "complete JPEG, PNG or WebP"),
-])
+@pytest.mark.parametrize(
+    "name,data,message",
+    [
+        ("bomb.png", bomb_png(), "megapixels"),
+        (
+            "evil.svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+            "complete JPEG, PNG or WebP",
+        ),
+        ("cut.jpg", jpeg_bytes(size=(400, 300))[:700], "complete JPEG, PNG or WebP"),
+        ("paper.png", b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<<>>", "complete JPEG, PNG or WebP"),
+        (
+            "poly.png",
+            png_bytes()[:33] + b"<html><script>alert(1)</script></html>",
+            "complete JPEG, PNG or WebP",
+        ),
+    ],
+)
 def test_hostile_images_get_a_plain_message_and_nothing_is_kept(signed_in, name, data, message):
     response = send(signed_in, "first_frame", file=image_upload(name, data))
     assert response.status_code == 422
@@ -107,7 +128,9 @@ def test_a_video_to_extend_is_probed_and_previewed_with_its_duration(signed_in, 
 
 
 def test_a_webm_to_extend_is_converted_to_h264_mp4(signed_in, user, tmp_path):
-    response = send(signed_in, "extend_video", file=image_upload("take.webm", webm_bytes(tmp_path), "video/webm"))
+    response = send(
+        signed_in, "extend_video", file=image_upload("take.webm", webm_bytes(tmp_path), "video/webm")
+    )
     assert response.status_code == 200, response.content
     asset = Asset.objects.get(owner=user, kind="video")
     assert media.is_h264_mp4(Path(asset.file.path))
@@ -115,7 +138,11 @@ def test_a_webm_to_extend_is_converted_to_h264_mp4(signed_in, user, tmp_path):
 
 
 def test_an_undecodable_video_is_refused(signed_in):
-    response = send(signed_in, "extend_video", file=image_upload("fake.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 400, "video/mp4"))
+    response = send(
+        signed_in,
+        "extend_video",
+        file=image_upload("fake.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 400, "video/mp4"),
+    )
     assert response.status_code == 422
     assert not Asset.objects.exists()
 
@@ -171,4 +198,3 @@ def test_another_creators_inputs_are_404(client, user, other_user, tmp_path):
 def test_the_studio_needs_a_sign_in_to_take_inputs(client, user):
     response = client.post("/inputs/", {"field": "first_frame", "file": image_upload("a.png", png_bytes())})
     assert response.status_code == 302 and not Asset.objects.exists()
-

@@ -44,7 +44,9 @@ def submits(monkeypatch):
     return calls
 
 
-def test_clip_goes_queued_submitting_running_ready(user, enqueued, submits, django_capture_on_commit_callbacks):
+def test_clip_goes_queued_submitting_running_ready(
+    user, enqueued, submits, django_capture_on_commit_callbacks
+):
     seen = []
     original_submit = SimulatorProvider.submit
 
@@ -111,8 +113,9 @@ def test_finish_task_run_twice_finishes_once(user, enqueued, django_capture_on_c
 def test_clip_left_submitting_by_a_crash_is_failed_not_resubmitted(user, enqueued, submits):
     clip = new_clip(user)
     # The worker died after claiming the clip: it may or may not have reached the provider.
-    Clip.objects.filter(pk=clip.pk).update(status=Clip.Status.SUBMITTING,
-                                           submitting_since=timezone.now() - timedelta(minutes=10))
+    Clip.objects.filter(pk=clip.pk).update(
+        status=Clip.Status.SUBMITTING, submitting_since=timezone.now() - timedelta(minutes=10)
+    )
     jobs.recover_stale_clips()
     jobs.submit_clip(clip.pk)
     clip.refresh_from_db()
@@ -156,7 +159,9 @@ def test_a_poll_is_claimed_so_two_pollers_poll_once(user, enqueued, monkeypatch)
     jobs.submit_clip(clip.pk)
     make_due(clip)
     polls = []
-    monkeypatch.setattr(SimulatorProvider, "poll", lambda self, rid: polls.append(rid) or RemoteStatus("running"))
+    monkeypatch.setattr(
+        SimulatorProvider, "poll", lambda self, rid: polls.append(rid) or RemoteStatus("running")
+    )
     stale_copy = Clip.objects.get(pk=clip.pk)  # a second worker read the same row
     clip.poll()
     stale_copy.poll()
@@ -195,8 +200,11 @@ def test_permanent_submit_error_fails_with_the_message(user, enqueued, monkeypat
 
 def test_transient_submit_error_requeues_for_a_later_try(user, enqueued, monkeypatch):
     clip = new_clip(user)
-    monkeypatch.setattr(SimulatorProvider, "submit",
-                        lambda self, s: (_ for _ in ()).throw(ProviderError("Too many requests", retry_after=30)))
+    monkeypatch.setattr(
+        SimulatorProvider,
+        "submit",
+        lambda self, s: (_ for _ in ()).throw(ProviderError("Too many requests", retry_after=30)),
+    )
     jobs.submit_clip(clip.pk)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.QUEUED
@@ -207,7 +215,9 @@ def test_failed_remote_job_shows_its_reason(user, enqueued, monkeypatch):
     clip = new_clip(user)
     jobs.submit_clip(clip.pk)
     make_due(clip)
-    monkeypatch.setattr(SimulatorProvider, "poll", lambda self, rid: RemoteStatus("failed", error="Out of ideas."))
+    monkeypatch.setattr(
+        SimulatorProvider, "poll", lambda self, rid: RemoteStatus("failed", error="Out of ideas.")
+    )
     clip.poll()
     clip.refresh_from_db()
     assert clip.status == Clip.Status.FAILED and clip.error == "Out of ideas."
@@ -246,7 +256,9 @@ def test_continued_clip_starts_from_the_parents_last_frame(user, enqueued):
     parent.poll()
     jobs.finish_clip(parent.pk)
     parent.refresh_from_db()
-    child = new_clip(user, parent=parent, first_frame=parent.last_frame, prompt="The boat sails into a tunnel")
+    child = new_clip(
+        user, parent=parent, first_frame=parent.last_frame, prompt="The boat sails into a tunnel"
+    )
     jobs.submit_clip(child.pk)
     make_due(child)
     child.poll()

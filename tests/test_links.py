@@ -59,20 +59,37 @@ def test_a_link_to_loopback_is_refused_without_a_request(server):
     assert Files.hits == []
 
 
-@pytest.mark.parametrize("url", [
-    "http://10.0.0.1/x.png", "http://192.168.1.10/x.png", "http://172.16.5.4/x.png", "http://169.254.169.254/latest/meta-data",
-    "http://[::1]/x.png", "http://[fe80::1]/x.png", "http://[::ffff:127.0.0.1]/x.png", "http://100.64.0.1/x.png",
-    "http://0.0.0.0/x.png", "http://localhost/x.png", "http://224.0.0.1/x.png",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.1/x.png",
+        "http://192.168.1.10/x.png",
+        "http://172.16.5.4/x.png",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/x.png",
+        "http://[fe80::1]/x.png",
+        "http://[::ffff:127.0.0.1]/x.png",
+        "http://100.64.0.1/x.png",
+        "http://0.0.0.0/x.png",
+        "http://localhost/x.png",
+        "http://224.0.0.1/x.png",
+    ],
+)
 def test_private_link_local_and_internal_addresses_are_refused(url):
     with pytest.raises(links.LinkError, match="private or local"):
         links.fetch_link(url, ("image",), 10**6)
 
 
-@pytest.mark.parametrize("url,message", [
-    ("ftp://example.com/x.png", "Only http"), ("file:///etc/passwd", "Only http"), ("javascript:alert(1)", "Only http"),
-    ("http://user:pw@example.com/x.png", "user name or password"), ("http:///x.png", "complete link"),
-])
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("ftp://example.com/x.png", "Only http"),
+        ("file:///etc/passwd", "Only http"),
+        ("javascript:alert(1)", "Only http"),
+        ("http://user:pw@example.com/x.png", "user name or password"),
+        ("http:///x.png", "complete link"),
+    ],
+)
 def test_malformed_links_get_a_plain_message(url, message):
     with pytest.raises(links.LinkError, match=message):
         links.fetch_link(url, ("image",), 10**6)
@@ -119,11 +136,14 @@ def test_a_good_image_link_is_copied(server, loopback_allowed):
     fetched.path.unlink()
 
 
-@pytest.mark.parametrize("route,message", [
-    ((404, {"Content-Type": "text/html"}, b"<h1>gone</h1>"), "error \\(404\\)"),
-    ((200, {"Content-Type": "text/html"}, b"<html>login page</html>"), "does not point to an image"),
-    ((200, {"Content-Type": "image/png"}, b"x" * 5000), "larger than"),
-])
+@pytest.mark.parametrize(
+    "route,message",
+    [
+        ((404, {"Content-Type": "text/html"}, b"<h1>gone</h1>"), "error \\(404\\)"),
+        ((200, {"Content-Type": "text/html"}, b"<html>login page</html>"), "does not point to an image"),
+        ((200, {"Content-Type": "image/png"}, b"x" * 5000), "larger than"),
+    ],
+)
 def test_links_that_are_not_the_file_are_refused(server, loopback_allowed, route, message):
     httpd, base = server
     Files.routes["/f"] = route

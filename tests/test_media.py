@@ -47,7 +47,9 @@ def test_last_frame_of_a_clip_shorter_than_the_seek_window(tmp_path):
     assert media.last_frame(path).tobytes() == frames[-1].tobytes()
 
 
-@pytest.mark.parametrize("ratio,expected", [("16:9", (640, 360)), ("9:16", (270, 480)), ("1:1", (480, 480)), ("4:3", (640, 480))])
+@pytest.mark.parametrize(
+    "ratio,expected", [("16:9", (640, 360)), ("9:16", (270, 480)), ("1:1", (480, 480)), ("4:3", (640, 480))]
+)
 def test_thumbnail_fits_the_box_and_keeps_the_shape(ratio, expected):
     image = Image.new("RGB", frame_size(ratio), (10, 20, 30))
     thumb = Image.open(io.BytesIO(media.thumbnail_jpeg(image)))
@@ -112,11 +114,18 @@ def test_check_image_accepts_png_and_webp():
     assert media.check_image(webp.getvalue()).extension == "png"
 
 
-@pytest.mark.parametrize("name,data,message", [
-    ("svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "complete JPEG, PNG or WebP"),
-    ("truncated jpeg", jpeg_bytes(size=(400, 300))[:600], "complete JPEG, PNG or WebP"),
-    ("pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\n", "complete JPEG, PNG or WebP"),
-])
+@pytest.mark.parametrize(
+    "name,data,message",
+    [
+        (
+            "svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+            "complete JPEG, PNG or WebP",
+        ),
+        ("truncated jpeg", jpeg_bytes(size=(400, 300))[:600], "complete JPEG, PNG or WebP"),
+        ("pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\n", "complete JPEG, PNG or WebP"),
+    ],
+)
 def test_check_image_refuses_what_is_not_a_whole_image(name, data, message):
     with pytest.raises(media.MediaError, match=message):
         media.check_image(data)

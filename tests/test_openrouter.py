@@ -140,9 +140,16 @@ def test_an_unusual_model_is_offered_exactly_as_listed(signed_in, openrouter):
     openrouter.models = [UNUSUAL]
     text = page(signed_in.get(reverse("form_options"), {"model": "openrouter:odd/model-x"}))
     assert options_of(text, "duration") == ["3", "7"]
-    assert re.findall(r'<option value="([^"]*)"', text.split('name="aspect_ratio"')[1].split("</select>")[0]) == ["21:9"]
-    for absent in ('name="resolution"', 'name="generate_audio"', 'name="seed"', 'name="first_frame_upload"',
-                   'name="last_frame_upload"'):
+    assert re.findall(
+        r'<option value="([^"]*)"', text.split('name="aspect_ratio"')[1].split("</select>")[0]
+    ) == ["21:9"]
+    for absent in (
+        'name="resolution"',
+        'name="generate_audio"',
+        'name="seed"',
+        'name="first_frame_upload"',
+        'name="last_frame_upload"',
+    ):
         assert absent not in text
     # No frames listed: text, or reference images (the list says nothing about those).
     assert options_of(text, "start_mode") == ["text", "reference_images"]
@@ -151,25 +158,50 @@ def test_an_unusual_model_is_offered_exactly_as_listed(signed_in, openrouter):
 
 def test_an_unusual_model_makes_a_clip_with_exactly_those_values(signed_in, openrouter, enqueued):
     openrouter.models = [UNUSUAL]
-    clip = create_clip(signed_in, enqueued, model="openrouter:odd/model-x", duration="7", aspect_ratio="21:9",
-                       resolution=None)
+    clip = create_clip(
+        signed_in,
+        enqueued,
+        model="openrouter:odd/model-x",
+        duration="7",
+        aspect_ratio="21:9",
+        resolution=None,
+    )
     assert clip.status == Clip.Status.RUNNING, clip.error
-    assert openrouter.creates()[0].json == {"model": "odd/model-x", "prompt": PROMPT, "duration": 7,
-                                            "aspect_ratio": "21:9"}
+    assert openrouter.creates()[0].json == {
+        "model": "odd/model-x",
+        "prompt": PROMPT,
+        "duration": 7,
+        "aspect_ratio": "21:9",
+    }
     # Values outside the lists are refused before anything is sent.
-    for fields, message in (({"duration": "5"}, "cannot make that duration"),
-                            ({"aspect_ratio": "16:9"}, "cannot make that aspect ratio")):
-        response = post_generate(signed_in, model="openrouter:odd/model-x", resolution=None,
-                                 **{"duration": "7", "aspect_ratio": "21:9", **fields})
+    for fields, message in (
+        ({"duration": "5"}, "cannot make that duration"),
+        ({"aspect_ratio": "16:9"}, "cannot make that aspect ratio"),
+    ):
+        response = post_generate(
+            signed_in,
+            model="openrouter:odd/model-x",
+            resolution=None,
+            **{"duration": "7", "aspect_ratio": "21:9", **fields},
+        )
         assert response.status_code == 422 and message in page(response)
     assert len(openrouter.creates()) == 1
 
 
 def test_model_entries_map_onto_specs_whatever_they_state():
-    spec = spec_from({"id": "new/model", "name": "New", "supported_durations": [8, "4", 6.0, True, -1, 2.5],
-                      "supported_aspect_ratios": ["5:4", "5:4", ""], "supported_resolutions": [],
-                      "supported_frame_images": ["last_frame"], "generate_audio": True, "seed": None,
-                      "pricing_skus": {"duration_seconds": "0.05"}})
+    spec = spec_from(
+        {
+            "id": "new/model",
+            "name": "New",
+            "supported_durations": [8, "4", 6.0, True, -1, 2.5],
+            "supported_aspect_ratios": ["5:4", "5:4", ""],
+            "supported_resolutions": [],
+            "supported_frame_images": ["last_frame"],
+            "generate_audio": True,
+            "seed": None,
+            "pricing_skus": {"duration_seconds": "0.05"},
+        }
+    )
     assert spec.durations == (4, 6, 8) and spec.aspect_ratios == ("5:4",) and spec.resolutions == ()
     assert spec.last_frame and not spec.first_frame and spec.max_reference_images == 0
     assert spec.generate_audio and not spec.seed
@@ -243,7 +275,9 @@ def test_the_form_estimates_the_cost_from_pricing_skus_or_says_it_is_not_known(s
     url = reverse("form_options")
     text = page(signed_in.get(url, {"model": VEO, "duration": "8", "resolution": "1080p"}))
     assert "Estimated cost: 2.4 USD (8 s × 0.3 USD/s)" in text
-    text = page(signed_in.get(url, {"model": VEO, "duration": "8", "resolution": "1080p", "generate_audio": "on"}))
+    text = page(
+        signed_in.get(url, {"model": VEO, "duration": "8", "resolution": "1080p", "generate_audio": "on"})
+    )
     assert "Estimated cost: 4.8 USD (8 s × 0.6 USD/s)" in text
     assert "Estimated cost: 0.6 USD (5 s × 0.12 USD/s)" in page(signed_in.get(url, {"model": FIRST}))
     assert "The price is not known in advance" in page(signed_in.get(url, {"model": REFS}))
@@ -265,8 +299,15 @@ def test_the_real_usd_cost_replaces_the_estimate_once_completed(signed_in, openr
 def test_text_only_sends_the_documented_body_and_headers(signed_in, openrouter, enqueued):
     clip = create_clip(signed_in, enqueued, duration="8", resolution="1080p", generate_audio="on", seed="42")
     [create] = openrouter.creates()
-    assert create.json == {"model": "google/veo-3.1", "prompt": PROMPT, "duration": 8, "resolution": "1080p",
-                           "aspect_ratio": "16:9", "generate_audio": True, "seed": 42}
+    assert create.json == {
+        "model": "google/veo-3.1",
+        "prompt": PROMPT,
+        "duration": 8,
+        "resolution": "1080p",
+        "aspect_ratio": "16:9",
+        "generate_audio": True,
+        "seed": 42,
+    }
     assert create.headers["authorization"] == f"Bearer {openrouter.key}"
     assert create.headers["x-openrouter-title"] == "Lastframe Studio"
     assert create.headers["content-type"] == "application/json"
@@ -282,8 +323,9 @@ def test_audio_off_is_sent_as_false_and_an_empty_seed_is_not_sent(signed_in, ope
 
 
 def test_the_first_frame_goes_as_a_data_url_without_a_public_address(signed_in, openrouter, enqueued):
-    clip = create_clip(signed_in, enqueued, model=FIRST, duration="5", start_mode="first_frame",
-                       first_frame_upload=png())
+    clip = create_clip(
+        signed_in, enqueued, model=FIRST, duration="5", start_mode="first_frame", first_frame_upload=png()
+    )
     [create] = openrouter.creates()
     [frame] = create.json["frame_images"]
     assert frame["type"] == "image_url" and frame["frame_type"] == "first_frame"
@@ -293,11 +335,20 @@ def test_the_first_frame_goes_as_a_data_url_without_a_public_address(signed_in, 
 
 
 def test_first_and_last_frame_go_by_public_url_with_a_callback(signed_in, openrouter, enqueued, public):
-    clip = create_clip(signed_in, enqueued, start_mode="first_frame", first_frame_upload=png(),
-                       last_frame_upload=png((0, 90, 200), name="end.png"))
+    clip = create_clip(
+        signed_in,
+        enqueued,
+        start_mode="first_frame",
+        first_frame_upload=png(),
+        last_frame_upload=png((0, 90, 200), name="end.png"),
+    )
     [create] = openrouter.creates()
     assert create.json["frame_images"] == [
-        {"type": "image_url", "image_url": {"url": clip.first_frame.public_url()}, "frame_type": "first_frame"},
+        {
+            "type": "image_url",
+            "image_url": {"url": clip.first_frame.public_url()},
+            "frame_type": "first_frame",
+        },
         {"type": "image_url", "image_url": {"url": clip.end_frame.public_url()}, "frame_type": "last_frame"},
     ]
     assert create.json["callback_url"] == f"{PUBLIC}/hooks/openrouter/{clip.webhook_token}/"
@@ -319,13 +370,20 @@ def test_reference_images_go_as_input_references(signed_in, openrouter, enqueued
     form = page(signed_in.get(reverse("form_options"), {"model": REFS, "start_mode": "reference_images"}))
     assert 'name="reference_images"' in form and "1 to 3" in form
     assert 'name="first_frame_upload"' not in form and 'name="duration"' in form
-    clip = create_clip(signed_in, enqueued, model=REFS, aspect_ratio=None, resolution=None,
-                       start_mode="reference_images",
-                       reference_images=[png(name="a.png"), png((0, 90, 200), name="b.png")])
+    clip = create_clip(
+        signed_in,
+        enqueued,
+        model=REFS,
+        aspect_ratio=None,
+        resolution=None,
+        start_mode="reference_images",
+        reference_images=[png(name="a.png"), png((0, 90, 200), name="b.png")],
+    )
     [create] = openrouter.creates()
     references = list(clip.reference_images.order_by("pk"))
     assert [decode_data_url(r["image_url"]["url"])[1] for r in create.json["input_references"]] == [
-        a.file.read() for a in references]
+        a.file.read() for a in references
+    ]
     assert all(r["type"] == "image_url" for r in create.json["input_references"])
     assert "frame_images" not in create.json and "aspect_ratio" not in create.json
     assert "resolution" not in create.json and "generate_audio" not in create.json
@@ -337,14 +395,26 @@ def test_frames_win_over_references_in_the_request_body(openrouter, tmp_path):
     from studio.providers.base import ImageInput
     from studio.providers.openrouter import request_body
 
-    body = request_body(Submission(model=find_model(VEO), prompt=PROMPT, first_frame=ImageInput(image),
-                                   reference_images=[ImageInput(image)]))
+    body = request_body(
+        Submission(
+            model=find_model(VEO),
+            prompt=PROMPT,
+            first_frame=ImageInput(image),
+            reference_images=[ImageInput(image)],
+        )
+    )
     assert "frame_images" in body and "input_references" not in body
 
 
 def test_a_last_frame_is_refused_on_a_model_without_one(signed_in, openrouter, enqueued):
-    response = post_generate(signed_in, model=FIRST, duration="5", start_mode="first_frame",
-                             first_frame_upload=png(), last_frame_upload=png())
+    response = post_generate(
+        signed_in,
+        model=FIRST,
+        duration="5",
+        start_mode="first_frame",
+        first_frame_upload=png(),
+        last_frame_upload=png(),
+    )
     assert response.status_code == 422
     assert "Acme: First Frame · OpenRouter cannot take a last frame." in page(response)
     assert not Clip.objects.exists() and not openrouter.creates()
@@ -359,14 +429,19 @@ def test_a_last_frame_alone_is_enough_to_start(signed_in, openrouter, enqueued):
 # --- Polling ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("style, path", [
-    ("relative", "/api/v1/jobs/{id}/status"),
-    ("absolute", "/api/v1/jobs/{id}/status"),
-    ("standard", "/api/v1/videos/{id}"),
-    ("missing", "/api/v1/videos/{id}"),
-    ("foreign", "/api/v1/videos/{id}"),  # another host would get the key: not followed
-])
-def test_polls_follow_the_polling_url_resolved_against_the_origin(signed_in, openrouter, enqueued, style, path):
+@pytest.mark.parametrize(
+    "style, path",
+    [
+        ("relative", "/api/v1/jobs/{id}/status"),
+        ("absolute", "/api/v1/jobs/{id}/status"),
+        ("standard", "/api/v1/videos/{id}"),
+        ("missing", "/api/v1/videos/{id}"),
+        ("foreign", "/api/v1/videos/{id}"),  # another host would get the key: not followed
+    ],
+)
+def test_polls_follow_the_polling_url_resolved_against_the_origin(
+    signed_in, openrouter, enqueued, style, path
+):
     openrouter.polling = style
     clip = create_clip(signed_in, enqueued)
     job_id = clip.remote_id.split("|")[0]
@@ -377,7 +452,9 @@ def test_polls_follow_the_polling_url_resolved_against_the_origin(signed_in, ope
 
 
 @pytest.mark.parametrize("step", ["pending", "in_progress", "mystery-status"])
-def test_pending_in_progress_and_unknown_statuses_keep_the_clip_running(signed_in, openrouter, enqueued, step):
+def test_pending_in_progress_and_unknown_statuses_keep_the_clip_running(
+    signed_in, openrouter, enqueued, step
+):
     clip = create_clip(signed_in, enqueued)
     openrouter.script_polls(step)
     poll(clip, enqueued)
@@ -453,7 +530,10 @@ def test_a_400_shows_its_message_beside_the_form_field(signed_in, openrouter, en
     clip = create_clip(signed_in, enqueued)
     assert clip.status == Clip.Status.FAILED
     assert clip.field_errors == {"duration": ["duration must be one of [4, 6, 8]"]}
-    assert clip.error == "OpenRouter did not accept these settings. (Duration: duration must be one of [4, 6, 8])"
+    assert (
+        clip.error
+        == "OpenRouter did not accept these settings. (Duration: duration must be one of [4, 6, 8])"
+    )
     form = page(signed_in.get(reverse("retry_clip", args=[clip.pk])))
     error_at = form.index('<p class="field-error">duration must be one of [4, 6, 8]</p>')
     assert form.index('for="id_duration"') < error_at < form.index('for="id_resolution"')
@@ -466,16 +546,24 @@ def test_the_fakes_own_400_maps_to_a_field(openrouter):
     assert caught.value.permanent and set(caught.value.field_errors) == {"aspect_ratio"}
 
 
-@pytest.mark.parametrize("reply, message", [
-    (error(401, "No auth credentials found"), KEY_REFUSED),
-    (error(402, "Insufficient credits"), NO_CREDITS),
-    (error(403, "Prompt flagged: violence", {"reasons": ["violence"]}), "Refused by moderation: Prompt flagged: violence"),
-])
+@pytest.mark.parametrize(
+    "reply, message",
+    [
+        (error(401, "No auth credentials found"), KEY_REFUSED),
+        (error(402, "Insufficient credits"), NO_CREDITS),
+        (
+            error(403, "Prompt flagged: violence", {"reasons": ["violence"]}),
+            "Refused by moderation: Prompt flagged: violence",
+        ),
+    ],
+)
 def test_refusals_say_why_and_never_show_the_key(signed_in, openrouter, enqueued, reply, message):
     openrouter.create_replies.append(reply)
     clip = create_clip(signed_in, enqueued)
     assert clip.status == Clip.Status.FAILED and clip.error == message
-    assert "OpenRouter refused the API key" in KEY_REFUSED and "Not enough credits on OpenRouter" in NO_CREDITS
+    assert (
+        "OpenRouter refused the API key" in KEY_REFUSED and "Not enough credits on OpenRouter" in NO_CREDITS
+    )
     card = page(signed_in.get(reverse("clip_card", args=[clip.pk])))
     assert message in card and openrouter.key not in card
 
@@ -487,8 +575,9 @@ def test_a_wrong_key_is_refused_by_the_fake_and_reported(signed_in, openrouter, 
 
 
 def test_429_then_502_on_create_retry_and_make_exactly_one_job(signed_in, openrouter, enqueued):
-    openrouter.create_replies.extend([error(429, "Rate limited", headers={"Retry-After": "7"}),
-                                      error(502, "Provider returned error")])
+    openrouter.create_replies.extend(
+        [error(429, "Rate limited", headers={"Retry-After": "7"}), error(502, "Provider returned error")]
+    )
     clip = create_clip(signed_in, enqueued)
     assert clip.status == Clip.Status.QUEUED and clip.error.startswith("Waiting to retry")
     assert 6 <= (clip.next_poll_at - timezone.now()).total_seconds() <= 7.5
@@ -532,8 +621,14 @@ def test_continuing_sends_the_extracted_last_frame_as_the_first_frame(signed_in,
     parent = ready_clip(signed_in, enqueued, openrouter)
     form = page(signed_in.get(reverse("continue_clip", args=[parent.pk])))
     assert 'value="first_frame" selected' in form
-    create_clip(signed_in, enqueued, start_mode="first_frame", parent=str(parent.pk),
-                first_frame_asset=str(parent.last_frame_id), prompt="The beam turns toward us")
+    create_clip(
+        signed_in,
+        enqueued,
+        start_mode="first_frame",
+        parent=str(parent.pk),
+        first_frame_asset=str(parent.last_frame_id),
+        prompt="The beam turns toward us",
+    )
     [frame] = openrouter.creates()[-1].json["frame_images"]
     assert frame["frame_type"] == "first_frame"
     assert decode_data_url(frame["image_url"]["url"]) == ("image/png", parent.last_frame.file.read())
@@ -549,13 +644,24 @@ def hook(client, clip, body: dict, signature: str | None = None, key: str | None
         headers["HTTP_X_OPENROUTER_SIGNATURE"] = signature
     if key is not None:
         headers["HTTP_X_OPENROUTER_IDEMPOTENCY_KEY"] = key
-    return client.post(reverse("openrouter_webhook", args=[clip.webhook_token]), raw,
-                       content_type="application/json", **headers)
+    return client.post(
+        reverse("openrouter_webhook", args=[clip.webhook_token]),
+        raw,
+        content_type="application/json",
+        **headers,
+    )
 
 
 def completed_event(clip):
-    return {"type": "video.generation.completed", "created_at": "2026-01-01T00:00:00Z",
-            "data": {"id": clip.remote_id, "status": "completed", "unsigned_urls": ["https://evil.example/x.mp4"]}}
+    return {
+        "type": "video.generation.completed",
+        "created_at": "2026-01-01T00:00:00Z",
+        "data": {
+            "id": clip.remote_id,
+            "status": "completed",
+            "unsigned_urls": ["https://evil.example/x.mp4"],
+        },
+    }
 
 
 @pytest.fixture
@@ -577,15 +683,18 @@ def test_a_rightly_signed_webhook_only_makes_the_clip_due(hooked, client, enqueu
     assert [task for task, _ in enqueued] == ["studio.jobs.poll_due_clips"]
 
 
-@pytest.mark.parametrize("signature, status", [
-    (None, 401),
-    ("t=123", 400),
-    ("garbage", 400),
-    ("wrong-secret", 401),
-    ("stale", 401),
-    ("future", 401),
-    ("tampered", 401),
-])
+@pytest.mark.parametrize(
+    "signature, status",
+    [
+        (None, 401),
+        ("t=123", 400),
+        ("garbage", 400),
+        ("wrong-secret", 401),
+        ("stale", 401),
+        ("future", 401),
+        ("tampered", 401),
+    ],
+)
 def test_a_badly_signed_webhook_changes_nothing(hooked, client, enqueued, signature, status):
     body = completed_event(hooked)
     raw = json.dumps(body).encode()

@@ -6,11 +6,11 @@ Clips go through the real flow: the generate view, the submit task, polls, the f
 from __future__ import annotations
 
 import html
-from pathlib import Path
 import io
 import json
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -122,7 +122,10 @@ def test_models_match_the_contract_table(pictory):
     assert pix.aspect_ratios == ("16:9", "9:16", "1:1", "3:4", "4:3")
     assert pix.durations == (5, 8, 10)
     assert (veo.cost_per_second, fast.cost_per_second, pix.cost_per_second) == (
-        Decimal("20"), Decimal("10"), Decimal("1.6"))
+        Decimal("20"),
+        Decimal("10"),
+        Decimal("1.6"),
+    )
     for spec in (veo, fast, pix):
         assert spec.cost_unit == "credits"
         assert spec.first_frame and spec.extend_video and spec.max_reference_images == 3
@@ -186,8 +189,11 @@ def test_polls_send_the_raw_key_and_our_user_agent(signed_in, pictory, enqueued)
 
 
 def test_the_fake_refuses_a_bearer_key_like_the_real_service(pictory):
-    answer = httpx.post(f"{pictory.base_url}/v1/aistudio/videos", json={"prompt": PROMPT},
-                        headers={"Authorization": f"Bearer {pictory.key}", "User-Agent": "x/1"})
+    answer = httpx.post(
+        f"{pictory.base_url}/v1/aistudio/videos",
+        json={"prompt": PROMPT},
+        headers={"Authorization": f"Bearer {pictory.key}", "User-Agent": "x/1"},
+    )
     assert answer.status_code == 401
 
 
@@ -205,9 +211,15 @@ def test_first_frame_is_sent_as_its_published_url_with_a_webhook(signed_in, pict
 
 
 def test_reference_images_are_sent_as_a_list_of_published_urls(signed_in, pictory, enqueued, public):
-    clip = create_clip(signed_in, enqueued, model="pictory:pixverse5.5", duration="5", aspect_ratio="1:1",
-                       start_mode="reference_images",
-                       reference_images=[png(name="a.png"), png((0, 90, 200), name="b.png")])
+    clip = create_clip(
+        signed_in,
+        enqueued,
+        model="pictory:pixverse5.5",
+        duration="5",
+        aspect_ratio="1:1",
+        start_mode="reference_images",
+        reference_images=[png(name="a.png"), png((0, 90, 200), name="b.png")],
+    )
     [create] = pictory.creates()
     references = list(clip.reference_images.order_by("pk"))
     assert len(references) == 2
@@ -218,8 +230,13 @@ def test_reference_images_are_sent_as_a_list_of_published_urls(signed_in, pictor
 
 def test_extending_one_of_my_clips_sends_its_video_and_continues_it(signed_in, pictory, enqueued, public):
     first = ready_clip(signed_in, enqueued, pictory)
-    second = create_clip(signed_in, enqueued, start_mode="extend_video", extend_video=f"clip:{first.pk}",
-                         prompt="The lighthouse beam sweeps across the sea")
+    second = create_clip(
+        signed_in,
+        enqueued,
+        start_mode="extend_video",
+        extend_video=f"clip:{first.pk}",
+        prompt="The lighthouse beam sweeps across the sea",
+    )
     create = pictory.creates()[-1]
     assert create.json["extendVideoUrl"] == second.extend_video.public_url()
     assert "firstFrameImageUrl" not in create.json
@@ -232,21 +249,32 @@ def test_extending_one_of_my_clips_sends_its_video_and_continues_it(signed_in, p
 
 def test_extending_an_uploaded_mp4_sends_its_published_url(signed_in, pictory, enqueued, public):
     video, _, _ = rendered("16:9")
-    clip = create_clip(signed_in, enqueued, start_mode="extend_video",
-                       extend_video_upload=SimpleUploadedFile("mine.mp4", video, content_type="video/mp4"))
+    clip = create_clip(
+        signed_in,
+        enqueued,
+        start_mode="extend_video",
+        extend_video_upload=SimpleUploadedFile("mine.mp4", video, content_type="video/mp4"),
+    )
     [create] = pictory.creates()
     assert clip.extend_video.kind == Asset.Kind.VIDEO
     assert create.json["extendVideoUrl"] == clip.extend_video.public_url()
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"\x1aE\xdf\xa3" + b"\0" * 64, "not a video the studio can read (MP4, MOV or WebM)"),
-    (b"\0\0\0\x18ftypmp42" + b"\0" * 200, "not a video the studio can read (MP4, MOV or WebM)"),
-])
-def test_an_extend_upload_that_is_not_a_decodable_mp4_is_refused(signed_in, pictory, enqueued, public,
-                                                                   content, message):
-    response = post_generate(signed_in, start_mode="extend_video",
-                             extend_video_upload=SimpleUploadedFile("x.mp4", content, content_type="video/mp4"))
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x1aE\xdf\xa3" + b"\0" * 64, "not a video the studio can read (MP4, MOV or WebM)"),
+        (b"\0\0\0\x18ftypmp42" + b"\0" * 200, "not a video the studio can read (MP4, MOV or WebM)"),
+    ],
+)
+def test_an_extend_upload_that_is_not_a_decodable_mp4_is_refused(
+    signed_in, pictory, enqueued, public, content, message
+):
+    response = post_generate(
+        signed_in,
+        start_mode="extend_video",
+        extend_video_upload=SimpleUploadedFile("x.mp4", content, content_type="video/mp4"),
+    )
     assert response.status_code == 422
     assert message in page(response)
     assert not Clip.objects.exists() and not pictory.requests
@@ -259,8 +287,12 @@ def test_a_webm_to_extend_is_sent_to_pictory_as_our_h264_mp4(signed_in, pictory,
 
     from .test_inputs import webm_bytes
 
-    clip = create_clip(signed_in, enqueued, start_mode="extend_video",
-                       extend_video_upload=SimpleUploadedFile("take.webm", webm_bytes(tmp_path), content_type="video/webm"))
+    clip = create_clip(
+        signed_in,
+        enqueued,
+        start_mode="extend_video",
+        extend_video_upload=SimpleUploadedFile("take.webm", webm_bytes(tmp_path), content_type="video/webm"),
+    )
     assert clip.extend_video is not None
     assert media.is_h264_mp4(Path(clip.extend_video.file.path))
     sent = pictory.creates()[-1].json["extendVideoUrl"]
@@ -269,13 +301,17 @@ def test_a_webm_to_extend_is_sent_to_pictory_as_our_h264_mp4(signed_in, pictory,
 
 def test_forged_combinations_are_refused_before_anything_is_sent(signed_in, pictory, enqueued, public):
     cases = [
-        ({"start_mode": "first_frame", "first_frame_upload": png(),
-          "reference_images": [png()]}, "A clip starts one way only"),
+        (
+            {"start_mode": "first_frame", "first_frame_upload": png(), "reference_images": [png()]},
+            "A clip starts one way only",
+        ),
         ({"start_mode": "text", "first_frame_upload": png()}, "A clip starts one way only"),
         ({"first_frame_upload": png(), "reference_images": [png()]}, "A clip starts one way only"),
         ({"start_mode": "reference_images"}, "Add 1 to 3 reference images"),
-        ({"start_mode": "reference_images", "reference_images": [png() for _ in range(4)]},
-         "Use at most 3 reference images (4 were sent)."),
+        (
+            {"start_mode": "reference_images", "reference_images": [png() for _ in range(4)]},
+            "Use at most 3 reference images (4 were sent).",
+        ),
         ({"start_mode": "first_frame"}, "Choose a picture for the first frame"),
         ({"start_mode": "extend_video"}, "upload an MP4 to extend"),
         ({"start_mode": "sideways"}, "cannot start a clip that way"),
@@ -291,8 +327,12 @@ def test_forged_combinations_are_refused_before_anything_is_sent(signed_in, pict
 def test_choosing_a_clip_and_uploading_a_video_to_extend_is_refused(signed_in, pictory, enqueued, public):
     first = ready_clip(signed_in, enqueued, pictory)
     video, _, _ = rendered("16:9")
-    response = post_generate(signed_in, start_mode="extend_video", extend_video=f"clip:{first.pk}",
-                             extend_video_upload=SimpleUploadedFile("m.mp4", video, content_type="video/mp4"))
+    response = post_generate(
+        signed_in,
+        start_mode="extend_video",
+        extend_video=f"clip:{first.pk}",
+        extend_video_upload=SimpleUploadedFile("m.mp4", video, content_type="video/mp4"),
+    )
     assert response.status_code == 422
     assert "Choose one of your clips or upload a video, not both." in page(response)
     assert Clip.objects.count() == 1 and len(pictory.creates()) == 1
@@ -311,8 +351,10 @@ def test_a_held_reference_image_is_kept_when_another_field_fails(signed_in, pict
 
 
 def test_without_a_public_address_the_form_says_so_before_sending(signed_in, pictory, enqueued):
-    for fields in ({"start_mode": "first_frame", "first_frame_upload": png()},
-                   {"start_mode": "reference_images", "reference_images": [png()]}):
+    for fields in (
+        {"start_mode": "first_frame", "first_frame_upload": png()},
+        {"start_mode": "reference_images", "reference_images": [png()]},
+    ):
         response = post_generate(signed_in, **fields)
         assert response.status_code == 422
         assert "does not have one yet" in page(response) and "PUBLIC_BASE_URL" in page(response)
@@ -330,8 +372,14 @@ def test_continuing_sends_pictorys_last_frame_url_while_fresh(signed_in, pictory
     parent = ready_clip(signed_in, enqueued, pictory)
     form = page(signed_in.get(reverse("continue_clip", args=[parent.pk])))
     assert 'value="first_frame" selected' in form
-    child = create_clip(signed_in, enqueued, start_mode="first_frame", parent=str(parent.pk),
-                        first_frame_asset=str(parent.last_frame_id), prompt="The beam turns toward us")
+    child = create_clip(
+        signed_in,
+        enqueued,
+        start_mode="first_frame",
+        parent=str(parent.pk),
+        first_frame_asset=str(parent.last_frame_id),
+        prompt="The beam turns toward us",
+    )
     create = pictory.creates()[-1]
     assert create.json["firstFrameImageUrl"] == parent.remote_result["last_frame_url"]
     assert create.json["firstFrameImageUrl"].endswith("/last.png")
@@ -342,7 +390,11 @@ def test_continuing_after_the_url_went_stale_sends_our_own_copy(signed_in, picto
     parent = ready_clip(signed_in, enqueued, pictory)
     stale = {**parent.remote_result, "received_at": (timezone.now() - timedelta(hours=2)).isoformat()}
     Clip.objects.filter(pk=parent.pk).update(remote_result=stale)
-    fields = {"start_mode": "first_frame", "parent": str(parent.pk), "first_frame_asset": str(parent.last_frame_id)}
+    fields = {
+        "start_mode": "first_frame",
+        "parent": str(parent.pk),
+        "first_frame_asset": str(parent.last_frame_id),
+    }
     # No public address and a stale provider URL: nothing can be sent; the form says so.
     response = post_generate(signed_in, **fields)
     assert response.status_code == 422 and "PUBLIC_BASE_URL" in page(response)
@@ -371,7 +423,11 @@ def test_completed_with_every_field_copies_the_results_and_records_credits(signe
     assert clip.video.read() == video
     assert clip.thumbnail.read()[:2] == b"\xff\xd8"
     assert clip.last_frame.file.read() == last_png  # Pictory's last frame, not a derived one
-    assert {r.path.rsplit("/", 1)[1] for r in pictory.file_requests()} == {"video.mp4", "thumb.jpg", "last.png"}
+    assert {r.path.rsplit("/", 1)[1] for r in pictory.file_requests()} == {
+        "video.mp4",
+        "thumb.jpg",
+        "last.png",
+    }
     # Result files are not the API: the key never goes to them.
     assert all("authorization" not in r.headers for r in pictory.file_requests())
     assert clip.cost_actual == Decimal("80") and clip.cost_text == "80 credits"
@@ -380,7 +436,9 @@ def test_completed_with_every_field_copies_the_results_and_records_credits(signe
     assert "80 credits" in card and "≈" not in card
 
 
-def test_completed_without_optional_fields_derives_thumbnail_and_keeps_the_estimate(signed_in, pictory, enqueued):
+def test_completed_without_optional_fields_derives_thumbnail_and_keeps_the_estimate(
+    signed_in, pictory, enqueued
+):
     clip = create_clip(signed_in, enqueued)
     pictory.script_polls("completed-documented")
     poll(clip, enqueued)
@@ -407,12 +465,15 @@ def test_a_preview_image_is_used_when_there_is_no_thumbnail(signed_in, pictory, 
     assert "thumb.jpg" in {r.path.rsplit("/", 1)[1] for r in pictory.file_requests()}
 
 
-@pytest.mark.parametrize("step, message", [
-    ("failed", "The prompt was rejected by the content policy."),
-    ("success-false", "The model could not render this prompt."),
-    ("404", "Pictory has no record of this job."),
-    ("job-not-found", "Pictory has no record of this job."),
-])
+@pytest.mark.parametrize(
+    "step, message",
+    [
+        ("failed", "The prompt was rejected by the content policy."),
+        ("success-false", "The model could not render this prompt."),
+        ("404", "Pictory has no record of this job."),
+        ("job-not-found", "Pictory has no record of this job."),
+    ],
+)
 def test_failures_show_pictorys_message(signed_in, pictory, enqueued, step, message):
     clip = create_clip(signed_in, enqueued)
     pictory.script_polls(step)
@@ -433,19 +494,29 @@ def test_a_job_past_its_deadline_says_it_timed_out(signed_in, pictory, enqueued)
 # --- Errors ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fields", [
-    [{"field": "prompt", "message": "Describe a scene, not a list."},
-     {"field": "aspectRatio", "message": "That ratio is not available today."}],
-    [{"name": "prompt", "errors": ["Describe a scene, not a list."]},
-     {"name": "aspectRatio", "errors": "That ratio is not available today."}],
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [
+            {"field": "prompt", "message": "Describe a scene, not a list."},
+            {"field": "aspectRatio", "message": "That ratio is not available today."},
+        ],
+        [
+            {"name": "prompt", "errors": ["Describe a scene, not a list."]},
+            {"name": "aspectRatio", "errors": "That ratio is not available today."},
+        ],
+    ],
+)
 def test_a_400_shows_each_message_beside_its_form_field(signed_in, pictory, enqueued, fields):
-    pictory.reply_to_create((400, {"code": "INVALID_REQUEST_BODY", "message": "Request body is invalid",
-                                   "fields": fields}))
+    pictory.reply_to_create(
+        (400, {"code": "INVALID_REQUEST_BODY", "message": "Request body is invalid", "fields": fields})
+    )
     clip = create_clip(signed_in, enqueued)
     assert clip.status == Clip.Status.FAILED
-    assert clip.field_errors == {"prompt": ["Describe a scene, not a list."],
-                                 "aspect_ratio": ["That ratio is not available today."]}
+    assert clip.field_errors == {
+        "prompt": ["Describe a scene, not a list."],
+        "aspect_ratio": ["That ratio is not available today."],
+    }
     assert "Aspect ratio: That ratio is not available today." in clip.error
     card = page(signed_in.get(reverse("clip_card", args=[clip.pk])))
     assert reverse("retry_clip", args=[clip.pk]) in card and "Fix and try again" in card
@@ -470,13 +541,15 @@ def test_the_fakes_own_validation_errors_map_to_form_fields_in_every_shape(picto
 
 
 def test_field_error_names_are_mapped_to_form_fields():
-    assert field_errors([
-        {"field": "body.referenceImageUrls[1]", "message": "not reachable"},
-        {"name": "extendVideoUrl", "errors": ["not an MP4", "too long"]},
-        {"name": "firstFrameImageUrl", "errors": "too small"},
-        {"field": "mystery", "message": "odd"},
-        "not an entry",
-    ]) == {
+    assert field_errors(
+        [
+            {"field": "body.referenceImageUrls[1]", "message": "not reachable"},
+            {"name": "extendVideoUrl", "errors": ["not an MP4", "too long"]},
+            {"name": "firstFrameImageUrl", "errors": "too small"},
+            {"field": "mystery", "message": "odd"},
+            "not an entry",
+        ]
+    ) == {
         "reference_images": ["not reachable"],
         "extend_video": ["not an MP4", "too long"],
         "first_frame_upload": ["too small"],
@@ -495,8 +568,10 @@ def test_a_refused_key_says_so_and_never_shows_the_key(signed_in, pictory, enque
 
 
 def test_429_then_500_then_success_creates_exactly_one_job(signed_in, pictory, enqueued):
-    pictory.reply_to_create((429, {"message": "Too Many Requests"}, {"Retry-After": "7"}),
-                            (500, {"message": "Internal Server Error"}))
+    pictory.reply_to_create(
+        (429, {"message": "Too Many Requests"}, {"Retry-After": "7"}),
+        (500, {"message": "Internal Server Error"}),
+    )
     clip = create_clip(signed_in, enqueued)
     assert clip.status == Clip.Status.QUEUED and clip.error.startswith("Waiting to retry")
     assert 6 <= (clip.next_poll_at - timezone.now()).total_seconds() <= 7.5  # Retry-After honoured
@@ -593,13 +668,19 @@ def test_a_server_error_while_downloading_is_retried(signed_in, pictory, enqueue
 
 
 def test_the_webhook_with_the_right_token_makes_the_clip_due_and_nothing_else(
-        signed_in, pictory, enqueued, public, client):
+    signed_in, pictory, enqueued, public, client
+):
     clip = create_clip(signed_in, enqueued)
     url = reverse("pictory_webhook", args=[clip.webhook_token])
     assert pictory.creates()[0].json["webhook"] == PUBLIC + url
     before = Clip.objects.get(pk=clip.pk)
-    forged = json.dumps({"job_id": clip.remote_id, "success": True,
-                         "data": {"status": "completed", "url": "https://evil.example/x.mp4"}})
+    forged = json.dumps(
+        {
+            "job_id": clip.remote_id,
+            "success": True,
+            "data": {"status": "completed", "url": "https://evil.example/x.mp4"},
+        }
+    )
     response = client.post(url, forged, content_type="application/json")
     assert response.status_code == 204
     clip.refresh_from_db()

@@ -38,14 +38,25 @@ def postgres_ready():
         return False
 
 
-needs_postgres = pytest.mark.skipif(not postgres_ready(), reason=f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT} as user postgres")
-needs_redis = pytest.mark.skipif(not reachable("127.0.0.1", 6379), reason="Redis is not reachable on 127.0.0.1:6379")
+needs_postgres = pytest.mark.skipif(
+    not postgres_ready(), reason=f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT} as user postgres"
+)
+needs_redis = pytest.mark.skipif(
+    not reachable("127.0.0.1", 6379), reason="Redis is not reachable on 127.0.0.1:6379"
+)
 
 
 def base_env(tmp_path, database_url, **extra):
-    env = {**os.environ, "DATABASE_URL": database_url, "MEDIA_ROOT": str(tmp_path / "media"),
-           "SECRET_KEY": "scaleout-test-key", "STUDIO_IGNORE_DOTENV": "1", "PICTORY_API_KEY": "",
-           "OPENROUTER_API_KEY": "", **extra}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "SECRET_KEY": "scaleout-test-key",
+        "STUDIO_IGNORE_DOTENV": "1",
+        "PICTORY_API_KEY": "",
+        "OPENROUTER_API_KEY": "",
+        **extra,
+    }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return env
 
@@ -55,15 +66,29 @@ def test_job_and_fault_tests_pass_again_on_postgresql(tmp_path):
     database = f"lastframe_ci_{uuid.uuid4().hex[:8]}"
     env = base_env(tmp_path, f"postgres://postgres@{PG_HOST}:{PG_PORT}/{database}")
     files = [str(p) for p in (ROOT / "tests/test_jobs.py", ROOT / "tests/test_faults.py") if p.exists()]
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout
 
 
 def manage(env, *args, input_text=None, timeout=120):
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout, input=input_text, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input_text,
+        check=True,
+    ).stdout
 
 
 SHELL_CREATE = """
@@ -95,16 +120,29 @@ def test_two_workers_on_redis_and_postgresql_make_every_clip_once(tmp_path):
     with psycopg.connect(f"host={PG_HOST} user=postgres dbname=postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
     redis.Redis.from_url(REDIS).flushdb()
-    env = base_env(tmp_path, f"postgres://postgres@{PG_HOST}:{PG_PORT}/{database}", REDIS_URL=REDIS,
-                   SIMULATOR_DELAY_SECONDS="0.5", Q_WORKERS="2", POLL_SWEEP_SECONDS="30")
+    env = base_env(
+        tmp_path,
+        f"postgres://postgres@{PG_HOST}:{PG_PORT}/{database}",
+        REDIS_URL=REDIS,
+        SIMULATOR_DELAY_SECONDS="0.5",
+        Q_WORKERS="2",
+        POLL_SWEEP_SECONDS="30",
+    )
     workers = []
     try:
         manage(env, "migrate", "--noinput")
         # Two clusters, as on two machines, sharing one database and one broker.
         for n in range(2):
             log = open(tmp_path / f"worker{n}.log", "w")
-            workers.append(subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-                                            stdout=log, stderr=subprocess.STDOUT))
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "manage.py", "qcluster"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         manage(env, "shell", "-c", SHELL_CREATE.format(count=6))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -2,10 +2,10 @@
 
 import logging
 import os
+import struct
 import subprocess
 import sys
 import zlib
-import struct
 from pathlib import Path
 
 import pytest
@@ -20,16 +20,32 @@ from .images import jpeg_bytes, png_bytes
 pytestmark = pytest.mark.django_db
 
 ROOT = Path(__file__).resolve().parents[1]
-GOOD = {"model": "simulator:cinema", "prompt": "A quiet harbour at dawn", "aspect_ratio": "16:9", "duration": "4"}
+GOOD = {
+    "model": "simulator:cinema",
+    "prompt": "A quiet harbour at dawn",
+    "aspect_ratio": "16:9",
+    "duration": "4",
+}
 
 
 def bomb_png(width=30000, height=30000) -> bytes:
     """A tiny file that claims a huge picture (a decompression bomb)."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     raw = zlib.compress(b"\x00" * (width // 8 + 1) * 16)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
 
 
 def upload(name, data, ctype="image/png"):
@@ -38,8 +54,16 @@ def upload(name, data, ctype="image/png"):
 
 @pytest.fixture
 def theirs(other_user):
-    clip = Clip.objects.create(owner=other_user, provider="simulator", model_key="cinema", model_label="Sim",
-                               prompt="Their private clip", status=Clip.Status.READY, aspect_ratio="16:9", duration=4)
+    clip = Clip.objects.create(
+        owner=other_user,
+        provider="simulator",
+        model_key="cinema",
+        model_label="Sim",
+        prompt="Their private clip",
+        status=Clip.Status.READY,
+        aspect_ratio="16:9",
+        duration=4,
+    )
     clip.video.save("video.mp4", ContentFile(b"their video"), save=False)
     clip.thumbnail.save("thumbnail.jpg", ContentFile(jpeg_bytes()), save=False)
     clip.save()
@@ -52,22 +76,55 @@ def hostile_requests(theirs):
     clip, asset = theirs
     c, a = clip.pk, asset.pk
     posts = [
-        {**GOOD, "prompt": ""}, {**GOOD, "prompt": "abcd"}, {**GOOD, "prompt": "x" * 5001},
-        {**GOOD, "prompt": " " * 50}, {**GOOD, "aspect_ratio": "21:9"}, {**GOOD, "aspect_ratio": "<script>alert(1)</script>"},
-        {**GOOD, "aspect_ratio": ""}, {**GOOD, "duration": "7"}, {**GOOD, "duration": "-4"}, {**GOOD, "duration": "1e9"},
-        {**GOOD, "duration": "4.5"}, {**GOOD, "model": "nope:nothing"}, {**GOOD, "model": ""},
-        {**GOOD, "model": "simulator:cinema' OR '1'='1"}, {**GOOD, "model": "simulator:motion", "aspect_ratio": "21:9"},
-        {**GOOD, "parent": c}, {**GOOD, "parent": 999999}, {**GOOD, "parent": "abc"}, {**GOOD, "parent": "-1"},
-        {**GOOD, "first_frame_asset": a}, {**GOOD, "first_frame_asset": "abc"}, {**GOOD, "first_frame_asset": 10**12},
-        {**GOOD, "start_mode": "extend_video"}, {**GOOD, "start_mode": "no-such-mode"},
-        {**GOOD, "first_frame_upload": upload("evil.svg", b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>', "image/svg+xml")},
+        {**GOOD, "prompt": ""},
+        {**GOOD, "prompt": "abcd"},
+        {**GOOD, "prompt": "x" * 5001},
+        {**GOOD, "prompt": " " * 50},
+        {**GOOD, "aspect_ratio": "21:9"},
+        {**GOOD, "aspect_ratio": "<script>alert(1)</script>"},
+        {**GOOD, "aspect_ratio": ""},
+        {**GOOD, "duration": "7"},
+        {**GOOD, "duration": "-4"},
+        {**GOOD, "duration": "1e9"},
+        {**GOOD, "duration": "4.5"},
+        {**GOOD, "model": "nope:nothing"},
+        {**GOOD, "model": ""},
+        {**GOOD, "model": "simulator:cinema' OR '1'='1"},
+        {**GOOD, "model": "simulator:motion", "aspect_ratio": "21:9"},
+        {**GOOD, "parent": c},
+        {**GOOD, "parent": 999999},
+        {**GOOD, "parent": "abc"},
+        {**GOOD, "parent": "-1"},
+        {**GOOD, "first_frame_asset": a},
+        {**GOOD, "first_frame_asset": "abc"},
+        {**GOOD, "first_frame_asset": 10**12},
+        {**GOOD, "start_mode": "extend_video"},
+        {**GOOD, "start_mode": "no-such-mode"},
+        {
+            **GOOD,
+            "first_frame_upload": upload(
+                "evil.svg", b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>', "image/svg+xml"
+            ),
+        },
         {**GOOD, "first_frame_upload": upload("cut.jpg", jpeg_bytes(size=(400, 300))[:500], "image/jpeg")},
         {**GOOD, "first_frame_upload": upload("doc.png", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj")},
         {**GOOD, "first_frame_upload": upload("bomb.png", bomb_png())},
         {**GOOD, "first_frame_upload": upload("empty.png", b"")},
-        {**GOOD, "first_frame_upload": upload("page.png", b"<html><script>alert(1)</script></html>", "text/html")},
-        {**GOOD, "first_frame_upload": upload("poly.png", png_bytes()[:60] + b"<script>alert(1)</script>" + png_bytes()[60:])},
-        {**GOOD, "prompt": "ok", "first_frame_upload": upload("x.gif", b"GIF89a" + b"\x00" * 40, "image/gif")},
+        {
+            **GOOD,
+            "first_frame_upload": upload("page.png", b"<html><script>alert(1)</script></html>", "text/html"),
+        },
+        {
+            **GOOD,
+            "first_frame_upload": upload(
+                "poly.png", png_bytes()[:60] + b"<script>alert(1)</script>" + png_bytes()[60:]
+            ),
+        },
+        {
+            **GOOD,
+            "prompt": "ok",
+            "first_frame_upload": upload("x.gif", b"GIF89a" + b"\x00" * 40, "image/gif"),
+        },
     ]
     requests = [("post", "/generate/", data, {400, 404, 422}) for data in posts]
     requests += [
@@ -106,21 +163,46 @@ def hostile_requests(theirs):
         ("get", f"/assets/{a}/poster.jpg", None, {404}),
         ("post", "/inputs/", {"field": "first_frame", "link": "http://127.0.0.1:9/x.png"}, {422}),
         ("post", "/inputs/", {"field": "first_frame", "link": "file:///etc/passwd"}, {422}),
-        ("post", "/inputs/", {"field": "first_frame", "link": "http://169.254.169.254/latest/meta-data/"}, {422}),
+        (
+            "post",
+            "/inputs/",
+            {"field": "first_frame", "link": "http://169.254.169.254/latest/meta-data/"},
+            {422},
+        ),
         ("post", "/inputs/", {"field": "../../etc", "file": upload("a.png", png_bytes())}, {400}),
         ("post", "/inputs/", {"field": "first_frame", "file": upload("bomb.png", bomb_png())}, {422}),
-        ("post", "/inputs/", {"field": "extend_video", "file": upload("v.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, "video/mp4")}, {422}),
+        (
+            "post",
+            "/inputs/",
+            {
+                "field": "extend_video",
+                "file": upload("v.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, "video/mp4"),
+            },
+            {422},
+        ),
         ("get", "/inputs/", None, {405}),
         ("get", "/providers/refresh/", None, {405}),
         ("get", "/hooks/openrouter/anything/", None, {404, 405}),
         ("post", "/hooks/openrouter/not-a-token/", {"type": "video.generation.completed"}, {401, 404}),
-        ("post", f"/hooks/openrouter/{clip.webhook_token}/", {"type": "video.generation.completed"}, {401, 404}),
-        ("post", "/setup/", {"username": "mallory", "password1": "fox-in-the-snow-42", "password2": "fox-in-the-snow-42"}, {302}),
+        (
+            "post",
+            f"/hooks/openrouter/{clip.webhook_token}/",
+            {"type": "video.generation.completed"},
+            {401, 404},
+        ),
+        (
+            "post",
+            "/setup/",
+            {"username": "mallory", "password1": "fox-in-the-snow-42", "password2": "fox-in-the-snow-42"},
+            {302},
+        ),
     ]
     return requests
 
 
-def test_fifty_hostile_requests_are_refused_without_a_server_error(signed_in, theirs, enqueued, django_user_model):
+def test_fifty_hostile_requests_are_refused_without_a_server_error(
+    signed_in, theirs, enqueued, django_user_model
+):
     requests = hostile_requests(theirs)
     assert len(requests) >= 50
     clips, assets, users = Clip.objects.count(), Asset.objects.count(), django_user_model.objects.count()
@@ -160,15 +242,30 @@ def test_no_secret_in_any_page_error_page_or_log_line(signed_in, user, settings,
     settings.PICTORY_API_BASE_URL = "http://127.0.0.1:9/pictoryapis"  # nothing listens: errors
     settings.OPENROUTER_API_BASE_URL = "http://127.0.0.1:9/api/v1"
     caplog.set_level(logging.DEBUG)
-    clip = Clip.objects.create(owner=user, provider="pictory", model_key="veo3.1", model_label="Veo 3.1",
-                               prompt="A secret-free clip", aspect_ratio="16:9", duration=4)
+    clip = Clip.objects.create(
+        owner=user,
+        provider="pictory",
+        model_key="veo3.1",
+        model_label="Veo 3.1",
+        prompt="A secret-free clip",
+        aspect_ratio="16:9",
+        duration=4,
+    )
     from studio import jobs
 
     jobs.submit_clip(clip.pk)  # fails to connect: messages and logs are written
     clip.refresh_from_db()
     Clip.objects.filter(pk=clip.pk).update(status=Clip.Status.FAILED, error="Pictory refused the API key.")
-    pages = ["/", "/providers/", f"/clips/{clip.pk}/", f"/clips/{clip.pk}/card/", f"/clips/{clip.pk}/retry/",
-             "/generate/options/?model=pictory:veo3.1", "/clips/424242/", "/no/such/page/"]
+    pages = [
+        "/",
+        "/providers/",
+        f"/clips/{clip.pk}/",
+        f"/clips/{clip.pk}/card/",
+        f"/clips/{clip.pk}/retry/",
+        "/generate/options/?model=pictory:veo3.1",
+        "/clips/424242/",
+        "/no/such/page/",
+    ]
     seen = ""
     for url in pages:
         response = signed_in.get(url)
@@ -185,9 +282,19 @@ def test_debug_is_off_unless_asked_for():
     env = {k: v for k, v in os.environ.items() if k != "DEBUG"}
     env["STUDIO_IGNORE_DOTENV"] = "1"
     code = "import studio.settings as s; print(s.DEBUG)"
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True).stdout.strip() == "False"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        ).stdout.strip()
+        == "False"
+    )
     env["DEBUG"] = "true"
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True).stdout.strip() == "True"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        ).stdout.strip()
+        == "True"
+    )
 
 
 def test_a_server_error_page_shows_nothing_inside(client, settings, monkeypatch):
@@ -198,10 +305,11 @@ def test_a_server_error_page_shows_nothing_inside(client, settings, monkeypatch)
         raise RuntimeError(f"internal detail {SECRETS['PICTORY_API_KEY']}")
 
     monkeypatch.setattr("studio.views.healthz", boom)
+    import importlib
+
     from django.urls import clear_url_caches
 
     import studio.urls
-    import importlib
 
     importlib.reload(studio.urls)
     clear_url_caches()

@@ -49,7 +49,10 @@ def memory_storage(settings, monkeypatch):
         return own_path(self, name)
 
     monkeypatch.setattr(InMemoryStorage, "path", no_path)
-    settings.STORAGES = {"default": {"BACKEND": "django.core.files.storage.InMemoryStorage"}, "staticfiles": STATIC}
+    settings.STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+        "staticfiles": STATIC,
+    }
     # setting_changed resets django.core.files.storage.storages and default_storage.
     assert isinstance(default_storage, InMemoryStorage)
     yield default_storage
@@ -79,7 +82,10 @@ def test_local_copy_is_the_file_itself_on_disk_and_a_temporary_copy_otherwise(se
         assert path == Path(asset.file.path)
     assert path.exists()
 
-    settings.STORAGES = {"default": {"BACKEND": "django.core.files.storage.InMemoryStorage"}, "staticfiles": STATIC}
+    settings.STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+        "staticfiles": STATIC,
+    }
     stored = Asset(owner=user)
     stored.file.save("image.png", ContentFile(png_bytes()), save=False)
     assert media.local_path(stored.file.storage, stored.file.name) is None
@@ -88,12 +94,13 @@ def test_local_copy_is_the_file_itself_on_disk_and_a_temporary_copy_otherwise(se
     assert not copy.exists()
 
 
-def test_the_whole_simulator_flow_runs_on_a_storage_without_local_paths(memory_storage, signed_in, user,
-                                                                        other_user, client, settings, enqueued):
+def test_the_whole_simulator_flow_runs_on_a_storage_without_local_paths(
+    memory_storage, signed_in, user, other_user, client, settings, enqueued
+):
     clip = ready_clip(user, prompt="A paper boat on a rain-soaked street")
     assert clip.video.storage is default_storage
     with pytest.raises(NotImplementedError):
-        clip.video.path  # the guard works: a local path would fail the flow
+        _ = clip.video.path  # the guard works: a local path would fail the flow
     for name in (clip.video.name, clip.thumbnail.name, clip.last_frame.file.name):
         assert memory_storage.exists(name)
     assert local_files(settings) == []
@@ -109,16 +116,22 @@ def test_the_whole_simulator_flow_runs_on_a_storage_without_local_paths(memory_s
     assert local_files(settings) == []
 
     # Serving, after the owner check: a redirect to the storage's own address for the file.
-    for url, name in ((f"/clips/{clip.pk}/video.mp4", clip.video.name),
-                      (f"/clips/{clip.pk}/video.mp4?download=1", clip.video.name),
-                      (f"/clips/{clip.pk}/thumbnail.jpg", clip.thumbnail.name),
-                      (f"/assets/{clip.last_frame_id}/", clip.last_frame.file.name)):
+    for url, name in (
+        (f"/clips/{clip.pk}/video.mp4", clip.video.name),
+        (f"/clips/{clip.pk}/video.mp4?download=1", clip.video.name),
+        (f"/clips/{clip.pk}/thumbnail.jpg", clip.thumbnail.name),
+        (f"/assets/{clip.last_frame_id}/", clip.last_frame.file.name),
+    ):
         response = signed_in.get(url, HTTP_RANGE="bytes=0-99")
         assert response.status_code == 302, url
         assert response["Location"] == memory_storage.url(name)
         assert "no-store" in response["Cache-Control"]
     client.force_login(other_user)
-    for url in (f"/clips/{clip.pk}/video.mp4", f"/clips/{clip.pk}/thumbnail.jpg", f"/assets/{clip.last_frame_id}/"):
+    for url in (
+        f"/clips/{clip.pk}/video.mp4",
+        f"/clips/{clip.pk}/thumbnail.jpg",
+        f"/assets/{clip.last_frame_id}/",
+    ):
         assert client.get(url).status_code == 404
     client.logout()
     # The published copy (for providers, which follow redirects): by its token alone.
@@ -128,18 +141,23 @@ def test_the_whole_simulator_flow_runs_on_a_storage_without_local_paths(memory_s
     assert client.get(f"/p/{asset.public_token}/other.png").status_code == 404
 
 
-def test_inputs_are_checked_kept_and_previewed_through_the_storage(memory_storage, signed_in, user, settings,
-                                                                   tmp_path):
-    response = signed_in.post("/inputs/", {"field": "first_frame",
-                                           "file": SimpleUploadedFile("still.png", png_bytes(), "image/png")})
+def test_inputs_are_checked_kept_and_previewed_through_the_storage(
+    memory_storage, signed_in, user, settings, tmp_path
+):
+    response = signed_in.post(
+        "/inputs/",
+        {"field": "first_frame", "file": SimpleUploadedFile("still.png", png_bytes(), "image/png")},
+    )
     assert response.status_code == 200, response.content
     image = Asset.objects.get(owner=user, kind="image")
     assert Image.open(io.BytesIO(stored_bytes(image.file))).size == (320, 180)
 
     path = tmp_path / "mine.mp4"
     render(path, "My own footage", "16:9", 1, None)
-    response = signed_in.post("/inputs/", {"field": "extend_video",
-                                           "file": SimpleUploadedFile("mine.mp4", path.read_bytes(), "video/mp4")})
+    response = signed_in.post(
+        "/inputs/",
+        {"field": "extend_video", "file": SimpleUploadedFile("mine.mp4", path.read_bytes(), "video/mp4")},
+    )
     assert response.status_code == 200, response.content
     video = Asset.objects.get(owner=user, kind="video")
     assert "1 s" in response.content.decode() and memory_storage.exists(video.file.name)
@@ -152,11 +170,14 @@ def test_inputs_are_checked_kept_and_previewed_through_the_storage(memory_storag
     from studio.providers.openrouter import _image_url
 
     url = _image_url(image.image_input())
-    assert url.startswith("data:image/png;base64,") and image.image_input().read_bytes() == stored_bytes(image.file)
+    assert url.startswith("data:image/png;base64,") and image.image_input().read_bytes() == stored_bytes(
+        image.file
+    )
 
 
-def test_a_chain_is_joined_through_the_storage(memory_storage, signed_in, user, settings, enqueued, tmp_path,
-                                               django_capture_on_commit_callbacks):
+def test_a_chain_is_joined_through_the_storage(
+    memory_storage, signed_in, user, settings, enqueued, tmp_path, django_capture_on_commit_callbacks
+):
     root = ready_clip(user, prompt="A paper lantern drifts over a dark lake")
     take = ready_clip(user, parent=root, first_frame=root.last_frame, prompt="The lantern rises into snow")
     enqueued.clear()
@@ -204,8 +225,15 @@ def settings_storages(extra_env: dict) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(STUDIO_IGNORE_DOTENV="1", SECRET_KEY="test-only", **extra_env)
     code = "import json, studio.settings as s; print(json.dumps(s.STORAGES))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=django_settings.BASE_DIR,
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=django_settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -224,7 +252,9 @@ def test_settings_choose_s3_when_a_bucket_is_set():
     plain = settings_storages({})
     assert plain["default"]["BACKEND"] == "django.core.files.storage.FileSystemStorage"
     assert plain["staticfiles"] == STATIC
-    assert settings_storages({"AWS_STORAGE_BUCKET_NAME": "b"})["default"]["OPTIONS"]["querystring_expire"] == 600
+    assert (
+        settings_storages({"AWS_STORAGE_BUCKET_NAME": "b"})["default"]["OPTIONS"]["querystring_expire"] == 600
+    )
 
 
 @pytest.fixture
@@ -237,10 +267,17 @@ def no_network(monkeypatch):
 
 
 S3_OPTIONS = {
-    "bucket_name": "studio-media", "endpoint_url": "http://127.0.0.1:9", "region_name": "eu-central-1",
-    "access_key": "AKIAFAKEFAKEFAKE", "secret_key": "fake-secret-not-real", "location": "lastframe",
-    "signature_version": "s3v4", "default_acl": "private", "file_overwrite": False,
-    "querystring_auth": True, "querystring_expire": 600,
+    "bucket_name": "studio-media",
+    "endpoint_url": "http://127.0.0.1:9",
+    "region_name": "eu-central-1",
+    "access_key": "AKIAFAKEFAKEFAKE",
+    "secret_key": "fake-secret-not-real",
+    "location": "lastframe",
+    "signature_version": "s3v4",
+    "default_acl": "private",
+    "file_overwrite": False,
+    "querystring_auth": True,
+    "querystring_expire": 600,
 }
 
 
@@ -254,18 +291,32 @@ def test_s3_storage_gives_presigned_urls_without_a_network_call(no_network):
     assert media.local_path(storage, "clips/abc/video.mp4") is None
 
 
-def test_media_views_redirect_to_a_presigned_url_on_s3(no_network, settings, signed_in, user, other_user, client):
-    settings.STORAGES = {"default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": S3_OPTIONS},
-                         "staticfiles": STATIC}
-    clip = Clip.objects.create(owner=user, provider="simulator", model_key="cinema", model_label="Sim",
-                               prompt="A quiet harbour", status=Clip.Status.READY,
-                               video="clips/abc/video.mp4", thumbnail="clips/abc/thumbnail.jpg")
+def test_media_views_redirect_to_a_presigned_url_on_s3(
+    no_network, settings, signed_in, user, other_user, client
+):
+    settings.STORAGES = {
+        "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": S3_OPTIONS},
+        "staticfiles": STATIC,
+    }
+    clip = Clip.objects.create(
+        owner=user,
+        provider="simulator",
+        model_key="cinema",
+        model_label="Sim",
+        prompt="A quiet harbour",
+        status=Clip.Status.READY,
+        video="clips/abc/video.mp4",
+        thumbnail="clips/abc/thumbnail.jpg",
+    )
     response = signed_in.get(f"/clips/{clip.pk}/video.mp4?download=1")
     assert response.status_code == 302
     location = response["Location"]
     assert location.startswith("http://127.0.0.1:9/studio-media/lastframe/clips/abc/video.mp4?")
     assert "X-Amz-Signature=" in location and "X-Amz-Expires=600" in location
-    assert "response-content-disposition=attachment" in location and "response-content-type=video%2Fmp4" in location
+    assert (
+        "response-content-disposition=attachment" in location
+        and "response-content-type=video%2Fmp4" in location
+    )
     assert "fake-secret-not-real" not in location
     thumb = signed_in.get(f"/clips/{clip.pk}/thumbnail.jpg")
     assert thumb.status_code == 302 and "response-content-type=image%2Fjpeg" in thumb["Location"]

@@ -30,7 +30,9 @@ def test_first_visit_with_no_user_offers_to_create_the_account(client):
 
 
 def test_first_account_becomes_admin_and_is_signed_in(client):
-    response = client.post("/setup/", {"username": "ana", "password1": "fox-in-the-snow-42", "password2": "fox-in-the-snow-42"})
+    response = client.post(
+        "/setup/", {"username": "ana", "password1": "fox-in-the-snow-42", "password2": "fox-in-the-snow-42"}
+    )
     assert response.status_code == 302 and response.url == "/"
     user = get_user_model().objects.get()
     assert user.is_superuser and user.is_staff
@@ -39,7 +41,10 @@ def test_first_account_becomes_admin_and_is_signed_in(client):
 
 def test_setup_is_closed_once_a_user_exists(client, user):
     assert client.get("/setup/").url == "/accounts/login/"
-    client.post("/setup/", {"username": "mallory", "password1": "fox-in-the-snow-42", "password2": "fox-in-the-snow-42"})
+    client.post(
+        "/setup/",
+        {"username": "mallory", "password1": "fox-in-the-snow-42", "password2": "fox-in-the-snow-42"},
+    )
     assert get_user_model().objects.count() == 1
 
 
@@ -73,7 +78,9 @@ def test_unfinished_card_polls_itself_and_finished_card_does_not(signed_in, user
     html = signed_in.get(f"/clips/{ready.pk}/card/", HTTP_HX_REQUEST="true").content.decode()
     assert "hx-trigger" not in html
     assert "Ready" in html and "Continue from last frame" in html
-    assert f'poster="/clips/{ready.pk}/thumbnail.jpg"' in html and f'src="/clips/{ready.pk}/video.mp4"' in html
+    assert (
+        f'poster="/clips/{ready.pk}/thumbnail.jpg"' in html and f'src="/clips/{ready.pk}/video.mp4"' in html
+    )
 
 
 def test_failed_card_says_why(signed_in, user, enqueued):
@@ -96,10 +103,17 @@ def test_continue_opens_the_form_with_the_last_frame_model_and_ratio(signed_in, 
 
 def test_continue_posts_a_child_that_records_its_parent(signed_in, user, enqueued):
     parent = ready_clip(user)
-    response = signed_in.post("/generate/", {
-        "model": "simulator:cinema", "prompt": "The next moment", "aspect_ratio": "16:9", "duration": "4",
-        "parent": parent.pk, "first_frame_asset": parent.last_frame_id,
-    })
+    response = signed_in.post(
+        "/generate/",
+        {
+            "model": "simulator:cinema",
+            "prompt": "The next moment",
+            "aspect_ratio": "16:9",
+            "duration": "4",
+            "parent": parent.pk,
+            "first_frame_asset": parent.last_frame_id,
+        },
+    )
     assert response.status_code == 302
     child = Clip.objects.exclude(pk=parent.pk).get()
     assert child.parent == parent and child.first_frame_id == parent.last_frame_id
@@ -116,7 +130,7 @@ def test_clip_page_shows_the_chain_from_root_to_clip(signed_in, user, enqueued):
     middle = ready_clip(user, parent=root, first_frame=root.last_frame, prompt="Middle shot of the story")
     leaf = new_clip(user, parent=middle, first_frame=middle.last_frame, prompt="Last shot of the story")
     html = signed_in.get(f"/clips/{leaf.pk}/").content.decode()
-    strip = html[html.index('class="chain-strip"'):]
+    strip = html[html.index('class="chain-strip"') :]
     positions = [strip.index(f"#{c.pk} · ") for c in (root, middle, leaf)]
     assert positions == sorted(positions)
     assert "3 clips" in html
@@ -125,8 +139,14 @@ def test_clip_page_shows_the_chain_from_root_to_clip(signed_in, user, enqueued):
 def test_other_users_clips_and_files_are_404(client, user, other_user, enqueued):
     clip = ready_clip(user)
     client.force_login(other_user)
-    for url in (f"/clips/{clip.pk}/", f"/clips/{clip.pk}/card/", f"/clips/{clip.pk}/continue/",
-                f"/clips/{clip.pk}/video.mp4", f"/clips/{clip.pk}/thumbnail.jpg", f"/assets/{clip.last_frame_id}/"):
+    for url in (
+        f"/clips/{clip.pk}/",
+        f"/clips/{clip.pk}/card/",
+        f"/clips/{clip.pk}/continue/",
+        f"/clips/{clip.pk}/video.mp4",
+        f"/clips/{clip.pk}/thumbnail.jpg",
+        f"/assets/{clip.last_frame_id}/",
+    ):
         assert client.get(url).status_code == 404, url
     assert f"clip-{clip.pk}" not in client.get("/").content.decode()
 
@@ -147,7 +167,9 @@ def test_video_is_served_whole_and_by_range(signed_in, user, enqueued):
     assert b"".join(part.streaming_content) == whole[100:200]
     tail = signed_in.get(f"/clips/{clip.pk}/video.mp4", HTTP_RANGE="bytes=-10")
     assert b"".join(tail.streaming_content) == whole[-10:]
-    assert signed_in.get(f"/clips/{clip.pk}/video.mp4", HTTP_RANGE=f"bytes={len(whole) + 5}-").status_code == 416
+    assert (
+        signed_in.get(f"/clips/{clip.pk}/video.mp4", HTTP_RANGE=f"bytes={len(whole) + 5}-").status_code == 416
+    )
 
 
 def test_download_link_names_the_file(signed_in, user, enqueued):
@@ -166,8 +188,14 @@ def test_published_file_needs_its_exact_token(client, user):
 
 def test_gallery_pages_by_24(signed_in, user):
     for n in range(30):
-        Clip.objects.create(owner=user, provider="simulator", model_key="cinema", model_label="Sim",
-                            prompt=f"Clip number {n}", status=Clip.Status.FAILED)
+        Clip.objects.create(
+            owner=user,
+            provider="simulator",
+            model_key="cinema",
+            model_label="Sim",
+            prompt=f"Clip number {n}",
+            status=Clip.Status.FAILED,
+        )
     html = signed_in.get("/").content.decode()
     assert html.count('class="card ') == 24 and 'hx-trigger="revealed"' in html
     oldest_shown = Clip.objects.order_by("-pk")[23].pk

@@ -62,7 +62,8 @@ class ModelSpec:
         options do not decide between them) the highest is taken: an estimate should not
         promise less than the bill."""
         fitting = [
-            (res, price) for res, audio, price in self.second_prices
+            (res, price)
+            for res, audio, price in self.second_prices
             if (not res or not resolution or res == resolution)
             and (audio is None or generate_audio is None or audio == bool(generate_audio))
         ]
@@ -72,8 +73,9 @@ class ModelSpec:
             return max(candidates)
         return self.cost_per_second
 
-    def estimate_cost(self, seconds: int | None, resolution: str = "",
-                      generate_audio: bool | None = None) -> Decimal | None:
+    def estimate_cost(
+        self, seconds: int | None, resolution: str = "", generate_audio: bool | None = None
+    ) -> Decimal | None:
         rate = self.rate_for(resolution, generate_audio)
         if rate is None or not seconds:
             return None

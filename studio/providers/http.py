@@ -71,7 +71,9 @@ def save_stream(response: httpx.Response, destination: Path, vendor: str) -> Non
             for chunk in response.iter_bytes(64 * 1024):
                 written += len(chunk)
                 if written > MAX_DOWNLOAD_BYTES:
-                    raise ProviderError(f"The file from {vendor} is far too large for a clip.", permanent=True)
+                    raise ProviderError(
+                        f"The file from {vendor} is far too large for a clip.", permanent=True
+                    )
                 fh.write(chunk)
     except BaseException:
         destination.unlink(missing_ok=True)
@@ -145,8 +147,11 @@ def json_object(response: httpx.Response, vendor: str, method: str) -> dict:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise ProviderError(f"{vendor} sent an answer that is not JSON; will try again.",
-                            outcome_unknown=method == "POST", status_code=response.status_code)
+        raise ProviderError(
+            f"{vendor} sent an answer that is not JSON; will try again.",
+            outcome_unknown=method == "POST",
+            status_code=response.status_code,
+        )
     return body
 
 

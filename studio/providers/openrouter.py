@@ -27,8 +27,16 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from .base import ImageInput, ModelSpec, ProviderError, RemoteStatus, Submission
-from .http import (HostedProvider, clamped_seconds, decimal_or_none, json_object, retry_after, save_stream,
-                   text, transport_errors)
+from .http import (
+    HostedProvider,
+    clamped_seconds,
+    decimal_or_none,
+    json_object,
+    retry_after,
+    save_stream,
+    text,
+    transport_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +118,11 @@ class OpenRouterProvider(HostedProvider):
 
     @classmethod
     def configuration(cls) -> tuple[str, str, float]:
-        return (settings.OPENROUTER_API_KEY, settings.OPENROUTER_API_BASE_URL,
-                float(settings.OPENROUTER_TIMEOUT_SECONDS))
+        return (
+            settings.OPENROUTER_API_KEY,
+            settings.OPENROUTER_API_BASE_URL,
+            float(settings.OPENROUTER_TIMEOUT_SECONDS),
+        )
 
     # --- The model list (cached in the database) ----------------------------------------
 
@@ -122,8 +133,9 @@ class OpenRouterProvider(HostedProvider):
 
         row = ProviderModelCache.objects.filter(provider=NAME).first()
         never_read = row is None or row.fetched_at is None
-        if never_read and (row is None or row.checked_at is None
-                           or timezone.now() - row.checked_at > RETRY_FROM_PAGE_AFTER):
+        if never_read and (
+            row is None or row.checked_at is None or timezone.now() - row.checked_at > RETRY_FROM_PAGE_AFTER
+        ):
             try:
                 self.refresh_models(timeout=PAGE_FETCH_TIMEOUT)
             except ProviderError as exc:
@@ -143,9 +155,14 @@ class OpenRouterProvider(HostedProvider):
 
         now = timezone.now()
         try:
-            entries = model_entries(self._request("GET", "/videos/models", timeout=timeout,
-                                                  not_found="OpenRouter has no video model list here "
-                                                            "(check OPENROUTER_API_BASE_URL)."))
+            entries = model_entries(
+                self._request(
+                    "GET",
+                    "/videos/models",
+                    timeout=timeout,
+                    not_found="OpenRouter has no video model list here (check OPENROUTER_API_BASE_URL).",
+                )
+            )
         except ProviderError as exc:
             _save_cache(ProviderModelCache, {"checked_at": now, "error": exc.message})
             raise
@@ -168,8 +185,10 @@ class OpenRouterProvider(HostedProvider):
         if row is None or (row.fetched_at is None and not row.error):
             return "OpenRouter's model list has not been read yet."
         if row.fetched_at is None:
-            return (f"Could not read OpenRouter's model list: {row.error} No OpenRouter model is "
-                    "offered until it can be read; try “Refresh models”.")
+            return (
+                f"Could not read OpenRouter's model list: {row.error} No OpenRouter model is "
+                "offered until it can be read; try “Refresh models”."
+            )
         count = len(specs_from(row.data))
         note = f"{count} video model{'s' if count != 1 else ''}, list read {timesince(row.fetched_at)} ago."
         if row.error:
@@ -194,8 +213,16 @@ class OpenRouterProvider(HostedProvider):
             headers["Content-Type"] = "application/json"
         return headers
 
-    def _request(self, method: str, path: str, *, json: dict | None = None, stream_to: Path | None = None,
-                 timeout: float | None = None, not_found: str = NO_SUCH_JOB) -> dict:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict | None = None,
+        stream_to: Path | None = None,
+        timeout: float | None = None,
+        not_found: str = NO_SUCH_JOB,
+    ) -> dict:
         """Send one request and return the JSON body of a 2xx answer, or write the body to
         `stream_to`. Every other outcome becomes a ProviderError in our words.
 
@@ -234,17 +261,25 @@ class OpenRouterProvider(HostedProvider):
         if status == 429 or status == 408 or status >= 500:
             what = "OpenRouter's file download" if download else "OpenRouter"
             detail = "asked us to slow down" if status == 429 else "had a problem on its side"
-            return ProviderError(f"{what} {detail} ({status}).", retry_after=retry_after(response),
-                                 status_code=status)
+            return ProviderError(
+                f"{what} {detail} ({status}).", retry_after=retry_after(response), status_code=status
+            )
         if download:
             if status == 401:
                 return ProviderError(KEY_REFUSED, permanent=True, status_code=status)
-            return ProviderError(f"The video file at OpenRouter could not be downloaded ({status}).",
-                                 permanent=True, status_code=status)
+            return ProviderError(
+                f"The video file at OpenRouter could not be downloaded ({status}).",
+                permanent=True,
+                status_code=status,
+            )
         if status == 400:
             found = field_errors(message, metadata)
-            return ProviderError("OpenRouter did not accept these settings.", permanent=True,
-                                 field_errors=found, status_code=status)
+            return ProviderError(
+                "OpenRouter did not accept these settings.",
+                permanent=True,
+                field_errors=found,
+                status_code=status,
+            )
         if status == 401:
             return ProviderError(KEY_REFUSED, permanent=True, status_code=status)
         if status == 402:
@@ -253,13 +288,17 @@ class OpenRouterProvider(HostedProvider):
             reasons = metadata.get("reasons")
             if isinstance(reasons, list) and reasons and not message:
                 message = ", ".join(text(r) for r in reasons if text(r))
-            return ProviderError(f"Refused by moderation: {message or 'no reason was given.'}",
-                                 permanent=True, status_code=status)
+            return ProviderError(
+                f"Refused by moderation: {message or 'no reason was given.'}",
+                permanent=True,
+                status_code=status,
+            )
         if status == 404:
             return ProviderError(not_found, permanent=True, status_code=status)
         return ProviderError(
             f"OpenRouter refused the request ({status}" + (f": {message})" if message else ")"),
-            permanent=True, status_code=status,
+            permanent=True,
+            status_code=status,
         )
 
     # --- The calls ----------------------------------------------------------------------
@@ -267,8 +306,9 @@ class OpenRouterProvider(HostedProvider):
     def submit(self, submission: Submission) -> str:
         # Reference: https://openrouter.ai/docs/api/api-reference/video-generation/create-video
         body = request_body(submission)
-        answer = self._request("POST", "/videos", json=body,
-                               not_found="OpenRouter does not offer this model any more.")
+        answer = self._request(
+            "POST", "/videos", json=body, not_found="OpenRouter does not offer this model any more."
+        )
         job_id = text(answer.get("id"))
         if not job_id:
             raise ProviderError(
@@ -312,7 +352,12 @@ class OpenRouterProvider(HostedProvider):
                 return
             except ProviderError as exc:
                 wait = exc.retry_after if exc.retry_after is not None else float(attempt)
-                if exc.permanent or exc.outcome_unknown or attempt == DOWNLOAD_TRIES or wait > MAX_INLINE_WAIT:
+                if (
+                    exc.permanent
+                    or exc.outcome_unknown
+                    or attempt == DOWNLOAD_TRIES
+                    or wait > MAX_INLINE_WAIT
+                ):
                     raise
                 log.info("OpenRouter download failed (%s); trying again in %.0f s", exc.message, wait)
                 time.sleep(wait)
@@ -455,7 +500,9 @@ def _image_url(item: ImageInput) -> str:
     try:
         payload = base64.b64encode(item.read_bytes()).decode("ascii")
     except OSError as exc:
-        raise ProviderError(f"The image {item.name} could not be read: {exc.strerror or exc}.", permanent=True)
+        raise ProviderError(
+            f"The image {item.name} could not be read: {exc.strerror or exc}.", permanent=True
+        )
     return f"data:{content_type};base64,{payload}"
 
 
@@ -464,8 +511,9 @@ def request_body(submission: Submission) -> dict:
     (a field the model leaves to itself is not sent), frames before references."""
     spec = submission.model
     if submission.extend_video is not None:
-        raise ProviderError("OpenRouter cannot extend a video; continue from its last frame instead.",
-                            permanent=True)
+        raise ProviderError(
+            "OpenRouter cannot extend a video; continue from its last frame instead.", permanent=True
+        )
     body: dict = {"model": spec.key, "prompt": submission.prompt}
     if submission.duration:
         body["duration"] = int(submission.duration)
@@ -480,13 +528,17 @@ def request_body(submission: Submission) -> dict:
     frames = []
     for item, frame_type in ((submission.first_frame, "first_frame"), (submission.last_frame, "last_frame")):
         if item is not None:
-            frames.append({"type": "image_url", "image_url": {"url": _image_url(item)}, "frame_type": frame_type})
+            frames.append(
+                {"type": "image_url", "image_url": {"url": _image_url(item)}, "frame_type": frame_type}
+            )
     if frames:
         # With both, OpenRouter uses the frames: references would only be ignored.
         body["frame_images"] = frames
     elif submission.reference_images:
-        body["input_references"] = [{"type": "image_url", "image_url": {"url": _image_url(item)}}
-                                    for item in submission.reference_images]
+        body["input_references"] = [
+            {"type": "image_url", "image_url": {"url": _image_url(item)}}
+            for item in submission.reference_images
+        ]
     if submission.webhook_url.startswith("https://"):
         body["callback_url"] = submission.webhook_url
     return body
@@ -501,8 +553,13 @@ def remote_status(body: dict, job_id: str, job_url: str) -> RemoteStatus:
         video_url = first if first.startswith(("http://", "https://")) else f"{job_url}/content?index=0"
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         cost = decimal_or_none(usage.get("cost"))
-        return RemoteStatus(RemoteStatus.SUCCEEDED, video_url=video_url, cost=cost,
-                            cost_unit="USD" if cost is not None else "", raw=body)
+        return RemoteStatus(
+            RemoteStatus.SUCCEEDED,
+            video_url=video_url,
+            cost=cost,
+            cost_unit="USD" if cost is not None else "",
+            raw=body,
+        )
     if status in FAILED_STATUSES:
         error = body.get("error")
         message = text(error.get("message")) if isinstance(error, dict) else text(error)
@@ -532,7 +589,9 @@ def field_errors(message: str, metadata: dict) -> dict[str, list[str]]:
 # --- Webhooks --------------------------------------------------------------------------------
 
 
-def signature_problem(header: str, raw_body: bytes, secret: str, now: float | None = None) -> tuple[int, str] | None:
+def signature_problem(
+    header: str, raw_body: bytes, secret: str, now: float | None = None
+) -> tuple[int, str] | None:
     """None when `X-OpenRouter-Signature` (t=<unix>,v1=<hex HMAC-SHA256 of "<t>,<body>">)
     is right and recent; otherwise (HTTP status, reason) to refuse the call with."""
     # Reference: https://openrouter.ai/docs/guides/features/webhooks (signature verification)

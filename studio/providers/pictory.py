@@ -104,8 +104,11 @@ class PictoryProvider(HostedProvider):
 
     @classmethod
     def configuration(cls) -> tuple[str, str, float]:
-        return (settings.PICTORY_API_KEY, settings.PICTORY_API_BASE_URL,
-                float(settings.PICTORY_TIMEOUT_SECONDS))
+        return (
+            settings.PICTORY_API_KEY,
+            settings.PICTORY_API_BASE_URL,
+            float(settings.PICTORY_TIMEOUT_SECONDS),
+        )
 
     def models(self) -> list[ModelSpec]:
         return list(MODELS)
@@ -115,8 +118,9 @@ class PictoryProvider(HostedProvider):
     def _http(self) -> httpx.Client:
         return self._client.get()
 
-    def _request(self, method: str, path: str, *, json: dict | None = None,
-                 stream_to: Path | None = None) -> dict:
+    def _request(
+        self, method: str, path: str, *, json: dict | None = None, stream_to: Path | None = None
+    ) -> dict:
         """Send one request and return the JSON body of a 2xx answer, or write the body to
         `stream_to`. Every other outcome becomes a ProviderError in our words.
 
@@ -161,18 +165,25 @@ class PictoryProvider(HostedProvider):
         if status == 401:
             return ProviderError(KEY_REFUSED, permanent=True, status_code=status)
         if status == 429:
-            return ProviderError("Pictory asked us to slow down (429).", retry_after=retry_after(response),
-                                 status_code=status)
+            return ProviderError(
+                "Pictory asked us to slow down (429).", retry_after=retry_after(response), status_code=status
+            )
         if status >= 500 or status == 408:
-            return ProviderError(f"Pictory had a problem on its side ({status}).",
-                                 retry_after=retry_after(response), status_code=status)
+            return ProviderError(
+                f"Pictory had a problem on its side ({status}).",
+                retry_after=retry_after(response),
+                status_code=status,
+            )
         if status == 404 or _mentions_not_found(body):
             return ProviderError("Pictory has no record of this job.", permanent=True, status_code=status)
         if status == 403:
-            return ProviderError("Pictory refused the request (403 Forbidden).", permanent=True, status_code=status)
+            return ProviderError(
+                "Pictory refused the request (403 Forbidden).", permanent=True, status_code=status
+            )
         return ProviderError(
             f"Pictory refused the request ({status}" + (f": {vendor_message})" if vendor_message else ")"),
-            permanent=True, status_code=status,
+            permanent=True,
+            status_code=status,
         )
 
     @staticmethod
@@ -180,13 +191,20 @@ class PictoryProvider(HostedProvider):
         status = response.status_code
         if status in (401, 403, 404, 410):
             # Signed result URLs answer 403 or 404 once they expire; asking again will not help.
-            return ProviderError(f"The file at Pictory is no longer available ({status}); its link has expired.",
-                                 permanent=True, status_code=status)
+            return ProviderError(
+                f"The file at Pictory is no longer available ({status}); its link has expired.",
+                permanent=True,
+                status_code=status,
+            )
         if status == 429 or status >= 500 or status == 408:
-            return ProviderError(f"Pictory's file storage had a problem ({status}).",
-                                 retry_after=retry_after(response), status_code=status)
-        return ProviderError(f"Pictory's file storage refused the download ({status}).",
-                             permanent=True, status_code=status)
+            return ProviderError(
+                f"Pictory's file storage had a problem ({status}).",
+                retry_after=retry_after(response),
+                status_code=status,
+            )
+        return ProviderError(
+            f"Pictory's file storage refused the download ({status}).", permanent=True, status_code=status
+        )
 
     # --- The calls ----------------------------------------------------------------------
 
@@ -194,7 +212,9 @@ class PictoryProvider(HostedProvider):
         # Reference: https://docs.pictory.ai/api-reference/ai-studio/generate-video
         body = request_body(submission)
         answer = self._request("POST", "/v1/aistudio/videos", json=body)
-        job_id = _text((answer.get("data") or {}).get("jobId")) if isinstance(answer.get("data"), dict) else ""
+        job_id = (
+            _text((answer.get("data") or {}).get("jobId")) if isinstance(answer.get("data"), dict) else ""
+        )
         if answer.get("success") is False or not job_id:
             # A 2xx without a job id: something may have been created that we cannot follow.
             raise ProviderError(
@@ -230,7 +250,11 @@ def _public_url(item: ImageInput, form_field: str) -> str:
 def request_body(submission: Submission) -> dict:
     """The JSON of a create request: the documented field names only, and at most one of
     the three mutually exclusive inputs."""
-    exclusive = [bool(submission.first_frame), bool(submission.reference_images), bool(submission.extend_video)]
+    exclusive = [
+        bool(submission.first_frame),
+        bool(submission.reference_images),
+        bool(submission.extend_video),
+    ]
     if sum(exclusive) > 1:
         raise ProviderError(
             "Pictory takes a first frame, reference images or a video to extend, not several at once.",
@@ -316,7 +340,7 @@ def field_errors(fields) -> dict[str, list[str]]:
 
 
 def _bare_name(name: str) -> str:
-    """"body.referenceImageUrls[1]" → "referenceImageUrls": validators name fields in
+    """ "body.referenceImageUrls[1]" → "referenceImageUrls": validators name fields in
     several ways."""
     name = name.rsplit(".", 1)[-1]
     return name.split("[", 1)[0].strip()

@@ -195,9 +195,7 @@ def _moving_from(start: Image.Image, t: float, duration: float) -> Image.Image:
     return start.resize(start.size, Image.Resampling.BILINEAR, box=box)
 
 
-def render(
-    path: Path, prompt: str, aspect_ratio: str, duration: int, first_frame: Path | None
-) -> None:
+def render(path: Path, prompt: str, aspect_ratio: str, duration: int, first_frame: Path | None) -> None:
     """Encode an H.264 MP4 of `duration` seconds at `aspect_ratio`, the prompt as caption.
 
     With a first frame, frame 0 is that picture, uncaptioned, so a clip continued from

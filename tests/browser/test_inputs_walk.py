@@ -36,7 +36,9 @@ def test_drop_a_first_frame_see_it_keep_it_and_generate_from_it(page, start_stud
     shot(page, "inputs-1-dropzone")
 
     # A 4:3 picture while the clip is 16:9.
-    drop_file(page, "[data-dropzone][data-field=first_frame]", "window.png", png_bytes(size=(640, 480)), "image/png")
+    drop_file(
+        page, "[data-dropzone][data-field=first_frame]", "window.png", png_bytes(size=(640, 480)), "image/png"
+    )
     preview = page.get_by_role("img", name="First frame")
     expect(preview).to_be_visible(timeout=TIMEOUT)
     expect(page.locator(".shape-hint")).to_contain_text("different shape from 16:9")

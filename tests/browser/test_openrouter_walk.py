@@ -35,17 +35,22 @@ def test_an_openrouter_clip_and_its_continuation(page, start_studio):
     fake = FakeOpenRouter().start()
     fake.complete_after = 2
     try:
-        studio = start_studio({
-            "OPENROUTER_API_KEY": fake.key,
-            "OPENROUTER_API_BASE_URL": fake.base_url,
-            # Under 10 s only for a test server (settings.py); the real service wants ~30 s.
-            "OPENROUTER_POLL_SECONDS": "1",
-        })
+        studio = start_studio(
+            {
+                "OPENROUTER_API_KEY": fake.key,
+                "OPENROUTER_API_BASE_URL": fake.base_url,
+                # Under 10 s only for a test server (settings.py); the real service wants ~30 s.
+                "OPENROUTER_POLL_SECONDS": "1",
+            }
+        )
         sign_in(page, studio)
         page.get_by_label("Model").select_option(MODEL)
         page.get_by_label("Resolution").wait_for()
         assert page.get_by_label("Duration").locator("option").all_inner_texts() == [
-            "4 seconds", "6 seconds", "8 seconds"]
+            "4 seconds",
+            "6 seconds",
+            "8 seconds",
+        ]
         page.get_by_label("Aspect ratio").select_option("16:9")
         page.get_by_label("Duration").select_option("4")
         page.locator("#cost", has_text="Estimated cost").wait_for()
@@ -59,7 +64,9 @@ def test_an_openrouter_clip_and_its_continuation(page, start_studio):
         card.get_by_role("link", name="Continue from last frame").click()
         page.get_by_role("heading", name="Continue clip").wait_for()
         assert page.get_by_label("Model").input_value() == MODEL
-        assert page.get_by_role("img", name="First frame: last frame of the clip being continued").is_visible()
+        assert page.get_by_role(
+            "img", name="First frame: last frame of the clip being continued"
+        ).is_visible()
         generate(page, "The lantern rises into falling snow")
         second = page.locator("article.card").first
         page.locator("article.card").nth(1).wait_for()

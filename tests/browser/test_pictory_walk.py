@@ -11,11 +11,13 @@ TIMEOUT = 90_000
 def test_a_chained_pair_of_pictory_clips(page, start_studio):
     fake = FakePictory().start()
     try:
-        studio = start_studio({
-            "PICTORY_API_KEY": fake.key,
-            "PICTORY_API_BASE_URL": fake.base_url,
-            "PICTORY_POLL_SECONDS": "10",  # the lowest the contract allows
-        })
+        studio = start_studio(
+            {
+                "PICTORY_API_KEY": fake.key,
+                "PICTORY_API_BASE_URL": fake.base_url,
+                "PICTORY_POLL_SECONDS": "10",  # the lowest the contract allows
+            }
+        )
         fake.script_polls("completed", "completed")
         sign_in(page, studio)
 
@@ -34,8 +36,12 @@ def test_a_chained_pair_of_pictory_clips(page, start_studio):
         expect(card).to_contain_text("credits")
         shot(page, "pictory-2-ready")
         first_job = fake.creates()[0].json
-        assert first_job == {"prompt": "A hot-air balloon rises over a misty valley at sunrise",
-                             "model": "veo3.1_fast", "aspectRatio": "16:9", "duration": "6s"}
+        assert first_job == {
+            "prompt": "A hot-air balloon rises over a misty valley at sunrise",
+            "model": "veo3.1_fast",
+            "aspectRatio": "16:9",
+            "duration": "6s",
+        }
 
         card.get_by_role("link", name="Continue from last frame").click()
         page.get_by_role("heading", name="Continue clip").wait_for()

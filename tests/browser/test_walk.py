@@ -3,8 +3,8 @@
 import io
 
 import av
-from playwright.sync_api import expect
 from PIL import ImageChops, ImageStat
+from playwright.sync_api import expect
 
 from .conftest import shot, sign_in
 

@@ -22,7 +22,6 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from urllib.parse import parse_qs, urlsplit
 
 from .server import LoopbackServer, send
@@ -32,37 +31,82 @@ KEY = "sk-or-v1-fake-0123456789abcdef"
 
 MODELS = [
     {
-        "id": "google/veo-3.1", "name": "Google: Veo 3.1", "description": "Veo 3.1 with sound.",
-        "supported_durations": [8, 4, 6], "supported_resolutions": ["720p", "1080p"],
-        "supported_aspect_ratios": ["16:9", "9:16"], "supported_sizes": None,
-        "supported_frame_images": ["first_frame", "last_frame"], "generate_audio": True, "seed": True,
-        "pricing_skus": {"duration_seconds_with_audio_720p": "0.40", "duration_seconds_without_audio_720p": "0.20",
-                         "duration_seconds_with_audio_1080p": "0.60", "duration_seconds_without_audio_1080p": "0.30"},
+        "id": "google/veo-3.1",
+        "name": "Google: Veo 3.1",
+        "description": "Veo 3.1 with sound.",
+        "supported_durations": [8, 4, 6],
+        "supported_resolutions": ["720p", "1080p"],
+        "supported_aspect_ratios": ["16:9", "9:16"],
+        "supported_sizes": None,
+        "supported_frame_images": ["first_frame", "last_frame"],
+        "generate_audio": True,
+        "seed": True,
+        "pricing_skus": {
+            "duration_seconds_with_audio_720p": "0.40",
+            "duration_seconds_without_audio_720p": "0.20",
+            "duration_seconds_with_audio_1080p": "0.60",
+            "duration_seconds_without_audio_1080p": "0.30",
+        },
         "allowed_passthrough_parameters": [],
     },
     {
-        "id": "acme/first-frame", "name": "Acme: First Frame", "description": "Starts from a picture.",
-        "supported_durations": [10, 5], "supported_resolutions": ["720p"],
-        "supported_aspect_ratios": ["16:9", "1:1"], "supported_sizes": None,
-        "supported_frame_images": ["first_frame"], "generate_audio": False, "seed": False,
-        "pricing_skus": {"cents_per_second_output": "12"}, "allowed_passthrough_parameters": None,
+        "id": "acme/first-frame",
+        "name": "Acme: First Frame",
+        "description": "Starts from a picture.",
+        "supported_durations": [10, 5],
+        "supported_resolutions": ["720p"],
+        "supported_aspect_ratios": ["16:9", "1:1"],
+        "supported_sizes": None,
+        "supported_frame_images": ["first_frame"],
+        "generate_audio": False,
+        "seed": False,
+        "pricing_skus": {"cents_per_second_output": "12"},
+        "allowed_passthrough_parameters": None,
     },
     {
-        "id": "acme/references", "name": "Acme: References", "description": "Keeps faces from pictures.",
-        "supported_durations": [4], "supported_resolutions": None, "supported_aspect_ratios": None,
-        "supported_sizes": None, "supported_frame_images": None, "generate_audio": None, "seed": None,
-        "pricing_skus": {"video_tokens": "0.0000025"}, "allowed_passthrough_parameters": None,
+        "id": "acme/references",
+        "name": "Acme: References",
+        "description": "Keeps faces from pictures.",
+        "supported_durations": [4],
+        "supported_resolutions": None,
+        "supported_aspect_ratios": None,
+        "supported_sizes": None,
+        "supported_frame_images": None,
+        "generate_audio": None,
+        "seed": None,
+        "pricing_skus": {"video_tokens": "0.0000025"},
+        "allowed_passthrough_parameters": None,
     },
 ]
 # A model with options nothing else has: the studio must show exactly these.
 UNUSUAL = {
-    "id": "odd/model-x", "name": "Odd: Model X", "description": "Unusual options.",
-    "supported_durations": [7, 3], "supported_resolutions": None, "supported_aspect_ratios": ["21:9"],
-    "supported_sizes": None, "supported_frame_images": [], "generate_audio": False, "seed": False,
-    "pricing_skus": None, "allowed_passthrough_parameters": [],
+    "id": "odd/model-x",
+    "name": "Odd: Model X",
+    "description": "Unusual options.",
+    "supported_durations": [7, 3],
+    "supported_resolutions": None,
+    "supported_aspect_ratios": ["21:9"],
+    "supported_sizes": None,
+    "supported_frame_images": [],
+    "generate_audio": False,
+    "seed": False,
+    "pricing_skus": None,
+    "allowed_passthrough_parameters": [],
 }
-FIELDS = {"model", "prompt", "duration", "resolution", "aspect_ratio", "size", "generate_audio", "seed",
-          "frame_images", "input_references", "callback_url", "provider"}
+FIELDS = {
+    "model",
+    "prompt",
+    "duration",
+    "resolution",
+    "aspect_ratio",
+    "size",
+    "generate_audio",
+    "seed",
+    "frame_images",
+    "input_references",
+    "callback_url",
+    "provider",
+}
 
 _RENDERS: dict[str, bytes] = {}
 _RENDER_LOCK = threading.Lock()
@@ -167,9 +211,19 @@ class FakeOpenRouter(LoopbackServer):
         return self.of("GET", f"{API}/videos/models")
 
     def polls(self) -> list[Recorded]:
-        return [r for r in self.requests if r.method == "GET" and (
-            r.path.startswith(f"{API}/jobs/") or (r.path.startswith(f"{API}/videos/") and r.path.count("/") == 4
-                                                  and not r.path.endswith("/models")))]
+        return [
+            r
+            for r in self.requests
+            if r.method == "GET"
+            and (
+                r.path.startswith(f"{API}/jobs/")
+                or (
+                    r.path.startswith(f"{API}/videos/")
+                    and r.path.count("/") == 4
+                    and not r.path.endswith("/models")
+                )
+            )
+        ]
 
     def downloads(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/content") or r.path.startswith("/storage/")]
@@ -188,8 +242,11 @@ class FakeOpenRouter(LoopbackServer):
         except ValueError:
             body = ValueError
         with self.lock:
-            self.requests.append(Recorded(method, parts.path, parse_qs(parts.query), headers,
-                                          None if body is ValueError else body))
+            self.requests.append(
+                Recorded(
+                    method, parts.path, parse_qs(parts.query), headers, None if body is ValueError else body
+                )
+            )
         path = parts.path
         if path.startswith("/storage/") and method == "GET":
             return self._storage(handler, headers, path)
@@ -203,11 +260,16 @@ class FakeOpenRouter(LoopbackServer):
             return send(handler, 200, {"data": self.models})
         if method == "POST" and path == f"{API}/videos":
             return self._create(handler, headers, body)
-        pieces = path[len(API) + 1:].split("/")
+        pieces = path[len(API) + 1 :].split("/")
         if method == "GET" and len(pieces) == 3 and pieces[0] == "videos" and pieces[2] == "content":
             return self._content(handler, pieces[1], parse_qs(parts.query))
-        if method == "GET" and (len(pieces) == 2 and pieces[0] == "videos"
-                                or len(pieces) == 3 and pieces[0] == "jobs" and pieces[2] == "status"):
+        if method == "GET" and (
+            len(pieces) == 2
+            and pieces[0] == "videos"
+            or len(pieces) == 3
+            and pieces[0] == "jobs"
+            and pieces[2] == "status"
+        ):
             return self._poll(handler, pieces[1])
         return send(handler, *error(404, "Not Found"))
 
@@ -231,7 +293,10 @@ class FakeOpenRouter(LoopbackServer):
                 return "duration must be an integer"
             if model["supported_durations"] and body["duration"] not in model["supported_durations"]:
                 return f"duration must be one of {model['supported_durations']}"
-        for name, listed in (("resolution", "supported_resolutions"), ("aspect_ratio", "supported_aspect_ratios")):
+        for name, listed in (
+            ("resolution", "supported_resolutions"),
+            ("aspect_ratio", "supported_aspect_ratios"),
+        ):
             if name in body and model[listed] and body[name] not in model[listed]:
                 return f"{name} {body[name]!r} is not supported by {model['id']}"
         if "generate_audio" in body and not isinstance(body["generate_audio"], bool):
@@ -239,13 +304,20 @@ class FakeOpenRouter(LoopbackServer):
         if "seed" in body and not isinstance(body["seed"], int):
             return "seed must be an integer"
         for frame in body.get("frame_images") or []:
-            if (not isinstance(frame, dict) or frame.get("type") != "image_url"
-                    or not isinstance((frame.get("image_url") or {}).get("url"), str)):
+            if (
+                not isinstance(frame, dict)
+                or frame.get("type") != "image_url"
+                or not isinstance((frame.get("image_url") or {}).get("url"), str)
+            ):
                 return "frame_images entries must be {type: image_url, image_url: {url}, frame_type}"
             if frame.get("frame_type") not in (model["supported_frame_images"] or []):
                 return f"frame_images: {frame.get('frame_type')} is not supported by {model['id']}"
         for ref in body.get("input_references") or []:
-            if not isinstance(ref, dict) or ref.get("type") != "image_url" or "url" not in (ref.get("image_url") or {}):
+            if (
+                not isinstance(ref, dict)
+                or ref.get("type") != "image_url"
+                or "url" not in (ref.get("image_url") or {})
+            ):
                 return "input_references entries must be {type: image_url, image_url: {url}}"
         if "callback_url" in body and not str(body["callback_url"]).startswith("https://"):
             return "callback_url must be an HTTPS URL"
@@ -301,7 +373,7 @@ class FakeOpenRouter(LoopbackServer):
         return send(handler, 200, answer)
 
     def _completed(self, job: Job, step: str) -> dict:
-        """"completed": unsigned_urls point back at the API (the content endpoint);
+        """ "completed": unsigned_urls point back at the API (the content endpoint);
         "completed-no-urls": none (the studio uses the content endpoint); "completed-storage":
         a storage URL that refuses a key; "completed-free": usage.cost null."""
         if not job.video:
@@ -331,8 +403,12 @@ class FakeOpenRouter(LoopbackServer):
 
     def _storage(self, handler, headers, path):
         if "authorization" in headers:  # signed storage refuses a foreign credential
-            return send(handler, 400, "<Error>Only one auth mechanism allowed</Error>",
-                         {"Content-Type": "application/xml"})
+            return send(
+                handler,
+                400,
+                "<Error>Only one auth mechanism allowed</Error>",
+                {"Content-Type": "application/xml"},
+            )
         job = self.jobs.get(path.removeprefix("/storage/").removesuffix(".mp4"))
         if job is None or not job.video:
             return send(handler, 404, "not found")

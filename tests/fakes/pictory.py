@@ -33,8 +33,16 @@ MODELS = {
     "veo3.1_fast": (("16:9", "9:16"), ("4s", "6s", "8s"), 10),
     "pixverse5.5": (("16:9", "9:16", "1:1", "3:4", "4:3"), ("5s", "8s", "10s"), 1.6),
 }
-FIELDS = {"prompt", "model", "aspectRatio", "duration", "firstFrameImageUrl", "extendVideoUrl",
-          "referenceImageUrls", "webhook"}
+FIELDS = {
+    "prompt",
+    "model",
+    "aspectRatio",
+    "duration",
+    "firstFrameImageUrl",
+    "extendVideoUrl",
+    "referenceImageUrls",
+    "webhook",
+}
 EXCLUSIVE = ("firstFrameImageUrl", "extendVideoUrl", "referenceImageUrls")
 URI = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
@@ -270,11 +278,23 @@ class FakePictory(LoopbackServer):
         answers = {
             "in-progress": lambda: {"job_id": job.id, "success": True, "data": {"status": "in-progress"}},
             "unknown": lambda: {"job_id": job.id, "success": True, "data": {"status": "queued-on-gpu"}},
-            "failed": lambda: {"job_id": job.id, "success": False, "data": {
-                "status": "failed", "error_code": "CONTENT_REJECTED",
-                "error_message": "The prompt was rejected by the content policy."}},
-            "success-false": lambda: {"job_id": job.id, "success": False, "data": {
-                "error_code": "GENERATION_FAILED", "error_message": "The model could not render this prompt."}},
+            "failed": lambda: {
+                "job_id": job.id,
+                "success": False,
+                "data": {
+                    "status": "failed",
+                    "error_code": "CONTENT_REJECTED",
+                    "error_message": "The prompt was rejected by the content policy.",
+                },
+            },
+            "success-false": lambda: {
+                "job_id": job.id,
+                "success": False,
+                "data": {
+                    "error_code": "GENERATION_FAILED",
+                    "error_message": "The model could not render this prompt.",
+                },
+            },
             "job-not-found": lambda: {"success": False, "code": "JOB_NOT_FOUND", "message": "Job not found"},
         }
         if step == "429":
@@ -286,7 +306,7 @@ class FakePictory(LoopbackServer):
         return send(handler, 200, answers[step]())
 
     def _completed(self, job: Job, step: str) -> dict:
-        """"completed": every field, optional ones included; "completed-documented": only
+        """ "completed": every field, optional ones included; "completed-documented": only
         the fields documented for this endpoint; "completed-bare": status and url only;
         "completed-preview": previewImageUrl instead of thumbnailImageUrl."""
         model = job.body.get("model", "pixverse5.5")
@@ -295,8 +315,11 @@ class FakePictory(LoopbackServer):
         duration = job.body.get("duration", durations[0])
         video, png, jpeg = rendered(ratio)
         base = f"{self.origin}/files/{job.id}"
-        job.files = {"video.mp4": (video, "video/mp4"), "last.png": (png, "image/png"),
-                     "thumb.jpg": (jpeg, "image/jpeg")}
+        job.files = {
+            "video.mp4": (video, "video/mp4"),
+            "last.png": (png, "image/png"),
+            "thumb.jpg": (jpeg, "image/jpeg"),
+        }
         data = {"status": "completed", "url": f"{base}/video.mp4"}
         if step != "completed-bare":
             data.update(duration=duration, width=1280, height=720, lastFrameImageUrl=f"{base}/last.png")
@@ -308,8 +331,12 @@ class FakePictory(LoopbackServer):
 
     def _file(self, handler, path):
         if self.file_status:
-            return send(handler, self.file_status, "<Error><Code>AccessDenied</Code></Error>",
-                         {"Content-Type": "application/xml"})
+            return send(
+                handler,
+                self.file_status,
+                "<Error><Code>AccessDenied</Code></Error>",
+                {"Content-Type": "application/xml"},
+            )
         _, _, job_id, name = path.split("/", 3)
         job = self.jobs.get(job_id)
         if job is None or name not in job.files:
@@ -317,10 +344,11 @@ class FakePictory(LoopbackServer):
         content, ctype = job.files[name]
         return send(handler, 200, content, {"Content-Type": ctype})
 
-
     def _damaged_file(self, handler, path, fault):
         if fault == "500":
-            return send(handler, 500, "<Error><Code>InternalError</Code></Error>", {"Content-Type": "application/xml"})
+            return send(
+                handler, 500, "<Error><Code>InternalError</Code></Error>", {"Content-Type": "application/xml"}
+            )
         _, _, job_id, name = path.split("/", 3)
         job = self.jobs.get(job_id)
         if job is None or name not in job.files:

@@ -37,9 +37,11 @@ class Command(BaseCommand):
                 break
             except OSError:
                 time.sleep(0.2)
-        self.stdout.write(self.style.SUCCESS(
-            f"\nLastframe Studio is running at http://{shown_host}:{port}/  (press Ctrl-C to stop)\n"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nLastframe Studio is running at http://{shown_host}:{port}/  (press Ctrl-C to stop)\n"
+            )
+        )
         stopping = False
 
         def stop(signum, frame):
@@ -60,6 +62,8 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 child.kill()
         self.stdout.write("Lastframe Studio stopped.")
-        failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT, None)]
+        failed = [
+            c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT, None)
+        ]
         if failed and not stopping:
             sys.exit(1)
