@@ -1,13 +1,13 @@
 """The generate form, built from one ModelSpec: the spec decides which fields and choices
 exist, and the same spec validates the POST, so a hand-made request cannot pass a
-combination the model cannot make."""
+combination the model cannot make.
+
+The form only validates. Files a creator brings reach it as the ids of Assets that
+studio.inputs made first (dropped, chosen, linked, or posted without JavaScript)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import tempfile
-from pathlib import Path
 
 from django import forms
 from django.conf import settings
@@ -15,14 +15,14 @@ from django.contrib.auth.forms import UserCreationForm
 from django.http import QueryDict
 from django.urls import reverse
 
-from . import media
+from . import catalogue
 from .models import Asset, Clip
-from .providers import ModelSpec, all_models, enabled_providers, find_model, get_provider
+from .providers import ModelSpec, get_provider
 
 PROMPT_MIN = 5
 PROMPT_MAX = 5000
 
-# How a clip starts. A provider takes at most one of the three inputs (Pictory answers 400
+# How a clip starts. A provider takes at most one of the three inputs (some answer 400
 # to two), so the form asks for one way, shows only its inputs and checks the rest is empty.
 TEXT, FIRST_FRAME, REFERENCES, EXTEND = "text", "first_frame", "reference_images", "extend_video"
 START_MODES = [
@@ -32,7 +32,6 @@ START_MODES = [
     (EXTEND, "Extend a video"),
 ]
 MODE_INPUT = {FIRST_FRAME: "a first frame", REFERENCES: "reference images", EXTEND: "a video to extend"}
-# An upload to extend is a short clip; anything far larger is a mistake, not a clip.
 # How many of a creator's clips and uploaded videos the "Video to extend" list offers.
 EXTEND_CHOICES = 50
 
@@ -64,24 +63,6 @@ def _values(source, name) -> list:
     return [] if value in ("", None) else [value]
 
 
-class MultipleFileInput(forms.ClearableFileInput):
-    allow_multiple_selected = True
-
-
-class MultipleFileField(forms.FileField):
-    """Several files in one input (Django's documented recipe)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("widget", MultipleFileInput())
-        super().__init__(*args, **kwargs)
-
-    def clean(self, data, initial=None):
-        single = super().clean
-        if isinstance(data, (list, tuple)):
-            return [single(item, initial) for item in data if item]
-        return [single(data, initial)] if data else []
-
-
 class IdListField(forms.Field):
     """Primary keys sent as repeated hidden inputs (one per held image)."""
 
@@ -93,24 +74,24 @@ class IdListField(forms.Field):
         if not isinstance(value, (list, tuple)):
             value = [value]
         try:
-            return [int(v) for v in value if str(v).strip()]
+            pks = [int(v) for v in value if str(v).strip()]
         except (TypeError, ValueError):
             raise forms.ValidationError("Choose the images again.")
+        if any(pk <= 0 or pk >= 2**63 for pk in pks):  # not an id any row can have
+            raise forms.ValidationError("Choose the images again.")
+        return pks
 
 
-def model_choices():
-    """Models grouped by provider, for the Model select."""
-    groups = []
-    for provider in enabled_providers():
-        models = provider.models()
-        if models:
-            groups.append((provider.label, [(m.ref, m.label) for m in models]))
-    return groups
+# Where a provider's objection to a request field (a Submission name) is shown on the form.
+FORM_FIELD_OF = {
+    "first_frame": "first_frame_asset",
+    "last_frame": "last_frame_asset",
+    "reference_images": "reference_assets",
+}
 
 
-def default_model() -> ModelSpec | None:
-    models = all_models()
-    return models[0] if models else None
+def form_field_of(name: str) -> str:
+    return FORM_FIELD_OF.get(name, name)
 
 
 def duration_label(seconds: int) -> str:
@@ -140,55 +121,54 @@ class GenerateForm(forms.Form):
         max_value=2**32 - 1,
         help_text="The same seed and settings give a similar result.",
     )
-    first_frame_upload = forms.FileField(
+    start_mode = forms.ChoiceField(label="How the clip starts", required=False)
+    # The picture the clip starts from: an image the studio holds (brought by the creator,
+    # or the last frame of the clip being continued).
+    first_frame_asset = forms.IntegerField(
         label="First frame",
         required=False,
-        widget=forms.ClearableFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}),
+        min_value=1,
+        max_value=2**63 - 1,
+        widget=forms.HiddenInput,
         help_text="A JPEG, PNG or WebP picture the clip starts from.",
     )
-    # An image the studio already holds: an upload kept from an earlier try of this form,
-    # or the last frame of the clip being continued.
-    first_frame_asset = forms.IntegerField(required=False, widget=forms.HiddenInput)
     # The picture the clip should end on, for models that take one (optional).
-    last_frame_upload = forms.FileField(
+    last_frame_asset = forms.IntegerField(
         label="Last frame",
         required=False,
-        widget=forms.ClearableFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}),
+        min_value=1,
+        max_value=2**63 - 1,
+        widget=forms.HiddenInput,
         help_text="Optional: a JPEG, PNG or WebP picture the clip ends on.",
     )
-    last_frame_asset = forms.IntegerField(required=False, widget=forms.HiddenInput)
-    start_mode = forms.ChoiceField(label="How the clip starts", required=False)
-    reference_images = MultipleFileField(
+    reference_assets = IdListField(
         label="Reference images",
         required=False,
-        widget=MultipleFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}),
         help_text="1 to 3 JPEG, PNG or WebP pictures of the people, objects or style to keep.",
     )
-    # Reference images the studio already holds (kept from an earlier try of this form).
-    reference_assets = IdListField(required=False)
-    extend_video = forms.ChoiceField(label="Video to extend", required=False)
-    extend_video_upload = forms.FileField(
-        label="Or upload a video",
-        required=False,
-        widget=forms.ClearableFileInput(attrs={"accept": "video/mp4,video/quicktime,video/webm"}),
-        help_text="An MP4, MOV or WebM video; the new clip continues it.",
-    )
-    parent = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    # "clip:<pk>" (one of the creator's ready clips) or "asset:<pk>" (a brought video). A
+    # select of the creator's clips and videos, but checked by clean_extend_video: a video
+    # brought a moment ago, still being prepared, deserves a better word than "invalid".
+    extend_video = forms.CharField(label="Video to extend", required=False, widget=forms.Select)
+    parent = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1, widget=forms.HiddenInput)
 
-    def __init__(self, *args, user, spec: ModelSpec | None = None, **kwargs):
+    def __init__(
+        self, *args, user, spec: ModelSpec | None = None, intake_errors: dict | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.user = user
-        self.fields["model"].choices = model_choices()
+        # Files the intake refused (studio.inputs), by form field: shown beside the field.
+        self.intake_errors = intake_errors or {}
+        groups = catalogue.model_groups()
+        self.fields["model"].choices = [
+            (provider.label, [(m.ref, m.label) for m in specs]) for provider, specs in groups
+        ]
         if spec is None:
             ref = self.data.get("model") if self.is_bound else self.initial.get("model")
-            spec = find_model(ref) or default_model()
+            offered = [m for _, specs in groups for m in specs]
+            spec = next((m for m in offered if m.ref == ref), offered[0] if offered else None)
         self.spec = spec
         self._fit_fields_to(spec)
-        self.checked_upload = None
-        self.checked_last_upload = None
-        self.refused_last_frame = False
-        self.checked_references: list = []  # (upload, media.CheckedImage)
-        self.checked_video = None  # (upload, media.VideoInfo)
         self.chosen_mode = TEXT
 
     def _fit_fields_to(self, spec: ModelSpec | None) -> None:
@@ -216,10 +196,8 @@ class GenerateForm(forms.Form):
         if not spec.seed:
             del self.fields["seed"]
         if not spec.first_frame:
-            del self.fields["first_frame_upload"]
             del self.fields["first_frame_asset"]
         if not spec.last_frame:
-            del self.fields["last_frame_upload"]
             del self.fields["last_frame_asset"]
         if spec.second_prices:
             # The price depends on these too: show the estimate again when they change.
@@ -244,18 +222,16 @@ class GenerateForm(forms.Form):
         else:
             del self.fields["start_mode"]
         if spec.max_reference_images:
-            self.fields["reference_images"].help_text = (
+            self.fields["reference_assets"].help_text = (
                 f"1 to {spec.max_reference_images} JPEG, PNG or WebP pictures of the people, "
                 "objects or style to keep."
             )
         else:
-            del self.fields["reference_images"]
             del self.fields["reference_assets"]
         if spec.extend_video:
-            self.fields["extend_video"].choices = self._extend_choices()
+            self.fields["extend_video"].widget.choices = self._extend_choices()
         else:
             del self.fields["extend_video"]
-            del self.fields["extend_video_upload"]
 
     def _extend_choices(self) -> list:
         """The creator's ready clips and uploaded videos, newest first."""
@@ -288,10 +264,9 @@ class GenerateForm(forms.Form):
     # --- Field checks -------------------------------------------------------------------
 
     def clean_model(self):
-        spec = find_model(self.cleaned_data["model"])
-        if spec is None or spec != self.spec:
+        if self.spec is None or self.cleaned_data["model"] != self.spec.ref:
             raise forms.ValidationError("Choose one of the models in the list.")
-        return spec.ref
+        return self.spec.ref
 
     def clean_prompt(self):
         prompt = self.cleaned_data["prompt"].strip()
@@ -304,26 +279,6 @@ class GenerateForm(forms.Form):
                 f"Keep the prompt to {PROMPT_MAX:,} characters or fewer (it has {len(prompt):,})."
             )
         return prompt
-
-    def clean_first_frame_upload(self):
-        upload = self.cleaned_data.get("first_frame_upload")
-        if not upload:
-            return None
-        try:
-            self.checked_upload = media.check_image(upload.read())
-        except media.MediaError as exc:
-            raise forms.ValidationError(str(exc))
-        return upload
-
-    def clean_last_frame_upload(self):
-        upload = self.cleaned_data.get("last_frame_upload")
-        if not upload:
-            return None
-        try:
-            self.checked_last_upload = media.check_image(upload.read())
-        except media.MediaError as exc:
-            raise forms.ValidationError(str(exc))
-        return upload
 
     def clean_last_frame_asset(self):
         pk = self.cleaned_data.get("last_frame_asset")
@@ -343,17 +298,6 @@ class GenerateForm(forms.Form):
             raise forms.ValidationError("That first frame is no longer available; choose it again.")
         return asset
 
-    def clean_reference_images(self):
-        uploads = self.cleaned_data.get("reference_images") or []
-        checked = []
-        for upload in uploads:
-            try:
-                checked.append((upload, media.check_image(upload.read())))
-            except media.MediaError as exc:
-                raise forms.ValidationError(f"{upload.name}: {exc}")
-        self.checked_references = checked
-        return uploads
-
     def clean_reference_assets(self):
         pks = self.cleaned_data.get("reference_assets") or []
         found = {a.pk: a for a in Asset.objects.filter(pk__in=pks, owner=self.user, kind=Asset.Kind.IMAGE)}
@@ -362,71 +306,55 @@ class GenerateForm(forms.Form):
         return [found[pk] for pk in dict.fromkeys(pks)]
 
     def clean_extend_video(self):
-        """ "clip:<pk>" (one of the creator's ready clips) or "asset:<pk>" (an uploaded video)."""
+        """ "clip:<pk>" (one of the creator's ready clips) or "asset:<pk>" (a brought video)."""
         value = self.cleaned_data.get("extend_video") or ""
-        kind, _, raw = value.partition(":")
         if not value:
             return None
-        if kind == "clip":
+        kind, _, raw = value.partition(":")
+        pk = as_pk(raw)
+        if kind == "clip" and pk:
             clip = (
                 Clip.objects.visible_to(self.user)
-                .filter(pk=raw, status=Clip.Status.READY)
+                .filter(pk=pk, status=Clip.Status.READY)
                 .exclude(video="")
                 .first()
             )
             if clip is not None:
                 return clip
-        elif kind == "asset":
-            asset = Asset.objects.filter(pk=raw, owner=self.user, kind=Asset.Kind.VIDEO).first()
+        elif kind == "asset" and pk:
+            asset = Asset.objects.filter(pk=pk, owner=self.user, kind=Asset.Kind.VIDEO).first()
+            if asset is not None and asset.status == Asset.Status.PREPARING:
+                raise forms.ValidationError(
+                    "The video is still being prepared. Press Generate again once its preview shows."
+                )
+            if asset is not None and asset.status == Asset.Status.FAILED:
+                raise forms.ValidationError(asset.error or "That video could not be used; choose another.")
             if asset is not None:
                 return asset
         raise forms.ValidationError("That video is no longer available; choose another.")
 
-    def clean_extend_video_upload(self):
-        upload = self.cleaned_data.get("extend_video_upload")
-        if not upload:
-            return None
-        limit = settings.STUDIO_MAX_VIDEO_BYTES
-        if upload.size > limit:
-            raise forms.ValidationError(f"The video is larger than {limit / (1024 * 1024):g} MB.")
-        try:
-            with _upload_on_disk(upload) as path:
-                info = media.check_video(path)  # MP4, MOV or WebM that really decodes
-        except media.MediaError as exc:
-            raise forms.ValidationError(str(exc))
-        self.checked_video = (upload, info)
-        return upload
-
     def clean(self):
         cleaned = super().clean()
+        for field, messages in self.intake_errors.items():
+            for message in messages:
+                self.add_error(field if field in self.fields else None, message)
         if (
             self.spec is not None
-            and "last_frame_upload" not in self.fields
-            and (_values(self.files, "last_frame_upload") or _values(self.data, "last_frame_asset"))
+            and "last_frame_asset" not in self.fields
+            and _values(self.data, "last_frame_asset")
         ):
-            self.refused_last_frame = True
             self.add_error(None, f"{self.spec.label} cannot take a last frame.")
         if self.spec is None or "start_mode" not in self.fields:
             return cleaned
         given = {
             FIRST_FRAME: bool(
-                cleaned.get("first_frame_upload")
-                or cleaned.get("first_frame_asset")
-                or cleaned.get("last_frame_upload")
+                cleaned.get("first_frame_asset")
                 or cleaned.get("last_frame_asset")
+                or self.errors.get("first_frame_asset")
+                or self.errors.get("last_frame_asset")
             ),
-            REFERENCES: bool(
-                self.checked_references
-                or cleaned.get("reference_assets")
-                or self.errors.get("reference_images")
-                or self.errors.get("reference_assets")
-            ),
-            EXTEND: bool(
-                cleaned.get("extend_video")
-                or cleaned.get("extend_video_upload")
-                or self.errors.get("extend_video")
-                or self.errors.get("extend_video_upload")
-            ),
+            REFERENCES: bool(cleaned.get("reference_assets") or self.errors.get("reference_assets")),
+            EXTEND: bool(cleaned.get("extend_video") or self.errors.get("extend_video")),
         }
         # An older page (or a script) may send no mode: take it from the single input given.
         mode = cleaned.get("start_mode") or next((m for m, present in given.items() if present), TEXT)
@@ -442,32 +370,23 @@ class GenerateForm(forms.Form):
                 f"{' and '.join(extra)}. Remove it or choose another way.",
             )
             return cleaned
-        if (
-            mode == FIRST_FRAME
-            and not given[FIRST_FRAME]
-            and not self.errors.get("first_frame_upload")
-            and not self.errors.get("last_frame_upload")
-        ):
-            field = "first_frame_upload" if "first_frame_upload" in self.fields else "last_frame_upload"
-            what = "first" if field == "first_frame_upload" else "last"
+        if mode == FIRST_FRAME and not given[FIRST_FRAME]:
+            field = "first_frame_asset" if "first_frame_asset" in self.fields else "last_frame_asset"
+            what = "first" if field == "first_frame_asset" else "last"
             self.add_error(field, f"Choose a picture for the {what} frame, or choose “Text only”.")
-        if mode == REFERENCES:
-            count = len(self.checked_references) + len(cleaned.get("reference_assets") or [])
+        if mode == REFERENCES and not self.errors.get("reference_assets"):
+            count = len(cleaned.get("reference_assets") or [])
             most = self.spec.max_reference_images
-            if not self.errors.get("reference_images") and not self.errors.get("reference_assets"):
-                if count == 0:
-                    self.add_error(
-                        "reference_images", f"Add 1 to {most} reference images, or choose “Text only”."
-                    )
-                elif count > most:
-                    self.add_error(
-                        "reference_images", f"Use at most {most} reference images ({count} were sent)."
-                    )
-        if mode == EXTEND:
-            if cleaned.get("extend_video") and cleaned.get("extend_video_upload"):
-                self.add_error("extend_video", "Choose one of your clips or upload a video, not both.")
-            elif not given[EXTEND]:
-                self.add_error("extend_video", "Choose one of your clips, or upload an MP4 to extend.")
+            if count == 0:
+                self.add_error(
+                    "reference_assets", f"Add 1 to {most} reference images, or choose “Text only”."
+                )
+            elif count > most:
+                self.add_error(
+                    "reference_assets", f"Use at most {most} reference images ({count} were sent)."
+                )
+        if mode == EXTEND and not given[EXTEND]:
+            self.add_error("extend_video", "Choose one of your clips, or bring a video to extend.")
         if mode != TEXT and not self.errors:
             self._check_publishable(mode, cleaned)
         return cleaned
@@ -488,12 +407,11 @@ class GenerateForm(forms.Form):
             if (
                 parent is not None
                 and asset is not None
-                and not cleaned.get("first_frame_upload")
                 and parent.last_frame_id == asset.pk
                 and parent.fresh_remote_last_frame_url()
             ):
                 return  # the provider's own copy of that last frame is still fresh
-        field = {FIRST_FRAME: "first_frame_upload", REFERENCES: "reference_images", EXTEND: "extend_video"}[
+        field = {FIRST_FRAME: "first_frame_asset", REFERENCES: "reference_assets", EXTEND: "extend_video"}[
             mode
         ]
         self.add_error(
@@ -518,45 +436,6 @@ class GenerateForm(forms.Form):
 
     # --- Results ------------------------------------------------------------------------
 
-    def keep_upload(self) -> dict[str, list[str]]:
-        """Save the valid uploads of the chosen way to start as Assets, even when other
-        fields failed, so the creator does not have to choose the files again. Returns the
-        form values that now name them (empty when nothing was kept)."""
-        if not hasattr(self, "cleaned_data") or self.errors.get("start_mode") or self.refused_last_frame:
-            # Inputs this model cannot take together: show that error with the request as sent.
-            return {}
-        kept: dict[str, list[str]] = {}
-        mode = self.chosen_mode
-        upload = self.cleaned_data.get("first_frame_upload")
-        if mode == FIRST_FRAME and upload is not None and self.checked_upload is not None:
-            asset = Asset.create_image(self.user, self.checked_upload, upload.name)
-            self.cleaned_data["first_frame_asset"] = asset
-            kept["first_frame_asset"] = [str(asset.pk)]
-        upload = self.cleaned_data.get("last_frame_upload")
-        if mode == FIRST_FRAME and upload is not None and self.checked_last_upload is not None:
-            asset = Asset.create_image(self.user, self.checked_last_upload, upload.name)
-            self.cleaned_data["last_frame_asset"] = asset
-            kept["last_frame_asset"] = [str(asset.pk)]
-        if mode == REFERENCES and self.checked_references:
-            held = list(self.cleaned_data.get("reference_assets") or [])
-            held += [
-                Asset.create_image(self.user, checked, upload.name)
-                for upload, checked in self.checked_references
-            ]
-            self.cleaned_data["reference_assets"] = held
-            self.checked_references = []
-            kept["reference_assets"] = [str(a.pk) for a in held]
-        # A video chosen in the list as well is an error to show, not something to replace.
-        if mode == EXTEND and self.checked_video is not None and not self.data.get("extend_video"):
-            upload, _info = self.checked_video
-            with _upload_on_disk(upload) as path:
-                # Kept as H.264 MP4 whatever came in (every provider takes that to extend).
-                asset = Asset.from_file(self.user, path, Asset.Kind.VIDEO, upload.name)
-            self.cleaned_data["extend_video"] = asset
-            self.checked_video = None
-            kept["extend_video"] = [f"asset:{asset.pk}"]
-        return kept
-
     def chosen_first_frame(self) -> Asset | None:
         return self.cleaned_data.get("first_frame_asset")
 
@@ -565,11 +444,9 @@ class GenerateForm(forms.Form):
         data = self.cleaned_data
         mode = self.chosen_mode
         parent = data.get("parent")
+        # One of the creator's clips, or a brought video; extending a clip continues it
+        # (jobs.start_clip makes it the parent).
         extend = data.get("extend_video") if mode == EXTEND else None
-        if isinstance(extend, Clip):
-            # Extending one of the creator's clips continues it: it becomes the parent.
-            parent = parent or extend
-            extend = Asset.for_clip_video(extend)
         return {
             "prompt": data["prompt"],
             "aspect_ratio": data.get("aspect_ratio") or "",
@@ -591,7 +468,7 @@ class GenerateForm(forms.Form):
         if spec is None:
             return ""
         if spec.is_free:
-            return "Free: the offline simulator renders on this computer."
+            return spec.free_note or "Free."
         duration = self.current_duration()
         resolution, audio = self.current_value("resolution"), self.current_value("generate_audio")
         audio = (
@@ -630,17 +507,16 @@ class GenerateForm(forms.Form):
         allowed = [value for value, _ in self.fields["start_mode"].choices]
         if raw in allowed:
             return raw
-        files = self.files if self.is_bound else None
+        # A file refused on the way in (intake_errors) still says which input it was for.
+        sent = {name for name in self.intake_errors} | {
+            name
+            for name in ("first_frame_asset", "last_frame_asset", "reference_assets", "extend_video")
+            if _values(source, name)
+        }
         implied = [
-            (
-                FIRST_FRAME,
-                _values(source, "first_frame_asset")
-                or _values(files, "first_frame_upload")
-                or _values(source, "last_frame_asset")
-                or _values(files, "last_frame_upload"),
-            ),
-            (REFERENCES, _values(source, "reference_assets") or _values(files, "reference_images")),
-            (EXTEND, _values(source, "extend_video") or _values(files, "extend_video_upload")),
+            (FIRST_FRAME, sent & {"first_frame_asset", "last_frame_asset"}),
+            (REFERENCES, "reference_assets" in sent),
+            (EXTEND, "extend_video" in sent),
         ]
         return next((mode for mode, present in implied if present and mode in allowed), TEXT)
 
@@ -649,12 +525,7 @@ class GenerateForm(forms.Form):
         if "reference_assets" not in self.fields:
             return []
         source = self.data if self.is_bound else self.initial
-        pks = []
-        for raw in _values(source, "reference_assets"):
-            try:
-                pks.append(int(raw))
-            except (TypeError, ValueError):
-                continue
+        pks = [pk for pk in map(as_pk, _values(source, "reference_assets")) if pk]
         found = {a.pk: a for a in Asset.objects.filter(pk__in=pks, owner=self.user, kind=Asset.Kind.IMAGE)}
         return [found[pk] for pk in dict.fromkeys(pks) if pk in found]
 
@@ -663,11 +534,8 @@ class GenerateForm(forms.Form):
         if "first_frame_asset" not in self.fields:
             return None
         raw = self.data.get("first_frame_asset") if self.is_bound else self.initial.get("first_frame_asset")
-        try:
-            pk = int(raw)
-        except (TypeError, ValueError):
-            return None
-        return Asset.objects.filter(pk=pk, owner=self.user).first()
+        pk = as_pk(raw)
+        return Asset.objects.filter(pk=pk, owner=self.user).first() if pk else None
 
     def first_frame_held(self) -> list[Asset]:
         held = self.first_frame_preview()
@@ -701,55 +569,39 @@ class GenerateForm(forms.Form):
         )
         return {"message": message, "closest": closest if closest != chosen else ""}
 
-    def extend_video_preview(self) -> dict | None:
-        """The uploaded video chosen to extend, with its duration, for a preview."""
+    def extend_video_held(self) -> list[Asset]:
+        """The brought video chosen to extend, for its held card (a video still being
+        prepared shows "Preparing…" there)."""
         if "extend_video" not in self.fields:
-            return None
+            return []
         source = self.data if self.is_bound else self.initial
         kind, _, raw = str(source.get("extend_video") or "").partition(":")
-        if kind != "asset" or not raw.isdigit():
-            return None
-        asset = Asset.objects.filter(pk=raw, owner=self.user, kind=Asset.Kind.VIDEO).first()
-        if asset is None:
-            return None
-        try:
-            duration = media.probe(Path(asset.file.path)).duration
-        except (media.MediaError, OSError, NotImplementedError):
-            duration = None
-        return {"asset": asset, "duration": duration}
+        pk = as_pk(raw)
+        if kind != "asset" or pk is None:
+            return []
+        return list(Asset.objects.filter(pk=pk, owner=self.user, kind=Asset.Kind.VIDEO))
 
     def last_frame_preview(self) -> Asset | None:
         """The held last-frame image to show, for a bound or an initial form."""
         if "last_frame_asset" not in self.fields:
             return None
         raw = self.data.get("last_frame_asset") if self.is_bound else self.initial.get("last_frame_asset")
-        try:
-            pk = int(raw)
-        except (TypeError, ValueError):
-            return None
-        return Asset.objects.filter(pk=pk, owner=self.user).first()
+        pk = as_pk(raw)
+        return Asset.objects.filter(pk=pk, owner=self.user).first() if pk else None
 
     def parent_clip(self) -> Clip | None:
         raw = self.data.get("parent") if self.is_bound else self.initial.get("parent")
-        try:
-            pk = int(raw)
-        except (TypeError, ValueError):
-            return None
-        return Clip.objects.filter(pk=pk, owner=self.user).first()
+        pk = as_pk(raw)
+        return Clip.objects.filter(pk=pk, owner=self.user).first() if pk else None
 
 
-@contextlib.contextmanager
-def _upload_on_disk(upload):
-    """An uploaded file as a path PyAV can open (large uploads are on disk already)."""
-    if hasattr(upload, "temporary_file_path"):
-        yield Path(upload.temporary_file_path())
-        return
-    with tempfile.NamedTemporaryFile(prefix="upload-") as tmp:
-        upload.seek(0)
-        for chunk in upload.chunks():
-            tmp.write(chunk)
-        tmp.flush()
-        yield Path(tmp.name)
+def as_pk(raw) -> int | None:
+    """A value sent as an id, when it can be one (ASCII digits, within a database integer)."""
+    text = str(raw if raw is not None else "").strip()
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if 0 < value < 2**63 else None
 
 
 def ratio_value(ratio: str) -> float:
@@ -822,7 +674,7 @@ def data_from_clip(clip: Clip) -> QueryDict:
 
 def _extended_clip_pk(data) -> int | None:
     kind, _, raw = (data.get("extend_video") or "").partition(":")
-    return int(raw) if kind == "clip" and raw.isdigit() else None
+    return as_pk(raw) if kind == "clip" else None
 
 
 def initial_from_clip(clip: Clip) -> dict:

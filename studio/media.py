@@ -63,12 +63,6 @@ def local_copy(file) -> Iterator[Path]:
         os.unlink(temp)
 
 
-def read_stored(storage, name: str) -> bytes:
-    """All the bytes of a stored file (small files: images)."""
-    with storage.open(name, "rb") as fh:
-        return fh.read()
-
-
 @dataclass
 class VideoInfo:
     duration: float
@@ -264,6 +258,41 @@ def check_video(path: Path) -> VideoInfo:
     if info.duration <= 0:
         raise MediaError("The video has no length.")
     return info
+
+
+def check_video_limits(path: Path) -> None:
+    """Refuse a video beyond the studio's limits (size, length, picture size, frame rate)
+    from what its container header says, before a single frame is decoded: a small file can
+    claim hours of 8K video, and decoding it would be the attack."""
+    limit = settings.STUDIO_MAX_VIDEO_BYTES
+    if path.stat().st_size > limit:
+        raise MediaError(f"The video is larger than {limit / 1024 / 1024:g} MB.")
+    try:
+        with av.open(str(path)) as container:
+            if container.format.name not in VIDEO_CONTAINERS:
+                raise MediaError("Please use an MP4, MOV or WebM video.")
+            if not container.streams.video:
+                raise MediaError("The file has no video in it.")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            else:
+                seconds = (container.duration or 0) / av.time_base
+            rate = float(stream.average_rate or stream.guessed_rate or 0)
+    except av.error.FFmpegError as exc:
+        raise MediaError("This file is not a video the studio can read (MP4, MOV or WebM).") from exc
+    longest = settings.STUDIO_MAX_VIDEO_SECONDS
+    if seconds > longest:
+        raise MediaError(f"The video is {seconds:.0f} s long; the studio takes videos up to {longest:g} s.")
+    side = settings.STUDIO_MAX_VIDEO_SIDE
+    if max(width, height) > side:
+        raise MediaError(
+            f"The video is {width} × {height}; the studio takes videos up to {side} pixels on the long side."
+        )
+    fps = settings.STUDIO_MAX_VIDEO_FPS
+    if rate > fps:
+        raise MediaError(f"The video has {rate:.0f} frames per second; the studio takes up to {fps:g}.")
 
 
 # --- Joining a chain into one video ---------------------------------------------------------

@@ -11,39 +11,47 @@ import warnings
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _load_dotenv(path: Path) -> None:
-    """Read KEY=VALUE lines from a git-ignored .env beside manage.py, so provider keys can
-    live in one file. The real environment always wins."""
-    if not path.is_file():
-        return
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
-
-
-# Never under pytest: a developer's real keys must not reach the tests (they would talk
-# to the real services).
+# A git-ignored .env beside manage.py (or the file STUDIO_DOTENV names) may hold the
+# settings (provider keys...). It is read
+# with python-dotenv, so comments, quotes and `export` behave as people expect; the real
+# environment always wins. Never under pytest: a developer's real keys must not reach the
+# tests (they would talk to the real services).
 if os.environ.get("STUDIO_IGNORE_DOTENV") != "1" and "pytest" not in sys.modules:
-    _load_dotenv(BASE_DIR / ".env")
+    load_dotenv(os.environ.get("STUDIO_DOTENV") or BASE_DIR / ".env", override=False)
+
+TRUE_WORDS = {"1", "true", "yes"}
+FALSE_WORDS = {"0", "false", "no"}
 
 
 def env_bool(name, default=False):
-    value = os.environ.get(name)
-    if value is None or value == "":
+    """true/false, 1/0 or yes/no (any case); anything else stops start-up, naming the
+    variable, rather than silently meaning "off"."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(
+        f"{name} must be true or false (also accepted: 1/0, yes/no); it is {os.environ[name]!r}."
+    )
 
 
 def env_float(name, default):
-    value = os.environ.get(name, "")
-    return float(value) if value.strip() else default
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number; it is {os.environ[name]!r}.") from None
 
 
 def env_list(name, default=""):
@@ -200,8 +208,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Largest image a creator may upload, in bytes and in pixels.
 STUDIO_MAX_IMAGE_BYTES = int(env_float("STUDIO_MAX_IMAGE_MB", 20) * 1024 * 1024)
 STUDIO_MAX_IMAGE_PIXELS = int(env_float("STUDIO_MAX_IMAGE_MEGAPIXELS", 40) * 1_000_000)
-# Largest video a creator may bring to extend, in bytes.
+# Largest video a creator may bring to extend: bytes, seconds, pixels on the long side and
+# frames per second, checked from the container's header before anything is decoded.
 STUDIO_MAX_VIDEO_BYTES = int(env_float("STUDIO_MAX_VIDEO_MB", 200) * 1024 * 1024)
+STUDIO_MAX_VIDEO_SECONDS = env_float("STUDIO_MAX_VIDEO_SECONDS", 120)
+STUDIO_MAX_VIDEO_SIDE = int(env_float("STUDIO_MAX_VIDEO_SIDE", 3840))
+STUDIO_MAX_VIDEO_FPS = env_float("STUDIO_MAX_VIDEO_FPS", 60)
 # Pasted links to loopback or private addresses are refused (SSRF); allow them only for
 # local testing.
 STUDIO_ALLOW_PRIVATE_URLS = env_bool("STUDIO_ALLOW_PRIVATE_URLS", False)

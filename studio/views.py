@@ -21,12 +21,32 @@ from django.utils.http import content_disposition_header, url_has_allowed_host_a
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import media
-from .forms import FirstAccountForm, GenerateForm, data_from_clip, initial_from_clip, options_initial
+from . import catalogue, inputs, jobs, media
+from .forms import (
+    FirstAccountForm,
+    GenerateForm,
+    data_from_clip,
+    form_field_of,
+    initial_from_clip,
+    options_initial,
+)
 from .models import Asset, ChainExport, Clip
-from .providers import ProviderError, enabled_providers, find_model
+from .providers import ProviderError, WebhookRefused, all_providers, enabled_providers, get_provider
 
 GALLERY_PAGE = 24
+
+
+def _clip_for(request, pk: int, queryset=None) -> Clip:
+    """This creator's clip, or 404 (another creator's clip is not theirs to know of)."""
+    return get_object_or_404((queryset or Clip.objects).visible_to(request.user), pk=pk)
+
+
+def _model_gone(request, clip: Clip):
+    """A redirect with a message when the clip's model is no longer offered, else None."""
+    if catalogue.find_model(clip.model_ref) is not None:
+        return None
+    messages.error(request, f"The model “{clip.model_label}” is not available any more; choose another.")
+    return redirect("home")
 
 
 # The gallery's status filter: a creator's words, not the job's internal states.
@@ -120,7 +140,7 @@ def home(request):
         return render(request, "studio/home.html#gallery_page", _gallery_context(request))
     initial = {}
     last_model = request.session.get("last_model")
-    if last_model and find_model(last_model):
+    if last_model and catalogue.find_model(last_model):
         initial["model"] = last_model
     return _studio_page(request, GenerateForm(user=request.user, initial=initial))
 
@@ -128,23 +148,16 @@ def home(request):
 @login_required
 @require_POST
 def generate(request):
-    form = GenerateForm(request.POST, request.FILES, user=request.user)
-    valid = form.is_valid()
-    # A good upload is kept even when something else is wrong, so it is not lost.
-    kept = form.keep_upload()
-    if not valid:
-        if kept:
-            # Show the kept files (by their ids) instead of empty file inputs.
-            data = request.POST.copy()
-            for name, values in kept.items():
-                data.setlist(name, values)
-            form = GenerateForm(data, user=request.user)
-            form.is_valid()
+    # Files posted with the form (no JavaScript) become held inputs first, so a good file
+    # is kept, and shown by its id, even when something else is wrong.
+    data, intake_errors = inputs.take_form_files(request.user, request.POST, request.FILES)
+    form = GenerateForm(data, user=request.user, intake_errors=intake_errors)
+    if not form.is_valid():
         if request.htmx:
             return render(request, "studio/_generate_form.html", {"form": form}, status=422)
         return _studio_page(request, form, status=422)
 
-    clip = Clip.create_for(request.user, form.spec, **form.clip_fields())
+    clip = jobs.start_clip(request.user, form.spec, **form.clip_fields())
     request.session["last_model"] = form.spec.ref
     if request.htmx:
         fresh = GenerateForm(
@@ -165,7 +178,7 @@ def generate(request):
 def form_options(request):
     """The part of the form that depends on the model, re-rendered when the model or the
     duration changes; compatible values survive."""
-    spec = find_model(request.GET.get("model", "")) or None
+    spec = catalogue.find_model(request.GET.get("model", "")) or None
     form = GenerateForm(
         user=request.user, spec=spec, initial=options_initial(spec, request.GET) if spec else {}
     )
@@ -177,7 +190,7 @@ def form_options(request):
 def continue_clip(request, pk):
     """The generate form set to continue a clip: its last frame as the first frame, the same
     model and aspect ratio, an empty prompt."""
-    parent = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    parent = _clip_for(request, pk)
     if not parent.is_ready or parent.last_frame_id is None:
         messages.error(request, "That clip is not ready yet, so it has no last frame to continue from.")
         return redirect(parent)
@@ -189,8 +202,7 @@ def continue_clip(request, pk):
         "first_frame_asset": parent.last_frame_id,
         "start_mode": "first_frame",
     }
-    spec = parent.spec
-    if spec is None:
+    if catalogue.find_model(parent.model_ref) is None:
         messages.error(
             request, f"The model “{parent.model_label}” is not available any more; choose another."
         )
@@ -206,12 +218,12 @@ def retry_clip(request, pk):
     goes back to queued). GET, or a clip the provider objected to field by field (the same
     settings would fail again): the generate form filled with the clip's settings and the
     provider's objections (a 400's field messages) beside the fields they concern."""
-    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
-    if clip.spec is None:
-        messages.error(request, f"The model “{clip.model_label}” is not available any more; choose another.")
-        return redirect("home")
+    clip = _clip_for(request, pk)
+    gone = _model_gone(request, clip)
+    if gone:
+        return gone
     if request.method == "POST" and not clip.field_errors:
-        clip.retry()
+        jobs.retry_clip(clip)
         if request.htmx:
             return render(
                 request,
@@ -224,7 +236,8 @@ def retry_clip(request, pk):
     form = GenerateForm(data_from_clip(clip), user=request.user)
     form.is_valid()
     for name, field_messages in (clip.field_errors or {}).items():
-        target = name if name in form.fields else None
+        target = form_field_of(name)
+        target = target if target in form.fields else None
         for message in field_messages:
             form.add_error(target, message)
     return _studio_page(request, form)
@@ -233,7 +246,7 @@ def retry_clip(request, pk):
 @login_required
 @require_GET
 def clip_card(request, pk):
-    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    clip = _clip_for(request, pk)
     return render(
         request, "studio/_clip_card.html", {"clip": clip, "generating": _generating_count(request.user)}
     )
@@ -241,32 +254,32 @@ def clip_card(request, pk):
 
 @login_required
 @require_GET
-def generating_count(request):
-    return render(request, "studio/home.html#title", {"generating": _generating_count(request.user)})
-
-
-@login_required
-@require_GET
 def clip_detail(request, pk):
-    clip = get_object_or_404(Clip.objects.visible_to(request.user).select_related("last_frame"), pk=pk)
+    clip = _clip_for(request, pk, Clip.objects.select_related("last_frame"))
     context = {"clip": clip, "chain": clip.chain(), "takes": clip.children.order_by("pk")}
-    if request.htmx and request.GET.get("part") == "player":
-        return render(request, "studio/clip_detail.html#player", context)
     return render(request, "studio/clip_detail.html", context)
 
 
 @login_required
 @require_GET
 def providers_page(request):
-    providers = enabled_providers()
-    enabled = {p.name for p in providers}
+    """Every provider the studio knows: the models of those that are on, and how to connect
+    the others."""
+    rows = [
+        {
+            "provider": provider,
+            "enabled": provider.is_enabled(),
+            "models": catalogue.models_of(provider) if provider.is_enabled() else [],
+            "note": catalogue.note(provider) if provider.is_enabled() else "",
+        }
+        for provider in all_providers()
+    ]
     return render(
         request,
         "studio/providers.html",
         {
-            "providers": providers,
-            "pictory_enabled": "pictory" in enabled,
-            "openrouter_enabled": "openrouter" in enabled,
+            "rows": rows,
+            "any_enabled": any(row["enabled"] for row in rows),
             "public_base_url": settings.PUBLIC_BASE_URL,
         },
     )
@@ -277,10 +290,10 @@ def providers_page(request):
 def refresh_models(request):
     """ "Refresh models": read again the model lists of providers that publish one."""
     for provider in enabled_providers():
-        if not provider.refreshable:
+        if not provider.publishes_models:
             continue
         try:
-            count = provider.refresh_models()
+            count = catalogue.refresh(provider)
         except ProviderError as exc:
             messages.error(request, f"Could not read {provider.label}'s model list: {exc.message}")
         else:
@@ -349,7 +362,7 @@ def _export_context(request, clip, clips, export=None) -> dict:
 def chain_view(request, pk):
     """The chain view: the sequence from the root through this clip and on through the
     chosen takes, each step with its takes side by side, the totals, and the join."""
-    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    clip = _clip_for(request, pk)
     steps = clip.chain_steps()
     clips = [step for step, _ in steps]
     return render(
@@ -371,7 +384,7 @@ def chain_view(request, pk):
 def choose_take(request, pk):
     """Use this take at its step: the sequence (and every chain view above it) goes on
     through it."""
-    take = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    take = _clip_for(request, pk)
     if take.parent_id is None:
         raise Http404("This clip is not a take of another clip.")
     take.use_as_take()
@@ -382,10 +395,10 @@ def choose_take(request, pk):
 @require_POST
 def start_chain_export(request, pk):
     """ "Download the whole chain": join the sequence shown in the chain view of `pk`."""
-    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    clip = _clip_for(request, pk)
     clips = clip.sequence()
     blocker = _export_blocker(clips)
-    export = None if blocker else ChainExport.start(request.user, clips)
+    export = None if blocker else jobs.start_export(request.user, clips)
     if request.htmx:
         return render(
             request,
@@ -422,10 +435,10 @@ def chain_export_file(request, pk):
 @require_GET
 def remix_clip(request, pk):
     """The generate form filled with a clip's settings and prompt, to change and send."""
-    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
-    if clip.spec is None:
-        messages.error(request, f"The model “{clip.model_label}” is not available any more; choose another.")
-        return redirect("home")
+    clip = _clip_for(request, pk)
+    gone = _model_gone(request, clip)
+    if gone:
+        return gone
     messages.info(request, f"Remixing clip #{clip.pk}: change what you like, then press Generate.")
     return _studio_page(request, GenerateForm(user=request.user, initial=initial_from_clip(clip)))
 
@@ -435,14 +448,14 @@ def remix_clip(request, pk):
 def generate_again(request, pk):
     """ "Generate again": a new clip with the same settings and the same parent, so a clip
     that continues another becomes a new take of that step."""
-    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
-    if clip.spec is None:
-        messages.error(request, f"The model “{clip.model_label}” is not available any more; choose another.")
-        return redirect("home")
+    clip = _clip_for(request, pk)
+    gone = _model_gone(request, clip)
+    if gone:
+        return gone
     form = GenerateForm(data_from_clip(clip), user=request.user)
     if not form.is_valid():
         return _studio_page(request, form, status=422)
-    again = Clip.create_for(request.user, form.spec, **form.clip_fields())
+    again = jobs.start_clip(request.user, form.spec, **form.clip_fields())
     messages.success(request, f"Generating clip #{again.pk}, a new take of clip #{clip.pk}.")
     return redirect(_next_url(request) or reverse("chain_view", args=[again.pk]))
 
@@ -452,10 +465,10 @@ def generate_again(request, pk):
 def delete_clip(request, pk):
     """Delete a clip and its files after a confirmation. A clip that others continue asks
     whether its takes go too; if not, they become the first clips of their own chains."""
-    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    clip = _clip_for(request, pk)
     if request.method == "POST":
         with_takes = request.POST.get("takes") == "delete"
-        count = clip.delete_with_files(with_takes=with_takes)
+        count = jobs.delete_clip(clip, with_takes=with_takes)
         others = count - 1
         messages.success(
             request,
@@ -557,7 +570,7 @@ def serve_file(
 @login_required
 @require_GET
 def clip_video(request, pk):
-    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    clip = _clip_for(request, pk)
     if not clip.video:
         raise Http404("This clip has no video yet.")
     download = request.GET.get("download") == "1"
@@ -568,7 +581,7 @@ def clip_video(request, pk):
 @login_required
 @require_GET
 def clip_thumbnail(request, pk):
-    clip = get_object_or_404(Clip.objects.visible_to(request.user), pk=pk)
+    clip = _clip_for(request, pk)
     if not clip.thumbnail:
         raise Http404("This clip has no thumbnail yet.")
     return serve_file(request, clip.thumbnail.name, "image/jpeg")
@@ -623,38 +636,25 @@ def setup(request):
 # --- Webhooks ---------------------------------------------------------------------------
 
 
-def _webhook_hint(provider: str, token: str, delivery_key: str = "") -> HttpResponse:
-    """What every provider's webhook does once the call is authenticated (for Pictory: by
-    the token alone, as it signs nothing): make the clip due for polling, once per delivery
-    when the provider names its deliveries. The body is never read; the job's state always
-    comes from the provider's API. Answers fast, 204."""
-    if Clip.wake_by_webhook(provider, token, delivery_key) is None:
+@csrf_exempt
+@require_POST
+def provider_webhook(request, provider, token):
+    """A provider's call that a job moved on. Its own check first (a signature, for those
+    that sign; a refused call changes nothing); then it is only a hint: the clip with this
+    unguessable token is made due for polling, once per delivery when the provider names its
+    deliveries. The body is never trusted; the job's state always comes from the provider's
+    API. Answers fast, 204."""
+    try:
+        receiver = get_provider(provider)
+    except LookupError:
+        raise Http404("No such hook.")
+    try:
+        delivery_key = receiver.check_webhook(request)
+    except WebhookRefused as refused:
+        return HttpResponse(refused.reason, status=refused.status, content_type="text/plain")
+    if jobs.wake_by_webhook(receiver.name, token, delivery_key) is None:
         raise Http404("No such hook.")
     return HttpResponse(status=204)
-
-
-@csrf_exempt
-@require_POST
-def pictory_webhook(request, token):
-    return _webhook_hint("pictory", token)
-
-
-@csrf_exempt
-@require_POST
-def openrouter_webhook(request, token):
-    """OpenRouter signs its calls when a secret is configured: check that first (a refused
-    call changes nothing), then the same hint as every provider, deduplicated by
-    X-OpenRouter-Idempotency-Key."""
-    from .providers.openrouter import signature_problem
-
-    secret = settings.OPENROUTER_WEBHOOK_SECRET
-    if secret:
-        problem = signature_problem(request.headers.get("X-OpenRouter-Signature", ""), request.body, secret)
-        if problem is not None:
-            status, reason = problem
-            return HttpResponse(reason, status=status, content_type="text/plain")
-    key = request.headers.get("X-OpenRouter-Idempotency-Key", "").strip()
-    return _webhook_hint("openrouter", token, key)
 
 
 @require_GET
@@ -664,82 +664,55 @@ def healthz(request):
 
 # --- Inputs a creator brings (drop, choose, or paste a link) ---------------------------------
 
-# The form's inputs: what kind of file each takes, and the field that names a held file.
-INPUTS = {
-    "first_frame": ("image", "first_frame_asset", "First frame"),
-    "last_frame": ("image", "last_frame_asset", "Last frame"),
-    "reference": ("image", "reference_assets", "Reference image"),
-    "extend_video": ("video", "extend_video", "Video to extend"),
-}
+
+def _held_context(asset: Asset, field: str) -> dict:
+    _kind, input_name, _upload, label = inputs.INPUTS[field]
+    return {
+        "asset": asset,
+        "field": field,
+        "label": label,
+        "input_name": input_name,
+        "input_value": inputs.held_value(field, asset),
+    }
 
 
 @login_required
 @require_POST
 def add_input(request):
-    """Check a dropped or chosen file, or fetch a pasted link, keep our own copy, and answer
-    with its preview holding the asset's id (or a plain message, 422)."""
-    from . import links, media
-
+    """Take a dropped or chosen file, or a pasted link (studio.inputs), and answer with its
+    held card: a preview holding the asset's id (or a plain message, 422). A video's card
+    says "Preparing…" and polls until the worker has checked it."""
     field = request.POST.get("field", "")
-    if field not in INPUTS:
+    if field not in inputs.INPUTS:
         return HttpResponse("Unknown input.", status=400, content_type="text/plain")
-    kind, input_name, label = INPUTS[field]
-    upload = request.FILES.get("file")
-    link = request.POST.get("link", "").strip()
     try:
-        if upload is not None:
-            asset = _asset_from_upload(request.user, upload, kind)
-        elif link:
-            asset = Asset.from_link(request.user, link, kind)
-        else:
-            raise media.MediaError("Drop a file, choose one, or paste a link.")
-    except (media.MediaError, links.LinkError) as exc:
+        asset = inputs.bring(
+            request.user, field, upload=request.FILES.get("file"), link=request.POST.get("link", "").strip()
+        )
+    except inputs.InputError as exc:
         return HttpResponse(str(exc), status=422, content_type="text/plain")
-    value = f"asset:{asset.pk}" if field == "extend_video" else str(asset.pk)
-    duration = None
-    if asset.kind == Asset.Kind.VIDEO:
-        info = getattr(asset, "video_info", None)  # probed while it was checked
-        if info is None:
-            with media.local_copy(asset.file) as local:
-                info = media.probe(local)
-        duration = info.duration
-    return render(
-        request,
-        "studio/_held_asset.html",
-        {
-            "asset": asset,
-            "field": field,
-            "label": label,
-            "input_name": input_name,
-            "input_value": value,
-            "duration": duration,
-        },
-    )
+    return render(request, "studio/_held_asset.html", _held_context(asset, field))
 
 
-def _asset_from_upload(user, upload, kind) -> Asset:
-    import tempfile
-
-    from . import media
-
-    limit = settings.STUDIO_MAX_IMAGE_BYTES if kind == Asset.Kind.IMAGE else settings.STUDIO_MAX_VIDEO_BYTES
-    if upload.size > limit:
-        what = "image" if kind == Asset.Kind.IMAGE else "video"
-        raise media.MediaError(f"The {what} is larger than {limit / (1024 * 1024):g} MB.")
-    with tempfile.NamedTemporaryFile(prefix="upload-") as tmp:
-        for chunk in upload.chunks():
-            tmp.write(chunk)
-        tmp.flush()
-        return Asset.from_file(user, Path(tmp.name), kind, original_name=upload.name)
+@login_required
+@require_GET
+def held_input(request, pk):
+    """A held input's card again (a video being prepared polls it until it is ready)."""
+    asset = get_object_or_404(Asset.objects.filter(owner=request.user), pk=pk)
+    field = request.GET.get("field", "")
+    if field not in inputs.INPUTS or inputs.INPUTS[field][0] != asset.kind:
+        raise Http404("No such input.")
+    return render(request, "studio/_held_asset.html", _held_context(asset, field))
 
 
 @login_required
 @require_GET
 def asset_poster(request, pk):
-    """The first frame of a held video, as a small JPEG preview."""
-    from . import media
-
-    asset = get_object_or_404(Asset.objects.filter(owner=request.user, kind=Asset.Kind.VIDEO), pk=pk)
+    """The first frame of a held video, as a small JPEG preview (only once the worker has
+    checked the video: nothing unchecked is decoded in a web request)."""
+    asset = get_object_or_404(
+        Asset.objects.filter(owner=request.user, kind=Asset.Kind.VIDEO, status=Asset.Status.READY), pk=pk
+    )
     try:
         with media.local_copy(asset.file) as local:
             image = media.first_frame(local)

@@ -75,5 +75,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def provider_secret_settings() -> list[str]:
+    """Every setting that holds a provider's secret, from the registry: a test that must
+    blank them or plant fake ones needs no list of its own (a new provider is covered)."""
+    from studio.providers import all_providers
+
+    return sorted({name for provider in all_providers() for name in provider.secret_settings})
+
+
 def chromium_path():
     return shutil.which("chromium") or shutil.which("chromium-browser")

@@ -325,12 +325,13 @@ def test_a_join_whose_worker_died_is_handed_out_again(user):
         sequence_key=str(clip.pk),
         status=ChainExport.Status.RUNNING,
         attempts=1,
-        claimed_at=timezone.now() - ChainExport.STALE_AFTER - timedelta(seconds=5),
+        claimed_at=timezone.now() - jobs.EXPORT_STALE_AFTER - timedelta(seconds=5),
     )
-    assert ChainExport.recover_stale() == [export.pk]
+    assert jobs.recover_stale_exports() == [export.pk]
     export.refresh_from_db()
     assert export.status == ChainExport.Status.QUEUED
-    export.run()  # the clip has no video: fails with a reason rather than hanging
+    jobs.export_chain(export.pk)  # the clip has no video: fails with a reason rather than hanging
+    export.refresh_from_db()
     assert export.status == ChainExport.Status.FAILED and f"Clip #{clip.pk}" in export.error
 
 

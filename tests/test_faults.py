@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from studio import jobs
 from studio.models import Clip
+from studio.providers import get_provider
 from studio.providers.base import RemoteStatus
 from studio.providers.simulator import SimulatorProvider
 
@@ -170,7 +171,6 @@ def test_provider_faults_on_30_percent_of_calls_still_end_every_clip(user, enque
     loopback Pictory: every clip ends ready (with a playable video) or failed (with a
     plain reason), before its deadline, and no clip becomes two Pictory jobs."""
     from studio import media
-    from studio.providers.pictory import PictoryProvider
 
     from .fakes.pictory import FakePictory
 
@@ -181,9 +181,9 @@ def test_provider_faults_on_30_percent_of_calls_still_end_every_clip(user, enque
     settings.PICTORY_API_BASE_URL = fake.base_url
     settings.PICTORY_TIMEOUT_SECONDS = 0.3
     try:
-        spec = next(m for m in PictoryProvider.shared().models() if m.key == "pixverse5.5")
+        spec = next(m for m in get_provider("pictory").models() if m.key == "pixverse5.5")
         clips = [
-            Clip.create_for(user, spec, prompt=f"Chaos clip number {n}", aspect_ratio="1:1", duration=5)
+            jobs.start_clip(user, spec, prompt=f"Chaos clip number {n}", aspect_ratio="1:1", duration=5)
             for n in range(16)
         ]
         for _minute in range(45):

@@ -3,9 +3,9 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from studio.catalogue import find_model
 from studio.forms import GenerateForm
 from studio.models import Asset, Clip
-from studio.providers import find_model
 
 from .images import png_bytes
 

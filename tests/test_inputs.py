@@ -12,6 +12,7 @@ from studio import links, media
 from studio.models import Asset
 from studio.providers.simulator import render
 
+from .conftest import run_enqueued
 from .images import jpeg_bytes, png_bytes
 from .test_links import Files, server  # noqa: F401  (the loopback file server fixture)
 from .test_security import bomb_png
@@ -115,36 +116,102 @@ def test_an_oversized_image_is_refused(signed_in, settings):
     assert response.status_code == 422 and "larger than" in response.content.decode()
 
 
-def test_a_video_to_extend_is_probed_and_previewed_with_its_duration(signed_in, user, tmp_path):
+@pytest.fixture
+def sent_video(signed_in, django_capture_on_commit_callbacks):
+    """Send a video to the "extend" input as the page does, with its on-commit work run."""
+
+    def send_video(name, data, ctype="video/mp4"):
+        with django_capture_on_commit_callbacks(execute=True):
+            return send(signed_in, "extend_video", file=image_upload(name, data, ctype))
+
+    return send_video
+
+
+def held_card(client, asset):
+    return client.get(f"/inputs/{asset.pk}/", {"field": "extend_video"}).content.decode()
+
+
+def test_a_video_to_extend_is_prepared_by_the_worker_then_previewed(
+    sent_video, signed_in, user, tmp_path, enqueued
+):
     path = tmp_path / "mine.mp4"
     render(path, "My own footage", "16:9", 1, None)
-    response = send(signed_in, "extend_video", file=image_upload("mine.mp4", path.read_bytes(), "video/mp4"))
+    response = sent_video("mine.mp4", path.read_bytes())
     assert response.status_code == 200, response.content
     asset = Asset.objects.get(owner=user, kind="video")
     html = response.content.decode()
-    assert f'name="extend_video" value="asset:{asset.pk}"' in html and "1 s" in html
+    # Held at once, by its id, while the worker checks it.
+    assert asset.status == Asset.Status.PREPARING and "Preparing…" in html
+    assert f'name="extend_video" value="asset:{asset.pk}"' in html and "every 1s" in html
+    assert signed_in.get(f"/assets/{asset.pk}/poster.jpg").status_code == 404  # nothing decoded yet
+    assert enqueued == [("studio.jobs.prepare_video", (asset.pk,))]
+    run_enqueued(enqueued)
+    asset.refresh_from_db()
+    assert asset.status == Asset.Status.READY and asset.duration == pytest.approx(1.0, abs=0.05)
+    html = held_card(signed_in, asset)
+    assert "Preparing" not in html and "every 1s" not in html and "1 s" in html
+    assert f'name="extend_video" value="asset:{asset.pk}"' in html
     poster = signed_in.get(f"/assets/{asset.pk}/poster.jpg")
     assert poster.status_code == 200 and Image.open(io.BytesIO(poster.content)).format == "JPEG"
 
 
-def test_a_webm_to_extend_is_converted_to_h264_mp4(signed_in, user, tmp_path):
+def test_a_brought_video_is_never_decoded_in_the_web_request(
+    signed_in, user, tmp_path, enqueued, monkeypatch
+):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a web request decoded a video")
+
+    for name in ("check_video", "check_video_limits", "probe", "to_h264_mp4", "is_h264_mp4"):
+        monkeypatch.setattr(media, name, no_decoding)
     response = send(
         signed_in, "extend_video", file=image_upload("take.webm", webm_bytes(tmp_path), "video/webm")
     )
-    assert response.status_code == 200, response.content
+    assert response.status_code == 200 and "Preparing…" in response.content.decode()
+
+
+def test_a_webm_to_extend_is_converted_to_h264_mp4(
+    sent_video, user, tmp_path, enqueued, django_capture_on_commit_callbacks
+):
+    sent_video("take.webm", webm_bytes(tmp_path), "video/webm")
+    original = Path(Asset.objects.get(owner=user, kind="video").file.path)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_enqueued(enqueued)
     asset = Asset.objects.get(owner=user, kind="video")
+    assert asset.status == Asset.Status.READY
     assert media.is_h264_mp4(Path(asset.file.path))
     assert media.probe(Path(asset.file.path)).duration == pytest.approx(1.0, abs=0.1)
+    assert not original.exists()  # the WebM as it came is not kept beside the MP4
 
 
-def test_an_undecodable_video_is_refused(signed_in):
-    response = send(
-        signed_in,
-        "extend_video",
-        file=image_upload("fake.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 400, "video/mp4"),
-    )
-    assert response.status_code == 422
-    assert not Asset.objects.exists()
+def test_an_undecodable_video_fails_on_its_card_and_cannot_be_used(sent_video, signed_in, user, enqueued):
+    response = sent_video("fake.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 400)
+    assert response.status_code == 200
+    run_enqueued(enqueued)
+    asset = Asset.objects.get(owner=user, kind="video")
+    assert asset.status == Asset.Status.FAILED and "not a video the studio can read" in asset.error
+    html = held_card(signed_in, asset)
+    assert "not a video the studio can read" in html and 'name="extend_video"' not in html
+
+
+@pytest.mark.parametrize(
+    "setting,value,message",
+    [
+        ("STUDIO_MAX_VIDEO_SIDE", 200, "up to 200 pixels on the long side"),
+        ("STUDIO_MAX_VIDEO_SECONDS", 0.5, "up to 0.5 s"),
+        ("STUDIO_MAX_VIDEO_FPS", 10, "up to 10"),
+    ],
+)
+def test_a_video_beyond_the_limits_is_refused_from_its_header(
+    sent_video, user, tmp_path, enqueued, settings, monkeypatch, setting, value, message
+):
+    setattr(settings, setting, value)
+    decoded = []
+    monkeypatch.setattr(media, "check_video", lambda path: decoded.append(path))
+    sent_video("take.webm", webm_bytes(tmp_path), "video/webm")
+    run_enqueued(enqueued)
+    asset = Asset.objects.get(owner=user, kind="video")
+    assert asset.status == Asset.Status.FAILED and message in asset.error
+    assert decoded == []  # refused before a single frame was decoded
 
 
 def test_a_link_to_loopback_is_refused(signed_in, server):  # noqa: F811

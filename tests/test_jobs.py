@@ -7,8 +7,9 @@ import pytest
 from django.utils import timezone
 
 from studio import jobs, media
+from studio.catalogue import find_model
 from studio.models import Clip, Lease
-from studio.providers import ProviderError, find_model
+from studio.providers import ProviderError
 from studio.providers.base import RemoteStatus
 from studio.providers.simulator import SimulatorProvider
 
@@ -22,7 +23,7 @@ def new_clip(user, model="simulator:cinema", **fields):
     fields.setdefault("prompt", "A paper boat on a rain-soaked street")
     fields.setdefault("aspect_ratio", spec.aspect_ratios[0])
     fields.setdefault("duration", spec.durations[0])
-    return Clip.create_for(user, spec, **fields)
+    return jobs.start_clip(user, spec, **fields)
 
 
 def make_due(clip):
@@ -100,7 +101,7 @@ def test_finish_task_run_twice_finishes_once(user, enqueued, django_capture_on_c
     clip = new_clip(user)
     jobs.submit_clip(clip.pk)
     make_due(clip)
-    clip.poll()
+    jobs.poll_clip(clip)
     jobs.finish_clip(clip.pk)
     clip.refresh_from_db()
     first_video = clip.video.name
@@ -163,8 +164,8 @@ def test_a_poll_is_claimed_so_two_pollers_poll_once(user, enqueued, monkeypatch)
         SimulatorProvider, "poll", lambda self, rid: polls.append(rid) or RemoteStatus("running")
     )
     stale_copy = Clip.objects.get(pk=clip.pk)  # a second worker read the same row
-    clip.poll()
-    stale_copy.poll()
+    jobs.poll_clip(clip)
+    jobs.poll_clip(stale_copy)
     assert len(polls) == 1
 
 
@@ -178,7 +179,7 @@ def test_transient_poll_error_backs_off_and_does_not_fail(user, enqueued, monkey
 
     monkeypatch.setattr(SimulatorProvider, "poll", broken)
     before = timezone.now()
-    clip.poll()
+    jobs.poll_clip(clip)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.RUNNING
     assert clip.poll_failures == 1
@@ -218,7 +219,7 @@ def test_failed_remote_job_shows_its_reason(user, enqueued, monkeypatch):
     monkeypatch.setattr(
         SimulatorProvider, "poll", lambda self, rid: RemoteStatus("failed", error="Out of ideas.")
     )
-    clip.poll()
+    jobs.poll_clip(clip)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.FAILED and clip.error == "Out of ideas."
 
@@ -253,7 +254,7 @@ def test_continued_clip_starts_from_the_parents_last_frame(user, enqueued):
     parent = new_clip(user)
     jobs.submit_clip(parent.pk)
     make_due(parent)
-    parent.poll()
+    jobs.poll_clip(parent)
     jobs.finish_clip(parent.pk)
     parent.refresh_from_db()
     child = new_clip(
@@ -261,7 +262,7 @@ def test_continued_clip_starts_from_the_parents_last_frame(user, enqueued):
     )
     jobs.submit_clip(child.pk)
     make_due(child)
-    child.poll()
+    jobs.poll_clip(child)
     jobs.finish_clip(child.pk)
     child.refresh_from_db()
     assert child.is_ready and child.chain() == [parent, child]

@@ -21,12 +21,12 @@ from django.utils import timezone
 from PIL import Image
 
 from studio import jobs
+from studio.catalogue import all_models, find_model
 from studio.models import Clip, ProviderModelCache, WebhookDelivery
-from studio.providers import ProviderError, Submission, all_models, find_model, get_provider
+from studio.providers import ProviderError, Submission, get_provider
 from studio.providers.openrouter import (
     KEY_REFUSED,
     NO_CREDITS,
-    OpenRouterProvider,
     signature_problem,
     spec_from,
 )
@@ -645,7 +645,7 @@ def hook(client, clip, body: dict, signature: str | None = None, key: str | None
     if key is not None:
         headers["HTTP_X_OPENROUTER_IDEMPOTENCY_KEY"] = key
     return client.post(
-        reverse("openrouter_webhook", args=[clip.webhook_token]),
+        reverse("provider_webhook", args=["openrouter", clip.webhook_token]),
         raw,
         content_type="application/json",
         **headers,
@@ -731,8 +731,8 @@ def test_without_a_secret_the_token_alone_authenticates(signed_in, openrouter, e
     clip = create_clip(signed_in, enqueued)
     assert hook(client, clip, completed_event(clip)).status_code == 204
     assert Clip.objects.get(pk=clip.pk).next_poll_at <= timezone.now()
-    assert client.post(reverse("openrouter_webhook", args=["not-the-token"])).status_code == 404
-    assert client.get(reverse("openrouter_webhook", args=[clip.webhook_token])).status_code == 405
+    assert client.post(reverse("provider_webhook", args=["openrouter", "not-the-token"])).status_code == 404
+    assert client.get(reverse("provider_webhook", args=["openrouter", clip.webhook_token])).status_code == 405
 
 
 def test_signature_check_window():
@@ -744,4 +744,4 @@ def test_signature_check_window():
 
 
 def test_one_provider_and_connection_pool_serve_every_call(openrouter):
-    assert OpenRouterProvider.shared() is get_provider("openrouter")
+    assert get_provider("openrouter") is get_provider("openrouter")

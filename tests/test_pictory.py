@@ -20,9 +20,10 @@ from django.utils import timezone
 from PIL import Image
 
 from studio import jobs
+from studio.catalogue import find_model
 from studio.models import Asset, Clip
-from studio.providers import ProviderError, Submission, find_model, get_provider
-from studio.providers.pictory import KEY_REFUSED, PictoryProvider, field_errors
+from studio.providers import ProviderError, Submission, get_provider
+from studio.providers.pictory import KEY_REFUSED, field_errors
 from tests.conftest import free_port, run_enqueued
 from tests.fakes.pictory import FakePictory, rendered
 
@@ -247,17 +248,39 @@ def test_extending_one_of_my_clips_sends_its_video_and_continues_it(signed_in, p
     assert b"".join(served.streaming_content) == first.video.read()
 
 
+def bring_video(client, enqueued, name, content, ctype="video/mp4") -> Asset:
+    """A video dropped on the "extend" input, as the page sends it, prepared by the worker."""
+    file = SimpleUploadedFile(name, content, content_type=ctype)
+    assert client.post(reverse("add_input"), {"field": "extend_video", "file": file}).status_code == 200
+    run_enqueued(enqueued)
+    return Asset.objects.filter(kind=Asset.Kind.VIDEO).latest("pk")
+
+
 def test_extending_an_uploaded_mp4_sends_its_published_url(signed_in, pictory, enqueued, public):
     video, _, _ = rendered("16:9")
-    clip = create_clip(
-        signed_in,
-        enqueued,
-        start_mode="extend_video",
-        extend_video_upload=SimpleUploadedFile("mine.mp4", video, content_type="video/mp4"),
-    )
+    asset = bring_video(signed_in, enqueued, "mine.mp4", video)
+    clip = create_clip(signed_in, enqueued, start_mode="extend_video", extend_video=f"asset:{asset.pk}")
     [create] = pictory.creates()
-    assert clip.extend_video.kind == Asset.Kind.VIDEO
+    assert clip.extend_video == asset and asset.kind == Asset.Kind.VIDEO
     assert create.json["extendVideoUrl"] == clip.extend_video.public_url()
+
+
+def test_a_video_posted_with_the_form_is_held_until_the_worker_has_prepared_it(
+    signed_in, pictory, enqueued, public
+):
+    """Without JavaScript the video comes with the form: it is kept at once, and the clip
+    is sent once the worker has checked it and the creator presses Generate again."""
+    video, _, _ = rendered("16:9")
+    upload = SimpleUploadedFile("mine.mp4", video, content_type="video/mp4")
+    response = post_generate(signed_in, start_mode="extend_video", extend_video_upload=upload)
+    assert response.status_code == 422
+    asset = Asset.objects.get(kind=Asset.Kind.VIDEO)
+    text = page(response)
+    assert "still being prepared" in text and f'value="asset:{asset.pk}"' in text
+    assert not pictory.requests
+    run_enqueued(enqueued)
+    clip = create_clip(signed_in, enqueued, start_mode="extend_video", extend_video=f"asset:{asset.pk}")
+    assert clip.extend_video == asset and len(pictory.creates()) == 1
 
 
 @pytest.mark.parametrize(
@@ -270,29 +293,23 @@ def test_extending_an_uploaded_mp4_sends_its_published_url(signed_in, pictory, e
 def test_an_extend_upload_that_is_not_a_decodable_mp4_is_refused(
     signed_in, pictory, enqueued, public, content, message
 ):
-    response = post_generate(
-        signed_in,
-        start_mode="extend_video",
-        extend_video_upload=SimpleUploadedFile("x.mp4", content, content_type="video/mp4"),
-    )
+    asset = bring_video(signed_in, enqueued, "x.mp4", content)
+    assert asset.status == Asset.Status.FAILED
+    response = post_generate(signed_in, start_mode="extend_video", extend_video=f"asset:{asset.pk}")
     assert response.status_code == 422
     assert message in page(response)
     assert not Clip.objects.exists() and not pictory.requests
 
 
 def test_a_webm_to_extend_is_sent_to_pictory_as_our_h264_mp4(signed_in, pictory, enqueued, public, tmp_path):
-    """The form's own file input (no JavaScript) takes MOV and WebM too, and Pictory gets
-    the public MP4 the studio made of it."""
+    """A dropped MOV or WebM is kept as H.264 MP4 (by the worker), and Pictory gets the
+    public MP4 the studio made of it."""
     from studio import media
 
     from .test_inputs import webm_bytes
 
-    clip = create_clip(
-        signed_in,
-        enqueued,
-        start_mode="extend_video",
-        extend_video_upload=SimpleUploadedFile("take.webm", webm_bytes(tmp_path), content_type="video/webm"),
-    )
+    asset = bring_video(signed_in, enqueued, "take.webm", webm_bytes(tmp_path), "video/webm")
+    clip = create_clip(signed_in, enqueued, start_mode="extend_video", extend_video=f"asset:{asset.pk}")
     assert clip.extend_video is not None
     assert media.is_h264_mp4(Path(clip.extend_video.file.path))
     sent = pictory.creates()[-1].json["extendVideoUrl"]
@@ -313,7 +330,7 @@ def test_forged_combinations_are_refused_before_anything_is_sent(signed_in, pict
             "Use at most 3 reference images (4 were sent).",
         ),
         ({"start_mode": "first_frame"}, "Choose a picture for the first frame"),
-        ({"start_mode": "extend_video"}, "upload an MP4 to extend"),
+        ({"start_mode": "extend_video"}, "bring a video to extend"),
         ({"start_mode": "sideways"}, "cannot start a clip that way"),
     ]
     for fields, message in cases:
@@ -552,7 +569,7 @@ def test_field_error_names_are_mapped_to_form_fields():
     ) == {
         "reference_images": ["not reachable"],
         "extend_video": ["not an MP4", "too long"],
-        "first_frame_upload": ["too small"],
+        "first_frame": ["too small"],
         "__all__": ["mystery: odd"],
     }
 
@@ -660,7 +677,8 @@ def test_a_server_error_while_downloading_is_retried(signed_in, pictory, enqueue
     clip.refresh_from_db()
     assert clip.status == Clip.Status.FINISHING  # left for the next sweep
     pictory.file_status = None
-    clip.finish()
+    jobs.finish_clip(clip.pk)
+    clip.refresh_from_db()
     assert clip.status == Clip.Status.READY
 
 
@@ -671,7 +689,7 @@ def test_the_webhook_with_the_right_token_makes_the_clip_due_and_nothing_else(
     signed_in, pictory, enqueued, public, client
 ):
     clip = create_clip(signed_in, enqueued)
-    url = reverse("pictory_webhook", args=[clip.webhook_token])
+    url = reverse("provider_webhook", args=["pictory", clip.webhook_token])
     assert pictory.creates()[0].json["webhook"] == PUBLIC + url
     before = Clip.objects.get(pk=clip.pk)
     forged = json.dumps(
@@ -703,8 +721,8 @@ def test_the_webhook_with_the_right_token_makes_the_clip_due_and_nothing_else(
 def test_the_webhook_refuses_a_wrong_token_and_other_methods(signed_in, pictory, enqueued, public, client):
     clip = create_clip(signed_in, enqueued)
     before = Clip.objects.get(pk=clip.pk)
-    assert client.post(reverse("pictory_webhook", args=["not-the-token"])).status_code == 404
-    assert client.get(reverse("pictory_webhook", args=[clip.webhook_token])).status_code == 405
+    assert client.post(reverse("provider_webhook", args=["pictory", "not-the-token"])).status_code == 404
+    assert client.get(reverse("provider_webhook", args=["pictory", clip.webhook_token])).status_code == 405
     clip.refresh_from_db()
     assert clip.next_poll_at == before.next_poll_at and clip.updated_at == before.updated_at
     assert not enqueued
@@ -714,8 +732,8 @@ def test_a_simulator_clip_cannot_be_woken_through_the_pictory_hook(signed_in, pi
     response = post_generate(signed_in, model="simulator:cinema", aspect_ratio="16:9", duration="4")
     assert response.status_code == 302
     sim = Clip.objects.get(provider="simulator")
-    assert client.post(reverse("pictory_webhook", args=[sim.webhook_token])).status_code == 404
+    assert client.post(reverse("provider_webhook", args=["pictory", sim.webhook_token])).status_code == 404
 
 
 def test_one_provider_and_connection_pool_serve_every_call(pictory):
-    assert PictoryProvider.shared() is get_provider("pictory")
+    assert get_provider("pictory") is get_provider("pictory")

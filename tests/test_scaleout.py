@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import provider_secret_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 PG_HOST, PG_PORT = os.environ.get("STUDIO_TEST_PG_HOST", "127.0.0.1"), 5432
 REDIS = os.environ.get("STUDIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -53,8 +55,7 @@ def base_env(tmp_path, database_url, **extra):
         "MEDIA_ROOT": str(tmp_path / "media"),
         "SECRET_KEY": "scaleout-test-key",
         "STUDIO_IGNORE_DOTENV": "1",
-        "PICTORY_API_KEY": "",
-        "OPENROUTER_API_KEY": "",
+        **dict.fromkeys(provider_secret_settings(), ""),
         **extra,
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -94,13 +95,13 @@ def manage(env, *args, input_text=None, timeout=120):
 SHELL_CREATE = """
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from studio.models import Clip
-from studio.providers import find_model
+from studio import jobs
+from studio.catalogue import find_model
 user, _ = get_user_model().objects.get_or_create(username="ana")
 spec = find_model("simulator:motion")
 with transaction.atomic():
     for n in range({count}):
-        Clip.create_for(user, spec, prompt=f"Scale-out clip {{n}} on many workers", aspect_ratio="1:1", duration=5)
+        jobs.start_clip(user, spec, prompt=f"Scale-out clip {{n}} on many workers", aspect_ratio="1:1", duration=5)
 """
 
 SHELL_STATE = """

@@ -160,7 +160,10 @@ def test_inputs_are_checked_kept_and_previewed_through_the_storage(
     )
     assert response.status_code == 200, response.content
     video = Asset.objects.get(owner=user, kind="video")
-    assert "1 s" in response.content.decode() and memory_storage.exists(video.file.name)
+    jobs.prepare_video(video.pk)  # the worker's check, reading the file through the storage
+    video.refresh_from_db()
+    card = signed_in.get(f"/inputs/{video.pk}/", {"field": "extend_video"}).content.decode()
+    assert "1 s" in card and memory_storage.exists(video.file.name)
     poster = signed_in.get(f"/assets/{video.pk}/poster.jpg")
     assert poster.status_code == 200 and Image.open(io.BytesIO(poster.content)).format == "JPEG"
     assert local_files(settings) == []
@@ -204,7 +207,7 @@ def test_a_chain_is_joined_through_the_storage(
     # Deleting a clip removes its stored files (no folder to tidy in a bucket).
     names = [take.video.name, take.thumbnail.name]
     with django_capture_on_commit_callbacks(execute=True):
-        take.delete_with_files()
+        jobs.delete_clip(take)
     assert not any(memory_storage.exists(name) for name in names)
 
 

@@ -16,7 +16,7 @@ def ready_clip(user, **fields):
     clip = new_clip(user, **fields)
     jobs.submit_clip(clip.pk)
     make_due(clip)
-    clip.poll()
+    jobs.poll_clip(clip)
     jobs.finish_clip(clip.pk)
     clip.refresh_from_db()
     assert clip.is_ready, clip.error

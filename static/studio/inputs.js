@@ -19,6 +19,8 @@
         if (!res.ok) { error.textContent = res.text; return; }
         if (zone.dataset.multiple !== "true") { held.innerHTML = ""; }
         held.insertAdjacentHTML("beforeend", res.text);
+        // A video's card polls itself while the worker prepares it: let htmx see it.
+        if (window.htmx) { window.htmx.process(held); }
         if (zone.dataset.multiple !== "true") { zone.classList.add("dropzone--filled"); }
         if (zone.dataset.clears) {
           var other = document.querySelector(zone.dataset.clears);

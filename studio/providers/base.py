@@ -34,6 +34,8 @@ class ModelSpec:
     # Prices per second that depend on the options: (resolution or "", audio True/False or
     # None for either, price). When one applies it wins over cost_per_second.
     second_prices: tuple[tuple[str, bool | None, Decimal], ...] = ()
+    # What the form says of a free model, e.g. where it renders ("" : just "Free.").
+    free_note: str = ""
 
     @property
     def ref(self) -> str:
@@ -172,9 +174,23 @@ class ProviderError(Exception):
         self.status_code = status_code
 
 
+class WebhookRefused(Exception):
+    """A webhook call the provider's own check refused (bad or stale signature): answered
+    with `status` and a short reason, and nothing changes."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 class Provider:
-    """Base of every provider. Subclasses set `name` and `label` and implement the four
-    calls; everything else (claims, polling rhythm, deadlines, storage) is in jobs.py."""
+    """Base of every provider: one module each, listed in providers.REGISTRY.
+
+    A subclass sets `name` and `label`, says when it is enabled and how to set it up, lists
+    its models (or fetches them, for providers that publish a list), and implements submit,
+    poll and download. Everything else (claims, polling rhythm, deadlines, storage, the
+    model-list cache) is shared code outside the provider."""
 
     name = ""
     label = ""
@@ -183,24 +199,38 @@ class Provider:
     # True when the service fetches our images and videos by URL, so they must be published
     # at PUBLIC_BASE_URL first (the simulator reads them from disk).
     needs_public_urls = False
-    # True when the model list is read from the service and can be read again on demand
-    # (the providers page then offers "Refresh models").
-    refreshable = False
+    # True when the model list is read from the service (cached by studio.catalogue and
+    # refreshed on a schedule and by "Refresh models"); False: `models()` is the list.
+    publishes_models = False
+    # How old a published list may get before the schedule reads it again.
+    refresh_minutes = 60.0
+    # The settings that hold this provider's secrets, so pages, logs and tests can keep
+    # their values out of sight.
+    secret_settings: tuple[str, ...] = ()
+
+    def is_enabled(self) -> bool:
+        """Whether the studio offers this provider now (from its own settings)."""
+        return True
+
+    def setup_help(self) -> str:
+        """What the Providers page says about connecting this provider (plain words)."""
+        return ""
+
+    def status_note(self) -> str:
+        """A line for the Providers page about something an admin should know, or ""."""
+        return ""
 
     def models(self) -> list[ModelSpec]:
+        """The fixed model list of a provider that does not publish one."""
+        return []
+
+    def fetch_model_entries(self, timeout: float | None = None) -> list[dict]:
+        """Read the raw model list from the service (providers that publish one)."""
         raise NotImplementedError
 
-    def refresh_models(self) -> int:
-        """Read the model list from the service again; return how many models it has."""
+    def specs_from(self, entries: list[dict]) -> list[ModelSpec]:
+        """The raw entries of `fetch_model_entries` as ModelSpecs."""
         raise NotImplementedError
-
-    def refresh_due(self) -> bool:
-        """Whether the periodic task should read the model list again now."""
-        return self.refreshable
-
-    def catalogue_note(self) -> str:
-        """A line for the providers page about where the model list stands, or ""."""
-        return ""
 
     def submit(self, submission: Submission) -> str:
         """Start a job; return the provider's job id."""
@@ -212,3 +242,10 @@ class Provider:
     def download(self, url: str, destination: Path) -> None:
         """Copy a result file (video, image) to `destination`."""
         raise NotImplementedError
+
+    def check_webhook(self, request) -> str:
+        """Authenticate a webhook call beyond the unguessable token in its URL. Return the
+        provider's delivery key ("" when it names none) so repeats change nothing; raise
+        WebhookRefused to refuse it. The body is never trusted: the next poll fetches the
+        truth. The default (a provider that signs nothing) takes the token alone."""
+        return ""

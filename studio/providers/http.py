@@ -1,8 +1,7 @@
-"""What every HTTP provider does the same way: one connection pool per process, reading
-Retry-After, saving a result file with a size cap, and tolerant readers of JSON values.
-
-Each vendor module keeps its own `_request` (the one place that builds its requests and
-maps its errors); these helpers are the parts that would otherwise be copied."""
+"""What every HTTP provider does the same way: its settings, the one request function,
+one connection pool per process, reading Retry-After, saving a result file with a size
+cap, and tolerant readers of JSON values. A vendor module only adds its auth headers, its
+error mapping and the mapping of its request and answer bodies."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import httpx
+from django.conf import settings
 
 from .base import Provider, ProviderError
 
@@ -35,30 +35,32 @@ def clamped_seconds(value, default: float, low: float, high: float) -> float:
 
 
 class ProcessClient:
-    """An httpx.Client created on first use, and again in a forked worker: a pool's
-    sockets must not be shared between processes."""
+    """An httpx.Client created on first use, and again in a forked worker (a pool's sockets
+    must not be shared between processes) or when the timeout setting changes."""
 
-    def __init__(self, timeout: float, headers: dict[str, str] | None = None):
-        self.timeout = timeout
+    def __init__(self, headers: dict[str, str] | None = None):
         self.headers = dict(headers or {})
         self._client: httpx.Client | None = None
-        self._pid: int | None = None
+        self._key: tuple | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> httpx.Client:
+    def get(self, timeout: float) -> httpx.Client:
+        key = (os.getpid(), timeout)
         with self._lock:
-            if self._client is None or self._pid != os.getpid():
+            if self._client is None or self._key != key:
+                if self._client is not None and self._key[0] == os.getpid():
+                    self._client.close()
                 self._client = httpx.Client(
-                    timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
+                    timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
                     headers=self.headers,
                     follow_redirects=False,
                 )
-                self._pid = os.getpid()
+                self._key = key
             return self._client
 
     def close(self) -> None:
         with self._lock:
-            if self._client is not None and self._pid == os.getpid():
+            if self._client is not None and self._key[0] == os.getpid():
                 self._client.close()
             self._client = None
 
@@ -156,49 +158,88 @@ def json_object(response: httpx.Response, vendor: str, method: str) -> dict:
 
 
 class HostedProvider(Provider):
-    """A provider behind an HTTP API, shared per configuration and process.
+    """A provider behind an HTTP API: its settings, and the one request function.
 
-    The registry is asked for providers on every form render; a new client each time would
-    leak sockets, so `shared()` keeps one instance (one connection pool) and replaces it
-    only when the settings change (tests, a reload). Subclasses say which settings make
-    their configuration and how often to poll."""
+    The registry builds one instance per process and keeps it, so every call shares one
+    connection pool. Settings are read at each call (tests and the Providers page change
+    them at run time). A vendor module names its settings, its auth headers and its error
+    mapping; `request` does the rest the same way for every vendor."""
 
-    _shared = None
-    _shared_lock = threading.Lock()
-
-    def __init__(self, api_key: str, base_url: str, timeout: float):
-        self.api_key = api_key
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.poll_interval = self.poll_seconds()
-        self._client = ProcessClient(timeout, {"User-Agent": self.user_agent})
-
+    # The vendor's name in messages ("Pictory could not ..."), shorter than `label`.
+    vendor = ""
+    key_setting = ""
+    base_url_setting = ""
+    timeout_setting = ""
     user_agent = "LastframeStudio/1.0"
 
-    @classmethod
-    def configuration(cls) -> tuple[str, str, float]:
-        """(API key, base URL, timeout) from the settings."""
+    def __init__(self):
+        self.secret_settings = (self.key_setting,)
+        self._client = ProcessClient({"User-Agent": self.user_agent})
+
+    @property
+    def api_key(self) -> str:
+        return getattr(settings, self.key_setting, "") or ""
+
+    @property
+    def base_url(self) -> str:
+        return (getattr(settings, self.base_url_setting, "") or "").rstrip("/")
+
+    @property
+    def timeout(self) -> float:
+        return float(getattr(settings, self.timeout_setting, 30))
+
+    def is_enabled(self) -> bool:
+        return bool(self.api_key)
+
+    def is_api(self, url: str) -> bool:
+        """The key goes only to the API itself: result files live on storage hosts that may
+        refuse, or log, a foreign credential."""
+        return url.startswith(self.base_url + "/")
+
+    def auth_headers(self) -> dict[str, str]:
+        """The headers that authenticate a call to the API."""
         raise NotImplementedError
 
-    @staticmethod
-    def poll_seconds() -> float:
+    def api_error(self, response: httpx.Response, *, download: bool, not_found: str) -> ProviderError:
+        """A non-2xx answer in our words (`download`: a result file, not an API call)."""
         raise NotImplementedError
 
-    @classmethod
-    def shared(cls):
-        config = cls.configuration()
-        with cls._shared_lock:
-            current = cls.__dict__.get("_shared")  # each subclass keeps its own
-            if current is None or current._config() != config:
-                if current is not None:
-                    current.close()
-                current = cls(*config)
-                cls._shared = current
-            current.poll_interval = cls.poll_seconds()
-            return current
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict | None = None,
+        stream_to: Path | None = None,
+        timeout: float | None = None,
+        not_found: str = "",
+    ) -> dict:
+        """Send one request and return the JSON body of a 2xx answer, or write the body to
+        `stream_to`. Every other outcome becomes a ProviderError in our words.
 
-    def _config(self) -> tuple:
-        return (self.api_key, self.base_url, self.timeout)
+        `path` is relative to the base URL, or an absolute URL (polling URLs, result files).
+        Redirects are followed for files only; httpx drops the Authorization header when a
+        redirect leaves the API's origin."""
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+        headers = {"Accept": "application/json"} if stream_to is None else {}
+        if self.is_api(url):
+            headers.update(self.auth_headers())
+        if json is not None:
+            headers["Content-Type"] = "application/json"
+        extra = {} if timeout is None else {"timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
+        client = self._client.get(self.timeout)
+        with transport_errors(self.vendor, self.base_url_setting, method):
+            if stream_to is not None:
+                with client.stream(method, url, headers=headers, follow_redirects=True, **extra) as response:
+                    if response.status_code >= 300:
+                        response.read()
+                        raise self.api_error(response, download=True, not_found=not_found)
+                    save_stream(response, stream_to, self.vendor)
+                return {}
+            response = client.request(method, url, headers=headers, json=json, **extra)
+        if 200 <= response.status_code < 300:
+            return json_object(response, self.vendor, method)
+        raise self.api_error(response, download=False, not_found=not_found)
 
     def close(self) -> None:
         self._client.close()

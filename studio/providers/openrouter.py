@@ -1,9 +1,9 @@
 """OpenRouter video: whatever video models OpenRouter lists today, behind one async API.
 
 The facts of the API are in ../shared/contracts.md (OpenRouter part). The model list is read
-from GET /videos/models and cached in the database (ProviderModelCache); nothing about a
-model is hard-coded here, so a model that appears tomorrow with options never seen before
-works without a code change. `_request` is the one place that talks HTTP.
+from GET /videos/models (studio.catalogue caches it); nothing about a model is hard-coded
+here, so a model that appears tomorrow with options never seen before works without a code
+change. HTTP itself is `HostedProvider.request`.
 """
 
 from __future__ import annotations
@@ -15,28 +15,15 @@ import logging
 import mimetypes
 import re
 import time
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 from django.conf import settings
-from django.db import IntegrityError
-from django.utils import timezone
-from django.utils.timesince import timesince
 
-from .base import ImageInput, ModelSpec, ProviderError, RemoteStatus, Submission
-from .http import (
-    HostedProvider,
-    clamped_seconds,
-    decimal_or_none,
-    json_object,
-    retry_after,
-    save_stream,
-    text,
-    transport_errors,
-)
+from .base import ImageInput, ModelSpec, ProviderError, RemoteStatus, Submission, WebhookRefused
+from .http import HostedProvider, clamped_seconds, decimal_or_none, retry_after, text
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +32,6 @@ USER_AGENT = "LastframeStudio/1.0"
 # Names the app on OpenRouter's side (optional headers of the API).
 APP_TITLE = "Lastframe Studio"
 
-# A page that finds no cached list waits at most this long for OpenRouter, once; after a
-# failure pages do not try again for RETRY_FROM_PAGE_AFTER (the worker and the button do).
-PAGE_FETCH_TIMEOUT = 5.0
-RETRY_FROM_PAGE_AFTER = timedelta(minutes=1)
 # The list states nothing about reference images. Models that take no frame images are
 # offered up to this many references (OpenRouter passes `input_references` on to the
 # model; 3 is the common limit of the services behind it, e.g. Veo). Models that take
@@ -78,8 +61,8 @@ KEY_REFUSED = "OpenRouter refused the API key (check OPENROUTER_API_KEY)."
 NO_CREDITS = "Not enough credits on OpenRouter: add credits to your OpenRouter account, then try again."
 NO_SUCH_JOB = "OpenRouter has no record of this job."
 
-# Names in a 400's message or metadata, and the form fields they concern.
-FORM_FIELDS = {
+# Names in a 400's message or metadata, and the Submission fields they concern.
+SUBMISSION_FIELDS = {
     "aspect_ratio": "aspect_ratio",
     "resolution": "resolution",
     "duration": "duration",
@@ -87,169 +70,79 @@ FORM_FIELDS = {
     "seed": "seed",
     "prompt": "prompt",
     "model": "model",
-    "last_frame": "last_frame_upload",
-    "first_frame": "first_frame_upload",
-    "frame_images": "first_frame_upload",
+    "last_frame": "last_frame",
+    "first_frame": "first_frame",
+    "frame_images": "first_frame",
     "input_references": "reference_images",
 }
-
-
-def poll_seconds() -> float:
-    """OPENROUTER_POLL_SECONDS (the docs say about 30) kept within 1 to 120 s. Values under
-    10 only make sense against a test server standing in for OpenRouter."""
-    return clamped_seconds(settings.OPENROUTER_POLL_SECONDS, 30.0, 1.0, 120.0)
 
 
 class OpenRouterProvider(HostedProvider):
     name = NAME
     label = "OpenRouter"
+    vendor = "OpenRouter"
+    key_setting = "OPENROUTER_API_KEY"
+    base_url_setting = "OPENROUTER_API_BASE_URL"
+    timeout_setting = "OPENROUTER_TIMEOUT_SECONDS"
+    user_agent = USER_AGENT
     # Images go by our public URL when there is one, otherwise inline as data: URLs.
     needs_public_urls = False
-    refreshable = True
+    publishes_models = True
 
-    user_agent = USER_AGENT
-    poll_seconds = staticmethod(poll_seconds)
+    def __init__(self):
+        super().__init__()
+        self.secret_settings = (self.key_setting, "OPENROUTER_WEBHOOK_SECRET")
 
-    def __init__(self, api_key: str, base_url: str, timeout: float):
-        super().__init__(api_key, base_url, timeout)
+    @property
+    def poll_interval(self) -> float:
+        """OPENROUTER_POLL_SECONDS (the docs say about 30) kept within 1 to 120 s. Values under
+        10 only make sense against a test server standing in for OpenRouter."""
+        return clamped_seconds(settings.OPENROUTER_POLL_SECONDS, 30.0, 1.0, 120.0)
+
+    @property
+    def refresh_minutes(self) -> float:
+        return float(settings.OPENROUTER_MODELS_REFRESH_MINUTES)
+
+    @property
+    def origin(self) -> str:
         parts = urlsplit(self.base_url)
-        self.origin = f"{parts.scheme}://{parts.netloc}"
-        self._parsed: tuple[object, list[ModelSpec]] | None = None
+        return f"{parts.scheme}://{parts.netloc}"
 
-    @classmethod
-    def configuration(cls) -> tuple[str, str, float]:
+    def setup_help(self) -> str:
         return (
-            settings.OPENROUTER_API_KEY,
-            settings.OPENROUTER_API_BASE_URL,
-            float(settings.OPENROUTER_TIMEOUT_SECONDS),
+            "Generates with the video models OpenRouter offers (the list is read from OpenRouter, so "
+            "new models appear by themselves). Create a key on the Keys page of your OpenRouter "
+            "account, set it as OPENROUTER_API_KEY in the studio's environment (web and worker), and "
+            "restart the studio."
         )
 
-    # --- The model list (cached in the database) ----------------------------------------
+    # --- The model list ---------------------------------------------------------------
 
-    def models(self) -> list[ModelSpec]:
-        """The cached list. Pages never wait on the network for it, except when nothing was
-        ever read: then one short try (and after a failure, none for a minute)."""
-        from ..models import ProviderModelCache
-
-        row = ProviderModelCache.objects.filter(provider=NAME).first()
-        never_read = row is None or row.fetched_at is None
-        if never_read and (
-            row is None or row.checked_at is None or timezone.now() - row.checked_at > RETRY_FROM_PAGE_AFTER
-        ):
-            try:
-                self.refresh_models(timeout=PAGE_FETCH_TIMEOUT)
-            except ProviderError as exc:
-                log.warning("OpenRouter model list unavailable: %s", exc.message)
-            row = ProviderModelCache.objects.filter(provider=NAME).first()
-        if row is None or row.fetched_at is None:
-            return []
-        if self._parsed is None or self._parsed[0] != row.fetched_at:
-            self._parsed = (row.fetched_at, specs_from(row.data))
-        return list(self._parsed[1])
-
-    def refresh_models(self, timeout: float | None = None) -> int:
-        """Read GET /videos/models and keep it. A failure keeps the last good list and
-        records the error for the providers page."""
+    def fetch_model_entries(self, timeout: float | None = None) -> list[dict]:
         # Reference: https://openrouter.ai/docs/api/api-reference/video-generation/list-video-models
-        from ..models import ProviderModelCache
+        body = self.request(
+            "GET",
+            "/videos/models",
+            timeout=timeout,
+            not_found="OpenRouter has no video model list here (check OPENROUTER_API_BASE_URL).",
+        )
+        return model_entries(body)
 
-        now = timezone.now()
-        try:
-            entries = model_entries(
-                self._request(
-                    "GET",
-                    "/videos/models",
-                    timeout=timeout,
-                    not_found="OpenRouter has no video model list here (check OPENROUTER_API_BASE_URL).",
-                )
-            )
-        except ProviderError as exc:
-            _save_cache(ProviderModelCache, {"checked_at": now, "error": exc.message})
-            raise
-        _save_cache(ProviderModelCache, {"data": entries, "fetched_at": now, "checked_at": now, "error": ""})
-        return len(specs_from(entries))
+    def specs_from(self, entries: list[dict]) -> list[ModelSpec]:
+        return specs_from(entries)
 
-    def refresh_due(self) -> bool:
-        from ..models import ProviderModelCache
+    # --- HTTP -------------------------------------------------------------------------
 
-        row = ProviderModelCache.objects.filter(provider=NAME).first()
-        if row is None or row.fetched_at is None:
-            return True
-        minutes = max(1.0, float(settings.OPENROUTER_MODELS_REFRESH_MINUTES))
-        return timezone.now() - row.fetched_at >= timedelta(minutes=minutes)
-
-    def catalogue_note(self) -> str:
-        from ..models import ProviderModelCache
-
-        row = ProviderModelCache.objects.filter(provider=NAME).first()
-        if row is None or (row.fetched_at is None and not row.error):
-            return "OpenRouter's model list has not been read yet."
-        if row.fetched_at is None:
-            return (
-                f"Could not read OpenRouter's model list: {row.error} No OpenRouter model is "
-                "offered until it can be read; try “Refresh models”."
-            )
-        count = len(specs_from(row.data))
-        note = f"{count} video model{'s' if count != 1 else ''}, list read {timesince(row.fetched_at)} ago."
-        if row.error:
-            note += f" The last try to read it again failed: {row.error}"
-        return note
-
-    # --- The one place that touches HTTP -----------------------------------------------
-
-    def _is_api(self, url: str) -> bool:
-        """The key goes only to OpenRouter's API itself, never to a storage host (which may
-        refuse, or log, a foreign credential)."""
-        return url.startswith(self.base_url + "/")
-
-    def _headers(self, url: str, json_body: bool, stream: bool) -> dict:
-        headers = {} if stream else {"Accept": "application/json"}
-        if self._is_api(url):
-            headers["Authorization"] = f"Bearer {self.api_key}"
-            headers["X-OpenRouter-Title"] = APP_TITLE
-            if settings.PUBLIC_BASE_URL:
-                headers["HTTP-Referer"] = settings.PUBLIC_BASE_URL
-        if json_body:
-            headers["Content-Type"] = "application/json"
+    def auth_headers(self) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.api_key}", "X-OpenRouter-Title": APP_TITLE}
+        if settings.PUBLIC_BASE_URL:
+            headers["HTTP-Referer"] = settings.PUBLIC_BASE_URL
         return headers
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: dict | None = None,
-        stream_to: Path | None = None,
-        timeout: float | None = None,
-        not_found: str = NO_SUCH_JOB,
-    ) -> dict:
-        """Send one request and return the JSON body of a 2xx answer, or write the body to
-        `stream_to`. Every other outcome becomes a ProviderError in our words.
-
-        `path` is relative to the base URL, or an absolute URL (polling URLs, result files)."""
-        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
-        headers = self._headers(url, json is not None, stream_to is not None)
-        extra = {} if timeout is None else {"timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
-        client = self._client.get()
-        with transport_errors("OpenRouter", "OPENROUTER_API_BASE_URL", method):
-            if stream_to is not None:
-                # Redirects are followed for files only; httpx drops the Authorization header
-                # when a redirect leaves OpenRouter's origin.
-                with client.stream(method, url, headers=headers, follow_redirects=True, **extra) as response:
-                    if response.status_code >= 300:
-                        response.read()
-                        raise self._api_error(response, not_found, download=True)
-                    save_stream(response, stream_to, "OpenRouter")
-                return {}
-            response = client.request(method, url, headers=headers, json=json, **extra)
-        if 200 <= response.status_code < 300:
-            return json_object(response, "OpenRouter", method)
-        raise self._api_error(response, not_found)
-
-    @staticmethod
-    def _api_error(response: httpx.Response, not_found: str, download: bool = False) -> ProviderError:
+    def api_error(self, response: httpx.Response, *, download: bool, not_found: str) -> ProviderError:
         """The documented error body {"error": {"code", "message", "metadata"}} in our words."""
         status = response.status_code
+        not_found = not_found or NO_SUCH_JOB
         try:
             body = response.json()
         except ValueError:
@@ -273,11 +166,10 @@ class OpenRouterProvider(HostedProvider):
                 status_code=status,
             )
         if status == 400:
-            found = field_errors(message, metadata)
             return ProviderError(
                 "OpenRouter did not accept these settings.",
                 permanent=True,
-                field_errors=found,
+                field_errors=field_errors(message, metadata),
                 status_code=status,
             )
         if status == 401:
@@ -301,12 +193,12 @@ class OpenRouterProvider(HostedProvider):
             status_code=status,
         )
 
-    # --- The calls ----------------------------------------------------------------------
+    # --- The calls --------------------------------------------------------------------
 
     def submit(self, submission: Submission) -> str:
         # Reference: https://openrouter.ai/docs/api/api-reference/video-generation/create-video
         body = request_body(submission)
-        answer = self._request(
+        answer = self.request(
             "POST", "/videos", json=body, not_found="OpenRouter does not offer this model any more."
         )
         job_id = text(answer.get("id"))
@@ -327,7 +219,7 @@ class OpenRouterProvider(HostedProvider):
         resolved = urljoin(self.origin + "/", polling_url)
         if resolved == self._job_url(job_id) or "|" in job_id:
             return job_id
-        if not self._is_api(resolved):
+        if not self.is_api(resolved):
             log.warning("OpenRouter gave a polling URL on another host; polling /videos/%s instead", job_id)
             return job_id
         combined = f"{job_id}|{resolved}"
@@ -339,7 +231,7 @@ class OpenRouterProvider(HostedProvider):
     def poll(self, remote_id: str) -> RemoteStatus:
         # Reference: https://openrouter.ai/docs/api/api-reference/video-generation/get-video
         job_id, _, polling_url = remote_id.partition("|")
-        body = self._request("GET", polling_url or self._job_url(job_id))
+        body = self.request("GET", polling_url or self._job_url(job_id))
         return remote_status(body, job_id, self._job_url(job_id))
 
     def download(self, url: str, destination: Path) -> None:
@@ -348,7 +240,7 @@ class OpenRouterProvider(HostedProvider):
             raise ProviderError("OpenRouter sent a file address we cannot download.", permanent=True)
         for attempt in range(1, DOWNLOAD_TRIES + 1):
             try:
-                self._request("GET", url, stream_to=destination)
+                self.request("GET", url, stream_to=destination)
                 return
             except ProviderError as exc:
                 wait = exc.retry_after if exc.retry_after is not None else float(attempt)
@@ -362,14 +254,19 @@ class OpenRouterProvider(HostedProvider):
                 log.info("OpenRouter download failed (%s); trying again in %.0f s", exc.message, wait)
                 time.sleep(wait)
 
+    # --- Webhooks ---------------------------------------------------------------------
 
-def _save_cache(model, values: dict) -> None:
-    updated = model.objects.filter(provider=NAME).update(**values)
-    if not updated:
-        try:
-            model.objects.create(provider=NAME, **values)
-        except IntegrityError:  # another process created it first
-            model.objects.filter(provider=NAME).update(**values)
+    def check_webhook(self, request) -> str:
+        """OpenRouter signs its calls when a secret is configured: check that first (a refused
+        call changes nothing). Repeats are named by X-OpenRouter-Idempotency-Key."""
+        # Reference: https://openrouter.ai/docs/guides/features/webhooks
+        secret = settings.OPENROUTER_WEBHOOK_SECRET
+        if secret:
+            header = request.headers.get("X-OpenRouter-Signature", "")
+            problem = signature_problem(header, request.body, secret)
+            if problem is not None:
+                raise WebhookRefused(*problem)
+        return request.headers.get("X-OpenRouter-Idempotency-Key", "").strip()
 
 
 # --- Mapping between our words and OpenRouter's ----------------------------------------------
@@ -570,8 +467,8 @@ def remote_status(body: dict, job_id: str, job_url: str) -> RemoteStatus:
 
 
 def field_errors(message: str, metadata: dict) -> dict[str, list[str]]:
-    """A 400's message beside the form field it names (from the metadata when it says,
-    else from the message), or for the form as a whole."""
+    """A 400's message under the Submission field it names (from the metadata when it
+    says, else from the message), or for the request as a whole."""
     if not message:
         message = "OpenRouter did not accept these settings."
     named = ""
@@ -580,9 +477,9 @@ def field_errors(message: str, metadata: dict) -> dict[str, list[str]]:
             named = metadata[key]
             break
     haystack = named or message
-    for name in sorted(FORM_FIELDS, key=len, reverse=True):
+    for name in sorted(SUBMISSION_FIELDS, key=len, reverse=True):
         if re.search(rf"(?<![a-z_]){re.escape(name)}(?![a-z_])", haystack, re.IGNORECASE):
-            return {FORM_FIELDS[name]: [message]}
+            return {SUBMISSION_FIELDS[name]: [message]}
     return {"__all__": [message]}
 
 

@@ -1,7 +1,7 @@
 """Pictory AI Studio: Veo 3.1, Veo 3.1 Fast and PixVerse 5.5 behind one REST API.
 
 The facts of the API are in ../shared/contracts.md (Pictory part). This module only builds
-requests and maps answers onto our vocabulary; `_request` is the one place that talks HTTP.
+requests and maps answers onto our vocabulary; HTTP itself is `HostedProvider.request`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import httpx
 from django.conf import settings
 
 from .base import ImageInput, ModelSpec, ProviderError, RemoteStatus, Submission
-from .http import HostedProvider, clamped_seconds, json_object, retry_after, save_stream, transport_errors
+from .http import HostedProvider, clamped_seconds, retry_after
 from .http import decimal_or_none as _decimal
 from .http import text as _text
 
@@ -69,14 +69,14 @@ MODELS = [
     ),
 ]
 
-# Pictory's names for the inputs of a request, and the form fields a creator fills in for
-# them, so a 400 can show each message beside the right field.
-FORM_FIELDS = {
+# Pictory's names for the inputs of a request, and the Submission fields they carry, so a
+# 400 can show each message beside the right field.
+SUBMISSION_FIELDS = {
     "prompt": "prompt",
     "model": "model",
     "aspectRatio": "aspect_ratio",
     "duration": "duration",
-    "firstFrameImageUrl": "first_frame_upload",
+    "firstFrameImageUrl": "first_frame",
     "referenceImageUrls": "reference_images",
     "extendVideoUrl": "extend_video",
 }
@@ -88,67 +88,54 @@ NO_PUBLIC_URL = (
 )
 
 
-def poll_seconds() -> float:
-    """PICTORY_POLL_SECONDS kept within the 10 to 30 s the documentation asks for."""
-    return clamped_seconds(settings.PICTORY_POLL_SECONDS, 15.0, 10.0, 30.0)
-
-
 class PictoryProvider(HostedProvider):
     name = NAME
     label = "Pictory AI Studio"
+    vendor = "Pictory"
+    key_setting = "PICTORY_API_KEY"
+    base_url_setting = "PICTORY_API_BASE_URL"
+    timeout_setting = "PICTORY_TIMEOUT_SECONDS"
+    user_agent = USER_AGENT
     # Pictory fetches images and videos by URL: files of ours must be published first.
     needs_public_urls = True
 
-    user_agent = USER_AGENT
-    poll_seconds = staticmethod(poll_seconds)
+    @property
+    def poll_interval(self) -> float:
+        """PICTORY_POLL_SECONDS kept within the 10 to 30 s the documentation asks for."""
+        return clamped_seconds(settings.PICTORY_POLL_SECONDS, 15.0, 10.0, 30.0)
 
-    @classmethod
-    def configuration(cls) -> tuple[str, str, float]:
+    def setup_help(self) -> str:
         return (
-            settings.PICTORY_API_KEY,
-            settings.PICTORY_API_BASE_URL,
-            float(settings.PICTORY_TIMEOUT_SECONDS),
+            "Generates with Veo 3.1, Veo 3.1 Fast and PixVerse 5.5. Copy your API key from the API "
+            "Access page of your Pictory dashboard (it starts with pictai_), set it as "
+            "PICTORY_API_KEY in the studio's environment (web and worker), and restart the studio."
         )
 
     def models(self) -> list[ModelSpec]:
         return list(MODELS)
 
-    # --- The one place that touches HTTP -----------------------------------------------
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": self.api_key}  # the raw key: Pictory refuses "Bearer"
 
-    def _http(self) -> httpx.Client:
-        return self._client.get()
-
-    def _request(
-        self, method: str, path: str, *, json: dict | None = None, stream_to: Path | None = None
-    ) -> dict:
-        """Send one request and return the JSON body of a 2xx answer, or write the body to
-        `stream_to`. Every other outcome becomes a ProviderError in our words.
-
-        `path` is relative to the base URL, or an absolute URL for result files. The key goes
-        only to the API itself: result files live on storage that may reject (or log) a
-        foreign Authorization header."""
-        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
-        headers = {"Accept": "application/json"} if stream_to is None else {}
-        if url.startswith(self.base_url + "/"):
-            headers["Authorization"] = self.api_key  # the raw key: Pictory refuses "Bearer"
-        if json is not None:
-            headers["Content-Type"] = "application/json"
-        with transport_errors("Pictory", "PICTORY_API_BASE_URL", method):
-            if stream_to is not None:
-                with self._http().stream(method, url, headers=headers, follow_redirects=True) as response:
-                    if response.status_code >= 300:
-                        response.read()
-                        raise self._download_error(response)
-                    save_stream(response, stream_to, "Pictory")
-                return {}
-            response = self._http().request(method, url, headers=headers, json=json)
-        if 200 <= response.status_code < 300:
-            return json_object(response, "Pictory", method)
-        raise self._api_error(response)
-
-    @staticmethod
-    def _api_error(response: httpx.Response) -> ProviderError:
+    def api_error(self, response: httpx.Response, *, download: bool, not_found: str) -> ProviderError:
         status = response.status_code
+        if download:
+            if status in (401, 403, 404, 410):
+                # Signed result URLs answer 403 or 404 once they expire; asking again will not help.
+                return ProviderError(
+                    f"The file at Pictory is no longer available ({status}); its link has expired.",
+                    permanent=True,
+                    status_code=status,
+                )
+            if status == 429 or status >= 500 or status == 408:
+                return ProviderError(
+                    f"Pictory's file storage had a problem ({status}).",
+                    retry_after=retry_after(response),
+                    status_code=status,
+                )
+            return ProviderError(
+                f"Pictory's file storage refused the download ({status}).", permanent=True, status_code=status
+            )
         try:
             body = response.json()
         except ValueError:
@@ -186,35 +173,14 @@ class PictoryProvider(HostedProvider):
             status_code=status,
         )
 
-    @staticmethod
-    def _download_error(response: httpx.Response) -> ProviderError:
-        status = response.status_code
-        if status in (401, 403, 404, 410):
-            # Signed result URLs answer 403 or 404 once they expire; asking again will not help.
-            return ProviderError(
-                f"The file at Pictory is no longer available ({status}); its link has expired.",
-                permanent=True,
-                status_code=status,
-            )
-        if status == 429 or status >= 500 or status == 408:
-            return ProviderError(
-                f"Pictory's file storage had a problem ({status}).",
-                retry_after=retry_after(response),
-                status_code=status,
-            )
-        return ProviderError(
-            f"Pictory's file storage refused the download ({status}).", permanent=True, status_code=status
-        )
-
     # --- The calls ----------------------------------------------------------------------
 
     def submit(self, submission: Submission) -> str:
         # Reference: https://docs.pictory.ai/api-reference/ai-studio/generate-video
         body = request_body(submission)
-        answer = self._request("POST", "/v1/aistudio/videos", json=body)
-        job_id = (
-            _text((answer.get("data") or {}).get("jobId")) if isinstance(answer.get("data"), dict) else ""
-        )
+        answer = self.request("POST", "/v1/aistudio/videos", json=body)
+        data = answer.get("data")
+        job_id = _text(data.get("jobId")) if isinstance(data, dict) else ""
         if answer.get("success") is False or not job_id:
             # A 2xx without a job id: something may have been created that we cannot follow.
             raise ProviderError(
@@ -226,7 +192,7 @@ class PictoryProvider(HostedProvider):
 
     def poll(self, remote_id: str) -> RemoteStatus:
         # Reference: https://docs.pictory.ai/api-reference/ai-studio/get-video-job
-        body = self._request("GET", f"/v1/jobs/{quote(remote_id, safe='')}")
+        body = self.request("GET", f"/v1/jobs/{quote(remote_id, safe='')}")
         return remote_status(body)
 
     def download(self, url: str, destination: Path) -> None:
@@ -234,16 +200,16 @@ class PictoryProvider(HostedProvider):
         # (result URLs are direct downloads and are not kept for ever: contracts.md)
         if not url.startswith(("http://", "https://")):
             raise ProviderError("Pictory sent a file address we cannot download.", permanent=True)
-        self._request("GET", url, stream_to=destination)
+        self.request("GET", url, stream_to=destination)
 
 
 # --- Mapping between our words and Pictory's ------------------------------------------------
 
 
-def _public_url(item: ImageInput, form_field: str) -> str:
+def _public_url(item: ImageInput, field: str) -> str:
     url = item.remote_url or item.public_url
     if not url:
-        raise ProviderError(NO_PUBLIC_URL, permanent=True, field_errors={form_field: [NO_PUBLIC_URL]})
+        raise ProviderError(NO_PUBLIC_URL, permanent=True, field_errors={field: [NO_PUBLIC_URL]})
     return url
 
 
@@ -266,7 +232,7 @@ def request_body(submission: Submission) -> dict:
     if submission.duration:
         body["duration"] = f"{submission.duration}s"
     if submission.first_frame:
-        body["firstFrameImageUrl"] = _public_url(submission.first_frame, "first_frame_upload")
+        body["firstFrameImageUrl"] = _public_url(submission.first_frame, "first_frame")
     elif submission.reference_images:
         if len(submission.reference_images) > 3:
             raise ProviderError("Pictory takes 1 to 3 reference images.", permanent=True)
@@ -314,9 +280,9 @@ def remote_status(body: dict) -> RemoteStatus:
 
 
 def field_errors(fields) -> dict[str, list[str]]:
-    """The `fields` of a 400 mapped to our form fields. Both documented shapes are accepted:
+    """The `fields` of a 400 mapped to Submission fields. Both documented shapes are accepted:
     {"field", "message"} and {"name", "errors"} (errors a string or a list). Names we do not
-    know go to the form as a whole ("__all__")."""
+    know go to the request as a whole ("__all__")."""
     found: dict[str, list[str]] = {}
     if isinstance(fields, dict):  # {"prompt": "too short"} would be a third shape; cheap to accept
         fields = [{"field": k, "message": v} for k, v in fields.items()]
@@ -331,7 +297,7 @@ def field_errors(fields) -> dict[str, list[str]]:
         messages = [m for m in messages if m]
         if not messages:
             continue
-        target = FORM_FIELDS.get(_bare_name(name))
+        target = SUBMISSION_FIELDS.get(_bare_name(name))
         if target is None:
             target = "__all__"
             messages = [f"{name}: {m}" if name else m for m in messages]

@@ -35,6 +35,8 @@ from .base import ModelSpec, Provider, ProviderError, RemoteStatus, Submission
 FPS = 24
 HEIGHT = 480  # small on purpose: encoding stays around a second per clip (NOTES.md)
 
+FREE_NOTE = "Free: the offline simulator renders on this computer."
+
 MODELS = [
     ModelSpec(
         provider="simulator",
@@ -44,6 +46,7 @@ MODELS = [
         durations=(4, 6, 8),
         first_frame=True,
         cost_per_second=Decimal("0"),
+        free_note=FREE_NOTE,
         description="Offline preview with the options of Veo 3.1: renders on this computer in seconds, free.",
     ),
     ModelSpec(
@@ -54,6 +57,7 @@ MODELS = [
         durations=(5, 8, 10),
         first_frame=True,
         cost_per_second=Decimal("0"),
+        free_note=FREE_NOTE,
         description="Offline preview with the options of PixVerse 5.5: renders on this computer in seconds, free.",
     ),
 ]
@@ -70,6 +74,16 @@ class SimulatorProvider(Provider):
     name = "simulator"
     label = "Offline simulator (free, no key needed)"
     poll_interval = 1.0
+
+    def is_enabled(self) -> bool:
+        return settings.SIMULATOR_ENABLED
+
+    def setup_help(self) -> str:
+        return (
+            "Renders real MP4 previews on this computer, free and with no key or network: for "
+            "trying the studio and shaping a chain before spending credits. Switch it with "
+            "SIMULATOR_ENABLED."
+        )
 
     def models(self) -> list[ModelSpec]:
         return list(MODELS)
