@@ -41,14 +41,61 @@ class FetchedLink:
     size: int
 
 
+# --- Which addresses a link may reach ------------------------------------------------------
+# Python 3.11's `is_global` calls IPv4-compatible, NAT64, 6to4 and site-local addresses global
+# whatever IPv4 they carry (NOTES.md), so IPv6 is judged by an allow-list: only global unicast
+# (2000::/3), minus the special-purpose blocks inside it. Everything outside 2000::/3 is
+# refused: unspecified ::, loopback ::1, IPv4-compatible ::a.b.c.d, SIIT ::ffff:0:a.b.c.d,
+# NAT64 local-use 64:ff9b:1::/48, discard 100::/64, unique local fc00::/7, link-local
+# fe80::/10, site-local fec0::/10, multicast ff00::/8.
+_IPV6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_IPV6_SPECIAL = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        # IETF protocol assignments: Teredo 2001::/32 (its client IPv4 is obfuscated, and it
+        # is reached through whatever relay), benchmarking 2001:2::/48, ORCHID 2001:10::/28
+        # and 2001:20::/28. None of it serves a creator's file.
+        "2001::/23",
+        "2001:db8::/32",  # documentation
+        "2002::/16",  # 6to4: an IPv4 address reached through a relay; deprecated (RFC 7526)
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 segment identifiers (RFC 9602), never a web server
+    )
+)
+# NAT64's well-known prefix is the one translated form we let through, and only when the
+# IPv4 it embeds would itself be allowed: on an IPv6-only server behind DNS64 this is how
+# every IPv4-only site resolves, the gateway connects to exactly the embedded address (the
+# last 32 bits, RFC 6052), and RFC 6052 forbids the prefix for non-global IPv4. The
+# local-use prefix 64:ff9b:1::/48 is refused: its operator chooses where the IPv4 sits.
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def address_allowed(address: str) -> bool:
     """Only globally routable addresses: no loopback, private, link-local, shared (CGNAT),
-    multicast, reserved or unspecified ones, also when hidden in an IPv4-mapped IPv6."""
+    multicast, reserved or unspecified ones, and no IPv6 form that carries an IPv4 address
+    the studio would refuse."""
     if settings.STUDIO_ALLOW_PRIVATE_URLS:
         return True
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _ipv4_allowed(ip)
+    if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 socket itself
+        return _ipv4_allowed(ip.ipv4_mapped)
+    if ip in _NAT64_WELL_KNOWN:
+        return _ipv4_allowed(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return (
+        ip in _IPV6_GLOBAL_UNICAST
+        and not any(ip in net for net in _IPV6_SPECIAL)
+        and ip.is_global
+        and not ip.is_multicast
+    )
+
+
+def _ipv4_allowed(ip: ipaddress.IPv4Address) -> bool:
+    # 3.11 calls multicast (224.0.0.0/4) global.
     return ip.is_global and not ip.is_multicast
 
 

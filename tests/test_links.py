@@ -175,3 +175,69 @@ def test_check_video_refuses_other_files_and_big_ones(tmp_path, settings):
     settings.STUDIO_MAX_VIDEO_BYTES = 100
     with pytest.raises(media.MediaError, match="larger than"):
         media.check_video(path)
+
+
+# --- Which addresses count as public ---------------------------------------------------------
+# Every family that embeds, translates or sits beside an IPv4 address, each with an example
+# pointing at loopback or a private network and one pointing at a public address.
+ADDRESSES = [
+    # (family, address, allowed)
+    ("IPv4 public", "8.8.8.8", True),
+    ("IPv4 loopback", "127.0.0.1", False),
+    ("IPv4 private", "10.1.2.3", False),
+    ("IPv4 CGNAT", "100.64.0.1", False),
+    ("IPv4 multicast", "239.1.2.3", False),
+    ("IPv6 public", "2606:4700:4700::1111", True),
+    ("IPv6 public", "2001:4860:4860::8888", True),
+    ("IPv6 public with zone", "2606:4700:4700::1111%eth0", True),
+    ("IPv4-mapped loopback", "::ffff:127.0.0.1", False),
+    ("IPv4-mapped private", "::ffff:192.168.1.1", False),
+    ("IPv4-mapped public", "::ffff:8.8.8.8", True),
+    ("IPv4-compatible loopback", "::127.0.0.1", False),
+    ("IPv4-compatible private", "::10.0.0.1", False),
+    ("IPv4-compatible public (deprecated form)", "::8.8.8.8", False),
+    ("NAT64 /96 loopback", "64:ff9b::127.0.0.1", False),
+    ("NAT64 /96 private", "64:ff9b::10.0.0.1", False),
+    ("NAT64 /96 metadata", "64:ff9b::169.254.169.254", False),
+    ("NAT64 /96 public (how DNS64 answers)", "64:ff9b::8.8.8.8", True),
+    ("NAT64 local-use /48 loopback", "64:ff9b:1::7f00:1", False),
+    ("NAT64 local-use /48 public", "64:ff9b:1::808:808", False),
+    ("6to4 loopback", "2002:7f00:1::1", False),
+    ("6to4 private", "2002:c0a8:101::1", False),
+    ("6to4 public", "2002:808:808::1", False),
+    ("SIIT loopback", "::ffff:0:127.0.0.1", False),
+    ("SIIT private", "::ffff:0:10.0.0.1", False),
+    ("SIIT public", "::ffff:0:8.8.8.8", False),
+    ("Teredo, loopback server", "2001:0:7f00:1::1", False),
+    ("Teredo, public server", "2001:0:4136:e378:8000:63bf:3fff:fdd2", False),
+    ("site-local", "fec0::1", False),
+    ("site-local, IPv4 inside", "fec0::127.0.0.1", False),
+    ("unique local", "fd00::1", False),
+    ("link-local", "fe80::1", False),
+    ("link-local with zone", "fe80::1%eth0", False),
+    ("documentation 2001:db8::/32", "2001:db8::1", False),
+    ("documentation 3fff::/20", "3fff::1", False),
+    ("discard", "100::1", False),
+    ("ORCHID", "2001:10::1", False),
+    ("ORCHIDv2", "2001:20::1", False),
+    ("benchmarking", "2001:2::1", False),
+    ("SRv6 SIDs", "5f00::1", False),
+    ("multicast", "ff02::1", False),
+    ("multicast, global scope", "ff0e::1", False),
+    ("unspecified", "::", False),
+    ("loopback", "::1", False),
+    ("not an address", "notanip", False),
+]
+
+
+@pytest.mark.parametrize("family,address,allowed", ADDRESSES, ids=[f"{f}:{a}" for f, a, _ in ADDRESSES])
+def test_address_guard_judges_every_ipv6_form_by_the_ipv4_it_carries(family, address, allowed):
+    assert links.address_allowed(address) is allowed
+
+
+def test_a_name_that_resolves_to_a_translated_loopback_is_refused_without_a_request(server, monkeypatch):
+    httpd, base = server
+    monkeypatch.setattr(links, "resolve", lambda host, port: ["64:ff9b::127.0.0.1"])
+    with pytest.raises(links.LinkError, match="private or local"):
+        links.fetch_link("http://images.example/a.png", ("image",), 10**6)
+    assert Files.hits == []
