@@ -2,6 +2,7 @@
 and only when they answer 200 with an image or a video."""
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -13,12 +14,18 @@ from .images import png_bytes
 
 
 class Files(BaseHTTPRequestHandler):
+    """Serves `routes`: path -> (status, headers, body), or a function that answers itself."""
+
     routes: dict = {}
     hits: list = []
+    disable_nagle_algorithm = True  # else each answer waits ~40 ms (NOTES.md)
 
     def do_GET(self):
         self.hits.append(self.path)
-        status, headers, body = self.routes.get(self.path, (404, {"Content-Type": "text/plain"}, b"nope"))
+        route = self.routes.get(self.path, (404, {"Content-Type": "text/plain"}, b"nope"))
+        if callable(route):
+            return route(self)
+        status, headers, body = route
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -34,7 +41,7 @@ class Files(BaseHTTPRequestHandler):
 def server():
     Files.routes, Files.hits = {}, []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Files)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
@@ -241,3 +248,154 @@ def test_a_name_that_resolves_to_a_translated_loopback_is_refused_without_a_requ
     with pytest.raises(links.LinkError, match="private or local"):
         links.fetch_link("http://images.example/a.png", ("image",), 10**6)
     assert Files.hits == []
+
+
+# --- Broken links and redirects get a plain message, never a 500 -----------------------------
+
+
+@pytest.fixture
+def no_dns(monkeypatch):
+    """These links must be refused before any name is looked up."""
+
+    def looked_up(host, port):
+        raise AssertionError(f"{host} was looked up")
+
+    monkeypatch.setattr(links, "resolve", looked_up)
+
+
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("http://[::1", "complete link"),
+        ("http://[notanip]/", "complete link"),
+        ("http://[v1.example]/x.png", "complete link"),
+        ("http://exa mple.com/", "complete link"),
+        ("http://exa<mple.com/", "complete link"),
+        ("http://a..b/", "complete link"),
+        ("http://example.com:99999/x.png", "invalid port"),
+        ("http://example.com:0/x.png", "invalid port"),
+        ("http://example.com:-1/x.png", "invalid port"),
+        ("http://example.com:٨٠/x.png", "invalid port"),
+    ],
+)
+def test_broken_links_get_a_plain_message(no_dns, url, message):
+    with pytest.raises(links.LinkError, match=message):
+        links.fetch_link(url, ("image",), 10**6)
+
+
+@pytest.mark.parametrize(
+    "location,message",
+    [
+        ("data:image/png;base64,iVBORw0KGgo=", "redirects to “data:”"),
+        ("javascript:alert(1)", "redirects to “javascript:”"),
+        ("mailto:someone@example.com", "redirects to “mailto:”"),
+        ("file:///etc/passwd", "redirects to “file:”"),
+        ("ftp://example.com/x.png", "redirects to “ftp:”"),
+        ("http://[::1", "redirects to an address that is not a complete link"),
+        ("http://[notanip]/x.png", "redirects to an address that is not a complete link"),
+    ],
+)
+def test_redirects_to_other_schemes_or_broken_links_get_a_plain_message(
+    server, loopback_allowed, location, message
+):
+    httpd, base = server
+    Files.routes["/start.png"] = (302, {"Location": location}, b"")
+    with pytest.raises(links.LinkError, match=message):
+        links.fetch_link(f"{base}/start.png", ("image",), 10**6)
+    assert Files.hits == ["/start.png"]
+
+
+def test_an_international_host_name_is_looked_up_in_its_ascii_form(server, monkeypatch):
+    httpd, base = server
+    port = httpd.server_address[1]
+    looked_up = []
+    monkeypatch.setattr(links, "resolve", lambda host, p: looked_up.append(host) or ["127.0.0.1"])
+    monkeypatch.setattr(links, "address_allowed", lambda a: True)
+    Files.routes["/a.png"] = IMAGE
+    links.fetch_link(f"http://bücher.example:{port}/a.png", ("image",), 10**6).path.unlink()
+    assert looked_up == ["xn--bcher-kva.example"]
+
+
+# --- One deadline for the whole fetch --------------------------------------------------------
+DEADLINE = 1.0
+MARGIN = 0.75  # event loop start, thread hand-offs, a busy shared machine
+DRIP = 0.25  # one byte this often: each read is quick, the whole never ends in time
+
+
+@pytest.fixture
+def short_deadline(monkeypatch):
+    monkeypatch.setattr(links, "TOTAL_SECONDS", DEADLINE)
+
+
+def _trickle(head: bytes, drip: bytes):
+    """A route that sends `head` at once, then `drip` a byte at a time (24 bytes = 6 s, so a
+    fetch without a deadline would take that long and the timing assertion would fail)."""
+
+    def answer(handler):
+        handler.close_connection = True
+        try:
+            handler.wfile.write(head)
+            for byte in drip:
+                time.sleep(DRIP)
+                handler.wfile.write(bytes([byte]))
+        except OSError:
+            pass  # the fetch hung up: what the deadline is for
+
+    return answer
+
+
+def _timed_refusal(url: str) -> tuple[float, str]:
+    started = time.monotonic()
+    with pytest.raises(links.LinkError) as caught:
+        links.fetch_link(url, ("image",), 10**6)
+    return time.monotonic() - started, caught.value.message
+
+
+def test_a_body_sent_a_byte_at_a_time_is_cut_off_at_the_deadline(server, loopback_allowed, short_deadline):
+    httpd, base = server
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+    Files.routes["/slow.png"] = _trickle(head, b"x" * 24)
+    elapsed, message = _timed_refusal(f"{base}/slow.png")
+    assert elapsed < DEADLINE + MARGIN
+    assert message.startswith("The link did not send its file within 1 second.")
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_deadline(server, loopback_allowed, short_deadline):
+    httpd, base = server
+    Files.routes["/slow.png"] = _trickle(b"HTTP/1.1 200 OK\r\nX-Slow: ", b"y" * 24)
+    elapsed, message = _timed_refusal(f"{base}/slow.png")
+    assert elapsed < DEADLINE + MARGIN
+    assert "within 1 second" in message
+
+
+def test_the_deadline_covers_every_redirect_together(server, loopback_allowed, short_deadline):
+    httpd, base = server
+
+    def slow_redirect(to):
+        def answer(handler):
+            time.sleep(0.8)  # each hop well inside the deadline; three of them are not
+            handler.send_response(302)
+            handler.send_header("Location", to)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        return answer
+
+    Files.routes.update(
+        {"/r0": slow_redirect("/r1"), "/r1": slow_redirect("/r2"), "/r2": slow_redirect("/ok")}
+    )
+    Files.routes["/ok"] = IMAGE
+    elapsed, message = _timed_refusal(f"{base}/r0")
+    assert elapsed < DEADLINE + MARGIN and "within 1 second" in message
+
+
+def test_the_deadline_covers_a_slow_name_lookup(server, short_deadline, monkeypatch):
+    httpd, base = server
+
+    def slow_resolve(host, port):
+        time.sleep(DEADLINE + 2)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(links, "resolve", slow_resolve)
+    elapsed, message = _timed_refusal(f"http://slow-dns.example:{httpd.server_address[1]}/a.png")
+    assert elapsed < DEADLINE + MARGIN and "within 1 second" in message
