@@ -6,8 +6,10 @@ No ffmpeg binary is called: PyAV's wheel carries what we need (NOTES.md).
 from __future__ import annotations
 
 import io
+import math
 import os
 import shutil
+import struct
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -19,10 +21,13 @@ from pathlib import Path
 import av
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageOps
 
 THUMBNAIL_BOX = (640, 640)
 IMAGE_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP"}
+# No video model takes a first frame larger than 4K, so a larger image is stored scaled down
+# to this long side: less to decode, store and send (check_image says so in scaled_from).
+MAX_STORED_SIDE = 3840
 
 
 class MediaError(Exception):
@@ -178,63 +183,140 @@ class CheckedImage:
     extension: str
     width: int
     height: int
+    # The upright size the image arrived at, when it was stored smaller (MAX_STORED_SIDE).
+    scaled_from: tuple[int, int] | None = None
 
 
-def check_image(data: bytes) -> CheckedImage:
-    """Decode an uploaded image fully and re-encode it without its metadata.
+def check_image(source: bytes | str | os.PathLike) -> CheckedImage:
+    """Decode an uploaded image (its bytes, or the path of a file on disk such as an
+    upload's temporary file) once, and re-encode it upright, in sRGB, without metadata,
+    and at most MAX_STORED_SIDE on its long side. WebP is kept as PNG.
 
     Raises MediaError with a plain message for anything that is not a whole JPEG, PNG or
-    WebP within the size limits. verify() alone misses truncated files and Django's
-    ImageField accepts them (NOTES.md), so the pixels are really decoded here."""
-    limit_mb = settings.STUDIO_MAX_IMAGE_BYTES / (1024 * 1024)
-    if len(data) > settings.STUDIO_MAX_IMAGE_BYTES:
-        raise MediaError(f"The image is larger than {limit_mb:g} MB.")
-    max_pixels = settings.STUDIO_MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between the limit and twice the limit: make it an error.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            previous = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = max_pixels
-            try:
-                probe_img = Image.open(io.BytesIO(data))
-                if probe_img.format not in IMAGE_FORMATS:
-                    raise MediaError("Please use a JPEG, PNG or WebP image.")
-                if probe_img.width * probe_img.height > max_pixels:
-                    raise MediaError(f"The image has more than {max_pixels / 1e6:g} megapixels.")
-                probe_img.verify()
-                image = Image.open(io.BytesIO(data))
-                image.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous
-    except MediaError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise MediaError(f"The image has more than {max_pixels / 1e6:g} megapixels.")
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise MediaError("This file is not a complete JPEG, PNG or WebP image.") from exc
-
-    fmt = image.format
-    image = ImageOps.exif_transpose(image)  # keep the picture upright once EXIF is gone
+    WebP within the size limits."""
+    image, fmt, original = _decode(source, (MAX_STORED_SIDE, MAX_STORED_SIDE), IMAGE_FORMATS)
     out = io.BytesIO()
     if fmt == "JPEG":
-        image.convert("RGB").save(out, "JPEG", quality=95)
+        _clean(image, "RGB").save(out, "JPEG", quality=95)
         extension = "jpg"
     else:
-        has_alpha = image.mode in ("RGBA", "LA") or "transparency" in image.info
-        image.convert("RGBA" if has_alpha else "RGB").save(out, "PNG")
+        _clean(image, image.mode).save(out, "PNG")
         extension = "png"
-    return CheckedImage(out.getvalue(), extension, image.width, image.height)
+    scaled_from = original if image.size != original else None
+    return CheckedImage(out.getvalue(), extension, image.width, image.height, scaled_from)
+
+
+def image_preview(path: str | os.PathLike, box: tuple[int, int]) -> bytes:
+    """A small JPEG of an image a creator brought, fitting in `box`. A large JPEG is decoded
+    at reduced size, so a preview costs a fraction of the full picture's memory. The same
+    checks and messages as check_image."""
+    image, _fmt, _original = _decode(path, box, IMAGE_FORMATS)
+    out = io.BytesIO()
+    _clean(image, "RGB").save(out, "JPEG", quality=85)
+    return out.getvalue()
 
 
 def load_image(path: Path) -> Image.Image:
-    """Open an image a provider sent us, fully decoded, or raise MediaError."""
-    try:
-        with Image.open(path) as image:
+    """Open an image a provider sent us (any format Pillow reads), fully decoded, upright and
+    in sRGB, or raise MediaError."""
+    image, _fmt, _original = _decode(path, None, None)
+    return _clean(image, "RGB")
+
+
+def _decode(
+    source: bytes | str | os.PathLike, box: tuple[int, int] | None, formats: dict | None
+) -> tuple[Image.Image, str, tuple[int, int]]:
+    """The one decode behind the image functions: (the picture upright, in sRGB, RGB or
+    RGBA, fitting in `box` when one is given; its format; its upright size before any
+    scaling). `formats` are the only decoders allowed to read the file (None: any, for our
+    providers' files, which also have no byte limit of their own)."""
+    if formats:
+        limit = settings.STUDIO_MAX_IMAGE_BYTES
+        size = len(source) if isinstance(source, bytes) else os.stat(source).st_size
+        if size > limit:
+            raise MediaError(f"The image is larger than {limit / (1024 * 1024):g} MB.")
+    max_pixels = settings.STUDIO_MAX_IMAGE_PIXELS
+    too_many_pixels = MediaError(f"The image has more than {max_pixels / 1e6:g} megapixels.")
+    with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as fh:
+        try:
+            with warnings.catch_warnings():
+                # The cap is the header check below, exactly at the setting. Not
+                # Image.MAX_IMAGE_PIXELS: Pillow only raises at twice it (NOTES.md), and
+                # changing that global would race between threads.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(fh, formats=list(formats) if formats else None)
+            if image.width * image.height > max_pixels:
+                raise too_many_pixels
+            stored = image.size
+            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+            original = (stored[1], stored[0]) if turned else stored
+            if box and (scale := min(box[0] / original[0], box[1] / original[1])) < 1:
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale for about the cost of that size:
+                # the largest that still covers the box, then resampling does the rest.
+                # (Other formats ignore draft and decode whole.)
+                image.draft(None, (math.ceil(stored[0] * scale), math.ceil(stored[1] * scale)))
+            # The only decode. load() reads every byte, so a truncated file fails here,
+            # where verify() would pass it (NOTES.md); and no second decode after verify().
             image.load()
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise MediaError("The image could not be read.") from exc
+        except MediaError:
+            raise
+        except Image.DecompressionBombError:
+            raise too_many_pixels
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+            if formats:
+                raise MediaError("This file is not a complete JPEG, PNG or WebP image.") from exc
+            raise MediaError("The image could not be read.") from exc
+    fmt = image.format
+    image, profile = _working_mode(image)
+    ImageOps.exif_transpose(image, in_place=True)  # upright, since the EXIF goes
+    if box:
+        image.thumbnail(box, Image.Resampling.LANCZOS)
+    if profile is not None:
+        image = _to_srgb(image, profile)
+    return image, fmt, original
+
+
+def _working_mode(image: Image.Image) -> tuple[Image.Image, ImageCms.ImageCmsProfile | None]:
+    """The image as RGB or RGBA, or as the CMYK or grey its embedded profile describes, and
+    that profile when it can be applied to these pixels (else None: it is dropped, and the
+    picture looks as it does in a viewer that ignores profiles)."""
+    profile = None
+    if icc := image.info.get("icc_profile"):
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass
+    space = profile.profile.xcolor_space.strip() if profile else None
+    if (space, image.mode) in (("CMYK", "CMYK"), ("GRAY", "L")):
+        return image, profile
+    mode = "RGBA" if image.has_transparency_data else "RGB"
+    if image.mode != mode:
+        image = image.convert(mode)  # keeps info, so the orientation is still there
+    return image, profile if space == "RGB" else None
+
+
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+def _to_srgb(image: Image.Image, profile: ImageCms.ImageCmsProfile) -> Image.Image:
+    """The picture converted from its profile to sRGB (alpha kept), so it looks the same once
+    the profile is stripped."""
+    out_mode = "RGBA" if image.mode == "RGBA" else "RGB"
+    try:
+        # Perceptual: the profile's own gamut mapping where it has one (printer CMYK);
+        # matrix profiles (cameras, displays) fall back to colorimetric.
+        transform = ImageCms.buildTransform(profile, _SRGB, image.mode, out_mode, ImageCms.Intent.PERCEPTUAL)
+        return ImageCms.applyTransform(image, transform)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image.convert(out_mode)
+
+
+def _clean(image: Image.Image, mode: str) -> Image.Image:
+    """`image` in `mode` with nothing but its pixels: Pillow's encoders copy some metadata
+    from `info` (a JPEG's comment, a PNG's ICC profile) unless it is gone."""
+    image = image if image.mode == mode else image.convert(mode)
+    image.info = {}
+    return image
 
 
 # PyAV's names of the containers a creator may bring: MP4/MOV share one demuxer, WebM is

@@ -2,6 +2,7 @@
 and only when they answer 200 with an image or a video."""
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -13,12 +14,18 @@ from .images import png_bytes
 
 
 class Files(BaseHTTPRequestHandler):
+    """Serves `routes`: path -> (status, headers, body), or a function that answers itself."""
+
     routes: dict = {}
     hits: list = []
+    disable_nagle_algorithm = True  # else each answer waits ~40 ms (NOTES.md)
 
     def do_GET(self):
         self.hits.append(self.path)
-        status, headers, body = self.routes.get(self.path, (404, {"Content-Type": "text/plain"}, b"nope"))
+        route = self.routes.get(self.path, (404, {"Content-Type": "text/plain"}, b"nope"))
+        if callable(route):
+            return route(self)
+        status, headers, body = route
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -34,7 +41,7 @@ class Files(BaseHTTPRequestHandler):
 def server():
     Files.routes, Files.hits = {}, []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Files)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
@@ -175,3 +182,220 @@ def test_check_video_refuses_other_files_and_big_ones(tmp_path, settings):
     settings.STUDIO_MAX_VIDEO_BYTES = 100
     with pytest.raises(media.MediaError, match="larger than"):
         media.check_video(path)
+
+
+# --- Which addresses count as public ---------------------------------------------------------
+# Every family that embeds, translates or sits beside an IPv4 address, each with an example
+# pointing at loopback or a private network and one pointing at a public address.
+ADDRESSES = [
+    # (family, address, allowed)
+    ("IPv4 public", "8.8.8.8", True),
+    ("IPv4 loopback", "127.0.0.1", False),
+    ("IPv4 private", "10.1.2.3", False),
+    ("IPv4 CGNAT", "100.64.0.1", False),
+    ("IPv4 multicast", "239.1.2.3", False),
+    ("IPv6 public", "2606:4700:4700::1111", True),
+    ("IPv6 public", "2001:4860:4860::8888", True),
+    ("IPv6 public with zone", "2606:4700:4700::1111%eth0", True),
+    ("IPv4-mapped loopback", "::ffff:127.0.0.1", False),
+    ("IPv4-mapped private", "::ffff:192.168.1.1", False),
+    ("IPv4-mapped public", "::ffff:8.8.8.8", True),
+    ("IPv4-compatible loopback", "::127.0.0.1", False),
+    ("IPv4-compatible private", "::10.0.0.1", False),
+    ("IPv4-compatible public (deprecated form)", "::8.8.8.8", False),
+    ("NAT64 /96 loopback", "64:ff9b::127.0.0.1", False),
+    ("NAT64 /96 private", "64:ff9b::10.0.0.1", False),
+    ("NAT64 /96 metadata", "64:ff9b::169.254.169.254", False),
+    ("NAT64 /96 public (how DNS64 answers)", "64:ff9b::8.8.8.8", True),
+    ("NAT64 local-use /48 loopback", "64:ff9b:1::7f00:1", False),
+    ("NAT64 local-use /48 public", "64:ff9b:1::808:808", False),
+    ("6to4 loopback", "2002:7f00:1::1", False),
+    ("6to4 private", "2002:c0a8:101::1", False),
+    ("6to4 public", "2002:808:808::1", False),
+    ("SIIT loopback", "::ffff:0:127.0.0.1", False),
+    ("SIIT private", "::ffff:0:10.0.0.1", False),
+    ("SIIT public", "::ffff:0:8.8.8.8", False),
+    ("Teredo, loopback server", "2001:0:7f00:1::1", False),
+    ("Teredo, public server", "2001:0:4136:e378:8000:63bf:3fff:fdd2", False),
+    ("site-local", "fec0::1", False),
+    ("site-local, IPv4 inside", "fec0::127.0.0.1", False),
+    ("unique local", "fd00::1", False),
+    ("link-local", "fe80::1", False),
+    ("link-local with zone", "fe80::1%eth0", False),
+    ("documentation 2001:db8::/32", "2001:db8::1", False),
+    ("documentation 3fff::/20", "3fff::1", False),
+    ("discard", "100::1", False),
+    ("ORCHID", "2001:10::1", False),
+    ("ORCHIDv2", "2001:20::1", False),
+    ("benchmarking", "2001:2::1", False),
+    ("SRv6 SIDs", "5f00::1", False),
+    ("multicast", "ff02::1", False),
+    ("multicast, global scope", "ff0e::1", False),
+    ("unspecified", "::", False),
+    ("loopback", "::1", False),
+    ("not an address", "notanip", False),
+]
+
+
+@pytest.mark.parametrize("family,address,allowed", ADDRESSES, ids=[f"{f}:{a}" for f, a, _ in ADDRESSES])
+def test_address_guard_judges_every_ipv6_form_by_the_ipv4_it_carries(family, address, allowed):
+    assert links.address_allowed(address) is allowed
+
+
+def test_a_name_that_resolves_to_a_translated_loopback_is_refused_without_a_request(server, monkeypatch):
+    httpd, base = server
+    monkeypatch.setattr(links, "resolve", lambda host, port: ["64:ff9b::127.0.0.1"])
+    with pytest.raises(links.LinkError, match="private or local"):
+        links.fetch_link("http://images.example/a.png", ("image",), 10**6)
+    assert Files.hits == []
+
+
+# --- Broken links and redirects get a plain message, never a 500 -----------------------------
+
+
+@pytest.fixture
+def no_dns(monkeypatch):
+    """These links must be refused before any name is looked up."""
+
+    def looked_up(host, port):
+        raise AssertionError(f"{host} was looked up")
+
+    monkeypatch.setattr(links, "resolve", looked_up)
+
+
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("http://[::1", "complete link"),
+        ("http://[notanip]/", "complete link"),
+        ("http://[v1.example]/x.png", "complete link"),
+        ("http://exa mple.com/", "complete link"),
+        ("http://exa<mple.com/", "complete link"),
+        ("http://a..b/", "complete link"),
+        ("http://example.com:99999/x.png", "invalid port"),
+        ("http://example.com:0/x.png", "invalid port"),
+        ("http://example.com:-1/x.png", "invalid port"),
+        ("http://example.com:٨٠/x.png", "invalid port"),
+    ],
+)
+def test_broken_links_get_a_plain_message(no_dns, url, message):
+    with pytest.raises(links.LinkError, match=message):
+        links.fetch_link(url, ("image",), 10**6)
+
+
+@pytest.mark.parametrize(
+    "location,message",
+    [
+        ("data:image/png;base64,iVBORw0KGgo=", "redirects to “data:”"),
+        ("javascript:alert(1)", "redirects to “javascript:”"),
+        ("mailto:someone@example.com", "redirects to “mailto:”"),
+        ("file:///etc/passwd", "redirects to “file:”"),
+        ("ftp://example.com/x.png", "redirects to “ftp:”"),
+        ("http://[::1", "redirects to an address that is not a complete link"),
+        ("http://[notanip]/x.png", "redirects to an address that is not a complete link"),
+    ],
+)
+def test_redirects_to_other_schemes_or_broken_links_get_a_plain_message(
+    server, loopback_allowed, location, message
+):
+    httpd, base = server
+    Files.routes["/start.png"] = (302, {"Location": location}, b"")
+    with pytest.raises(links.LinkError, match=message):
+        links.fetch_link(f"{base}/start.png", ("image",), 10**6)
+    assert Files.hits == ["/start.png"]
+
+
+def test_an_international_host_name_is_looked_up_in_its_ascii_form(server, monkeypatch):
+    httpd, base = server
+    port = httpd.server_address[1]
+    looked_up = []
+    monkeypatch.setattr(links, "resolve", lambda host, p: looked_up.append(host) or ["127.0.0.1"])
+    monkeypatch.setattr(links, "address_allowed", lambda a: True)
+    Files.routes["/a.png"] = IMAGE
+    links.fetch_link(f"http://bücher.example:{port}/a.png", ("image",), 10**6).path.unlink()
+    assert looked_up == ["xn--bcher-kva.example"]
+
+
+# --- One deadline for the whole fetch --------------------------------------------------------
+DEADLINE = 1.0
+MARGIN = 0.75  # event loop start, thread hand-offs, a busy shared machine
+DRIP = 0.25  # one byte this often: each read is quick, the whole never ends in time
+
+
+@pytest.fixture
+def short_deadline(monkeypatch):
+    monkeypatch.setattr(links, "TOTAL_SECONDS", DEADLINE)
+
+
+def _trickle(head: bytes, drip: bytes):
+    """A route that sends `head` at once, then `drip` a byte at a time (24 bytes = 6 s, so a
+    fetch without a deadline would take that long and the timing assertion would fail)."""
+
+    def answer(handler):
+        handler.close_connection = True
+        try:
+            handler.wfile.write(head)
+            for byte in drip:
+                time.sleep(DRIP)
+                handler.wfile.write(bytes([byte]))
+        except OSError:
+            pass  # the fetch hung up: what the deadline is for
+
+    return answer
+
+
+def _timed_refusal(url: str) -> tuple[float, str]:
+    started = time.monotonic()
+    with pytest.raises(links.LinkError) as caught:
+        links.fetch_link(url, ("image",), 10**6)
+    return time.monotonic() - started, caught.value.message
+
+
+def test_a_body_sent_a_byte_at_a_time_is_cut_off_at_the_deadline(server, loopback_allowed, short_deadline):
+    httpd, base = server
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+    Files.routes["/slow.png"] = _trickle(head, b"x" * 24)
+    elapsed, message = _timed_refusal(f"{base}/slow.png")
+    assert elapsed < DEADLINE + MARGIN
+    assert message.startswith("The link did not send its file within 1 second.")
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_deadline(server, loopback_allowed, short_deadline):
+    httpd, base = server
+    Files.routes["/slow.png"] = _trickle(b"HTTP/1.1 200 OK\r\nX-Slow: ", b"y" * 24)
+    elapsed, message = _timed_refusal(f"{base}/slow.png")
+    assert elapsed < DEADLINE + MARGIN
+    assert "within 1 second" in message
+
+
+def test_the_deadline_covers_every_redirect_together(server, loopback_allowed, short_deadline):
+    httpd, base = server
+
+    def slow_redirect(to):
+        def answer(handler):
+            time.sleep(0.8)  # each hop well inside the deadline; three of them are not
+            handler.send_response(302)
+            handler.send_header("Location", to)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        return answer
+
+    Files.routes.update(
+        {"/r0": slow_redirect("/r1"), "/r1": slow_redirect("/r2"), "/r2": slow_redirect("/ok")}
+    )
+    Files.routes["/ok"] = IMAGE
+    elapsed, message = _timed_refusal(f"{base}/r0")
+    assert elapsed < DEADLINE + MARGIN and "within 1 second" in message
+
+
+def test_the_deadline_covers_a_slow_name_lookup(server, short_deadline, monkeypatch):
+    httpd, base = server
+
+    def slow_resolve(host, port):
+        time.sleep(DEADLINE + 2)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(links, "resolve", slow_resolve)
+    elapsed, message = _timed_refusal(f"http://slow-dns.example:{httpd.server_address[1]}/a.png")
+    assert elapsed < DEADLINE + MARGIN and "within 1 second" in message
