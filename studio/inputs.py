@@ -84,7 +84,7 @@ def from_path(owner, path: Path, kind: str, original_name: str = "") -> Asset:
     check_size(path.stat().st_size, kind)
     if kind == Asset.Kind.IMAGE:
         try:
-            checked = media.check_image(path.read_bytes())
+            checked = media.check_image(path)  # decoded once, at reduced size when large
         except media.MediaError as exc:
             raise InputError(str(exc))
         asset = Asset(
