@@ -51,10 +51,12 @@ class Studio:
             "STUDIO_IGNORE_DOTENV": "1",
             "PICTORY_API_KEY": "",
             "OPENROUTER_API_KEY": "",
+            # runstudio writes the parts' output here; its console goes to console.log.
+            "LOG_FILE": str(base_dir / "studio.log"),
             **(extra_env or {}),
         }
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
-        self.log = open(base_dir / "studio.log", "w")
+        self.log = open(base_dir / "console.log", "w")
         self.process = None
 
     def manage(self, *args):
@@ -90,15 +92,24 @@ class Studio:
 
     def read_log(self) -> str:
         self.log.flush()
-        return (self.base_dir / "studio.log").read_text()
+        parts = []
+        for name in ("console.log", "studio.log"):
+            path = self.base_dir / name
+            if path.exists():
+                parts.append(f"--- {name} ---\n{path.read_text()}")
+        return "\n".join(parts)
 
     def stop(self):
+        """Signal runstudio alone: it stops its parts itself within 5 s. A signal to every
+        process at once made django-q2 linger until SIGKILL (20 s per test)."""
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=25)
+                self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
+                # runstudio is stuck: its parts get SIGTERM when it dies (PR_SET_PDEATHSIG).
                 os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
         self.log.close()
 
 

@@ -7,6 +7,7 @@ import io
 
 import av
 from PIL import Image, ImageChops, ImageStat
+from playwright.sync_api import expect
 
 from tests.fakes.openrouter import FakeOpenRouter, decode_data_url
 
@@ -64,9 +65,9 @@ def test_an_openrouter_clip_and_its_continuation(page, start_studio):
         card.get_by_role("link", name="Continue from last frame").click()
         page.get_by_role("heading", name="Continue clip").wait_for()
         assert page.get_by_label("Model").input_value() == MODEL
-        assert page.get_by_role(
-            "img", name="First frame: last frame of the clip being continued"
-        ).is_visible()
+        expect(
+            page.get_by_role("img", name="First frame: last frame of the clip being continued")
+        ).to_be_visible()
         generate(page, "The lantern rises into falling snow")
         second = page.locator("article.card").first
         page.locator("article.card").nth(1).wait_for()

@@ -49,7 +49,7 @@ def test_generate_watch_and_continue_from_the_last_frame(page, start_studio):
     card.get_by_role("link", name="Continue from last frame").click()
     page.get_by_role("heading", name="Continue clip").wait_for()
     preview = page.get_by_role("img", name="First frame: last frame of the clip being continued")
-    assert preview.is_visible()
+    expect(preview).to_be_visible()
     assert page.get_by_label("Model").input_value() == "simulator:cinema"
     assert page.get_by_label("Aspect ratio").input_value() == "16:9"
     shot(page, "walk-4-continue-form")

@@ -21,6 +21,9 @@ class LoopbackServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # http.server writes the status line, headers and body in separate sends; with
+            # Nagle on, loopback answers wait ~40 ms for the client's delayed ACK (NOTES.md).
+            disable_nagle_algorithm = True
 
             def do_GET(self):
                 fake.handle(self, "GET")
@@ -33,7 +36,11 @@ class LoopbackServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # serve_forever() checks for shutdown() once per poll interval (0.5 s by default),
+        # which every test that stops a fake would wait out.
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
