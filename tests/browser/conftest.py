@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import chromium_path, free_port
+from ..conftest import chromium_path, free_port, provider_secret_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -49,8 +49,7 @@ class Studio:
             "POLL_SWEEP_SECONDS": "60",
             "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
             "STUDIO_IGNORE_DOTENV": "1",
-            "PICTORY_API_KEY": "",
-            "OPENROUTER_API_KEY": "",
+            **dict.fromkeys(provider_secret_settings(), ""),
             # runstudio writes the parts' output here; its console goes to console.log.
             "LOG_FILE": str(base_dir / "studio.log"),
             **(extra_env or {}),
