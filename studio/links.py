@@ -11,6 +11,7 @@ all: name lookups, connects, headers, body and every redirect share one deadline
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import re
 import socket
@@ -197,6 +198,17 @@ def fetch_link(url: str, kinds: tuple[str, ...], max_bytes: int) -> FetchedLink:
     byte at a time could hold a worker for minutes; under asyncio.timeout the deadline
     cancels whatever the fetch is waiting on and the connection is closed."""
     url = (url or "").strip()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _run_fetch(url, kinds, max_bytes)
+    # This thread already runs an event loop (an ASGI server, a test driving a browser):
+    # a second loop cannot run here, so the fetch gets a thread of its own.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="link") as pool:
+        return pool.submit(_run_fetch, url, kinds, max_bytes).result()
+
+
+def _run_fetch(url: str, kinds: tuple[str, ...], max_bytes: int) -> FetchedLink:
     # Not asyncio.run: it waits for the executor's threads, so a name lookup that hangs
     # would outlive the deadline. close() lets that thread finish on its own.
     loop = asyncio.new_event_loop()

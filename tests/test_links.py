@@ -399,3 +399,21 @@ def test_the_deadline_covers_a_slow_name_lookup(server, short_deadline, monkeypa
     monkeypatch.setattr(links, "resolve", slow_resolve)
     elapsed, message = _timed_refusal(f"http://slow-dns.example:{httpd.server_address[1]}/a.png")
     assert elapsed < DEADLINE + MARGIN and "within 1 second" in message
+
+
+def test_a_link_is_fetched_from_a_thread_that_already_runs_an_event_loop(server, settings):
+    """An ASGI server (or a test driving a browser) runs a loop in the calling thread."""
+    import asyncio
+
+    httpd, base = server
+    settings.STUDIO_ALLOW_PRIVATE_URLS = True
+    Files.routes["/cat.png"] = (200, {"Content-Type": "image/png"}, png_bytes())
+
+    async def from_a_running_loop():
+        return links.fetch_link(f"{base}/cat.png", ("image",), 10_000)
+
+    fetched = asyncio.run(from_a_running_loop())
+    try:
+        assert fetched.path.read_bytes() == png_bytes()
+    finally:
+        fetched.path.unlink()
