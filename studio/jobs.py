@@ -671,8 +671,7 @@ def prepare_video(pk: int) -> None:
         return
     try:
         with tempfile.TemporaryDirectory(prefix="video-") as tmp, media.local_copy(asset.file) as source:
-            media.check_video_limits(source)
-            info = media.check_video(source)
+            info = media.check_video(source)  # the header's limits first, then a real decode
             if media.is_h264_mp4(source):
                 kept = None
             else:

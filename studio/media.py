@@ -325,17 +325,9 @@ VIDEO_CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "webm"}
 
 
 def check_video(path: Path) -> VideoInfo:
-    """An MP4, MOV or WebM within the size limit that PyAV can really decode, or MediaError
-    with a plain message."""
-    limit = settings.STUDIO_MAX_VIDEO_BYTES
-    if path.stat().st_size > limit:
-        raise MediaError(f"The video is larger than {limit / 1024 / 1024:g} MB.")
-    try:
-        with av.open(str(path)) as container:
-            if container.format.name not in VIDEO_CONTAINERS:
-                raise MediaError("Please use an MP4, MOV or WebM video.")
-    except av.error.FFmpegError as exc:
-        raise MediaError("This file is not a video the studio can read (MP4, MOV or WebM).") from exc
+    """An MP4, MOV or WebM within the studio's limits (checked from its header first) that
+    PyAV can really decode, or MediaError with a plain message."""
+    check_video_limits(path)
     info = probe(path)
     if info.duration <= 0:
         raise MediaError("The video has no length.")

@@ -206,7 +206,7 @@ def test_a_video_beyond_the_limits_is_refused_from_its_header(
 ):
     setattr(settings, setting, value)
     decoded = []
-    monkeypatch.setattr(media, "check_video", lambda path: decoded.append(path))
+    monkeypatch.setattr(media, "probe", lambda path: decoded.append(path))
     sent_video("take.webm", webm_bytes(tmp_path), "video/webm")
     run_enqueued(enqueued)
     asset = Asset.objects.get(owner=user, kind="video")
