@@ -1,6 +1,7 @@
 """Chains a creator can shape: sequences, takes, joining a chain into one MP4, retry in the
 same card, remix, delete, and the gallery's filters."""
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -13,8 +14,7 @@ from django.utils import timezone
 from PIL import Image
 
 from studio import jobs, media
-from studio.models import Asset, ChainExport, Clip
-from studio.views import chain_totals
+from studio.models import Asset, ChainExport, ChainTree, Clip, Costs, Estimate
 
 from .conftest import run_enqueued
 from .test_jobs import new_clip
@@ -60,53 +60,169 @@ def encode(path, count, color, size=(320, 240), bframes=None):
     return Path(path)
 
 
-# --- Sequences and takes ----------------------------------------------------------------
+# --- One sequence per chain, takes and branches ---------------------------------------------
 
 
-def test_sequence_runs_from_the_root_through_the_clip_and_on_through_the_newest_ready_take(user):
+def timeline(html: str) -> list[int]:
+    """The clips of the sequence player's timeline, in order."""
+    return [int(pk) for pk in re.findall(r'data-seq-step="\d+" data-clip="(\d+)"', html)]
+
+
+def test_a_chain_has_one_sequence_whatever_clip_it_is_opened_from(signed_in, user):
+    root = plain_clip(user)
+    first = plain_clip(user, parent=root, prompt="Take one")
+    second = plain_clip(user, parent=root, prompt="Take two")
+    below = plain_clip(user, parent=first, prompt="After take one")
+    end = plain_clip(user, parent=below, prompt="The end")
+    expected = [root, first, below, end]
+    for clip in (root, first, second, below, end):
+        assert ChainTree.of(clip).sequence == expected, clip
+        assert clip.sequence() == expected
+        assert timeline(signed_in.get(f"/clips/{clip.pk}/chain/").content.decode()) == [
+            c.pk for c in expected
+        ]
+    # Opened from a take the sequence does not use, the page says where that take is.
+    html = signed_in.get(f"/clips/{second.pk}/chain/").content.decode()
+    assert f"Clip #{second.pk} is a take the sequence does not use" in html
+
+
+def test_the_sequence_goes_on_through_the_take_later_steps_continue_else_the_newest_ready(user):
     root = plain_clip(user)
     older = plain_clip(user, parent=root, prompt="Take one")
     newer = plain_clip(user, parent=root, prompt="Take two")
     failed = plain_clip(user, parent=root, status=Clip.Status.FAILED, prompt="Take three failed")
+    assert ChainTree.of(root).sequence == [root, newer]  # the newest ready take; a failed one never
     below = plain_clip(user, parent=older, prompt="After take one")
-    assert root.sequence() == [root, newer]  # the newest ready take; a failed one never
-    assert older.sequence() == [root, older, below]  # through the clip, then on below it
-    steps = below.chain_steps()
-    assert [clip for clip, _ in steps] == [root, older, below]
-    assert steps[1][1] == [older, newer, failed]  # the takes of step 2, side by side
-    assert failed.sequence() == [root, failed]
+    tree = ChainTree.of(root)
+    assert tree.sequence == [root, older, below]  # later steps continue take one
+    assert [s.takes for s in tree.steps][1] == [older, newer, failed]  # the takes of step 2, side by side
+    assert tree.steps[1].take_number == 1
 
 
 def test_a_take_still_generating_is_used_only_when_no_take_is_ready(user):
     root = plain_clip(user)
     generating = plain_clip(user, parent=root, status=Clip.Status.RUNNING)
-    assert root.sequence() == [root, generating]
+    assert ChainTree.of(root).sequence == [root, generating]
     ready = plain_clip(user, parent=root)
-    assert root.sequence() == [root, ready]
+    assert ChainTree.of(root).sequence == [root, ready]
 
 
-def test_choosing_a_take_is_stored_and_the_chain_continues_below_it(signed_in, user):
+def test_a_new_take_never_moves_later_steps_to_a_branch_by_itself(user):
+    root = plain_clip(user)
+    take = plain_clip(user, parent=root)
+    steps = [plain_clip(user, parent=take, prompt="Step three")]
+    steps.append(plain_clip(user, parent=steps[0], prompt="Step four"))
+    # Generate again at step 2, and another branch continued from the new take: the
+    # sequence the creator sees stays as it was, and the new work is a take and a branch.
+    again = plain_clip(user, parent=root, prompt="Another take of step two")
+    assert ChainTree.of(root).sequence == [root, take, *steps]
+    elsewhere = plain_clip(user, parent=again, prompt="Continued elsewhere")
+    tree = ChainTree.of(root)
+    assert tree.sequence == [root, take, *steps]
+    assert [(b.take, b.clips, b.from_step) for b in tree.branches()] == [(again, [again, elsewhere], 2)]
+
+
+def test_choosing_a_take_with_later_steps_warns_first_and_keeps_them_as_a_branch(signed_in, user):
+    root = plain_clip(user)
+    one = plain_clip(user, parent=root, prompt="Take one")
+    two = plain_clip(user, parent=root, prompt="Take two")
+    three = plain_clip(user, parent=one, prompt="Step three")
+    four = plain_clip(user, parent=three, prompt="Step four")
+    five = plain_clip(user, parent=four, prompt="Step five")
+    assert ChainTree.of(root).sequence == [root, one, three, four, five]
+
+    warning = signed_in.post(f"/clips/{two.pk}/use-take/", HTTP_HX_REQUEST="true").content.decode()
+    assert "Steps 3–5 continue from take 1. They stay as a branch you can return to." in warning
+    assert 'name="confirm" value="yes"' in warning and "hx-trigger" not in warning  # held still
+    assert ChainTree.of(root).sequence == [root, one, three, four, five]  # nothing changed yet
+
+    html = signed_in.post(f"/clips/{two.pk}/use-take/", {"confirm": "yes"}, HTTP_HX_REQUEST="true")
+    tree = ChainTree.of(five)
+    assert tree.sequence == [root, two]
+    [branch] = tree.branches()
+    assert branch.clips == [one, three, four, five] and branch.steps_text == "Steps 2–5"
+    page = html.content.decode()
+    assert "Branches" in page and f'action="/clips/{five.pk}/use-take/"' in page
+    assert "Switch to this branch" in page
+
+    # The way back: switching to the branch asks nothing (nothing follows take two) and
+    # brings every old step back.
+    signed_in.post(f"/clips/{branch.switch_to.pk}/use-take/", HTTP_HX_REQUEST="true")
+    tree = ChainTree.of(two)
+    assert tree.sequence == [root, one, three, four, five] and tree.branches() == []
+    assert Clip.objects.count() == 6  # nothing deleted, nothing hidden
+
+
+def test_switching_branches_keeps_the_choices_made_inside_each(signed_in, user):
     root = plain_clip(user)
     first = plain_clip(user, parent=root, prompt="First take")
     second = plain_clip(user, parent=root, prompt="Second take")
     deeper_a = plain_clip(user, parent=first, prompt="Deeper A")
     deeper_b = plain_clip(user, parent=first, prompt="Deeper B")
-    assert root.sequence() == [root, second]
+    after_second = plain_clip(user, parent=second, prompt="After the second take")
+    assert ChainTree.of(root).sequence == [root, first, deeper_b]
 
     response = signed_in.post(f"/clips/{deeper_a.pk}/use-take/")
     assert response.status_code == 302 and response.url == f"/clips/{deeper_a.pk}/chain/"
     root.refresh_from_db()
     first.refresh_from_db()
-    # Every step above the chosen take now leads to it.
     assert root.chosen_take == first and first.chosen_take == deeper_a
-    assert root.sequence() == [root, first, deeper_a]
-    assert Clip.objects.get(pk=root.pk).sequence() == [root, first, deeper_a]
+    assert ChainTree.of(second).sequence == [root, first, deeper_a]
 
-    signed_in.post(f"/clips/{second.pk}/use-take/")
-    assert Clip.objects.get(pk=root.pk).sequence() == [root, second]
-    # The choice below the first take is kept for when it is chosen again.
-    assert Clip.objects.get(pk=first.pk).sequence() == [root, first, deeper_a]
-    assert deeper_b not in root.sequence()
+    signed_in.post(f"/clips/{second.pk}/use-take/", {"confirm": "yes"})
+    assert ChainTree.of(root).sequence == [root, second, after_second]
+    [branch] = ChainTree.of(root).branches()
+    assert branch.path == [root, first, deeper_a]  # the choice below the first take is kept
+    signed_in.post(f"/clips/{first.pk}/use-take/", {"confirm": "yes"})
+    assert ChainTree.of(root).sequence == [root, first, deeper_a]
+
+
+def test_a_take_without_confirmation_is_not_used_by_a_plain_post(signed_in, user):
+    root = plain_clip(user)
+    one = plain_clip(user, parent=root)
+    two = plain_clip(user, parent=root)
+    plain_clip(user, parent=one)
+    page = signed_in.post(f"/clips/{two.pk}/use-take/")
+    assert (
+        page.status_code == 200
+        and "Step 3 continues from take 1. It stays as a branch" in page.content.decode()
+    )
+    assert ChainTree.of(root).sequence[1] == one
+
+
+def test_an_unfinished_or_failed_take_is_refused_with_a_message(signed_in, user):
+    root = plain_clip(user)
+    used = plain_clip(user, parent=root)
+    running = plain_clip(user, parent=root, status=Clip.Status.RUNNING)
+    failed = plain_clip(user, parent=root, status=Clip.Status.FAILED, error="The provider was busy.")
+    for take, words in ((running, "is still generating"), (failed, "failed, so it cannot be used")):
+        response = signed_in.post(f"/clips/{take.pk}/use-take/", HTTP_HX_REQUEST="true")
+        html = response.content.decode()
+        assert response.status_code == 422 and f"Clip #{take.pk} {words}" in html
+        # Beside the take it concerns.
+        card = html[html.index(f'id="take-{take.pk}"') :]
+        assert card.index(words) < card.index("</li>")
+        response = signed_in.post(f"/clips/{take.pk}/use-take/", follow=True)
+        assert words in response.content.decode()
+    assert ChainTree.of(root).sequence == [root, used]
+    root.refresh_from_db()
+    assert root.chosen_take_id is None
+
+
+def test_two_tabs_choosing_takes_the_last_choice_wins_and_both_see_it(signed_in, client, user):
+    from django.test import Client
+
+    root = plain_clip(user)
+    one = plain_clip(user, parent=root)
+    two = plain_clip(user, parent=root)
+    other_tab = Client()
+    other_tab.force_login(user)
+    signed_in.post(f"/clips/{one.pk}/use-take/", HTTP_HX_REQUEST="true")
+    other_tab.post(f"/clips/{two.pk}/use-take/", HTTP_HX_REQUEST="true")
+    for tab in (signed_in, other_tab):
+        html = tab.get(f"/clips/{root.pk}/chain/").content.decode()
+        assert timeline(html) == [root.pk, two.pk]
+        assert f'class="take take--ready take--chosen" id="take-{two.pk}"' in html
 
 
 def test_a_root_clip_is_not_a_take(signed_in, user):
@@ -133,7 +249,7 @@ def test_continuing_a_clip_that_has_a_child_starts_a_new_take(signed_in, user, e
     takes = parent.takes()
     assert [t.prompt for t in takes] == ["The first way it goes on", "Another way it goes on"]
     html = signed_in.get(f"/clips/{takes[1].pk}/chain/").content.decode()
-    assert "2 takes" in html and "Use this take" in html
+    assert "2 takes" in html
 
 
 def test_generate_again_makes_a_new_take_with_the_same_settings(signed_in, user, enqueued):
@@ -154,46 +270,116 @@ def test_generate_again_makes_a_new_take_with_the_same_settings(signed_in, user,
     assert parent.takes() == [take, again]
 
 
-def test_chain_view_shows_each_step_and_the_totals(signed_in, user):
-    root = plain_clip(
-        user, prompt="Opening shot over the bay", video_duration=4.0, cost_actual=Decimal("0"), cost_unit=""
-    )
-    middle = plain_clip(
-        user,
-        parent=root,
-        prompt="The boat turns to the open sea",
-        video_duration=6.0,
-        cost_actual=Decimal("0"),
-    )
-    html = signed_in.get(f"/clips/{middle.pk}/chain/").content.decode()
-    for text in (
-        "Chain view",
-        "2 clips",
-        "10 s in all",
-        "Free",
-        "Opening shot over the bay",
-        "The boat turns to the open sea",
-        "Sim Cinema · offline preview",
-        "4 s",
-        "6 s",
-    ):
-        assert text in html, text
-    strip = html[html.index('class="sequence"') :]
-    assert strip.index(f"Clip #{root.pk}<") < strip.index(f"Clip #{middle.pk}<")
+def test_generate_again_in_the_chain_view_shows_the_new_take_at_once_and_polls(
+    signed_in, user, enqueued, django_capture_on_commit_callbacks
+):
+    parent = ready_clip(user, prompt="Root of the story")
+    take = continued(user, parent, "The lantern rises into falling snow")
+    live = signed_in.get(f"/clips/{take.pk}/chain/live/", HTTP_HX_REQUEST="true").content.decode()
+    assert "hx-trigger" not in live.split(">", 1)[0]  # everything finished: no polling
+    enqueued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_in.post(f"/clips/{take.pk}/chain/again/", HTTP_HX_REQUEST="true")
+    again = Clip.objects.order_by("-pk").first()
+    html = response.content.decode()
+    assert response.status_code == 200 and again.parent == parent and again.prompt == take.prompt
+    assert f'id="take-{again.pk}"' in html and "2 takes" in html
+    assert 'hx-trigger="every 2s"' in html.split(">", 1)[0]  # the live part polls again
+    assert enqueued == [("studio.jobs.submit_clip", (again.pk,))]
+    # The take in use stays in the sequence while the new one is generating.
+    assert timeline(html) == [parent.pk, take.pk]
 
 
-def test_chain_totals_keep_credits_and_dollars_apart():
+def test_continue_in_the_chain_view_adds_the_next_step_from_the_last_frame(
+    signed_in, user, enqueued, django_capture_on_commit_callbacks
+):
+    root = ready_clip(user, prompt="A paper lantern drifts over a dark lake")
+    take = continued(user, root, "The lantern rises into falling snow")
+    page = signed_in.get(f"/clips/{root.pk}/chain/").content.decode()
+    assert f'action="/clips/{take.pk}/chain/continue/"' in page and "Continue from last frame" in page
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_in.post(
+            f"/clips/{take.pk}/chain/continue/",
+            {"prompt": "The snow settles on a silent town"},
+            HTTP_HX_REQUEST="true",
+        )
+    new = Clip.objects.order_by("-pk").first()
+    assert response.status_code == 200
+    assert (new.parent, new.first_frame_id, new.prompt) == (
+        take,
+        take.last_frame_id,
+        "The snow settles on a silent town",
+    )
+    assert (new.model_ref, new.aspect_ratio, new.duration) == (
+        take.model_ref,
+        take.aspect_ratio,
+        take.duration,
+    )
+    assert timeline(response.content.decode()) == [root.pk, take.pk, new.pk]
+
+
+def test_continue_in_the_chain_view_with_no_prompt_says_so_beside_the_field(signed_in, user, enqueued):
+    root = ready_clip(user)
+    response = signed_in.post(f"/clips/{root.pk}/chain/continue/", {"prompt": "  "}, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 422 and Clip.objects.count() == 1
+    field = html[html.index(f'id="next-prompt-{root.pk}"') :]
+    assert field.index('class="field-error"') < field.index("</div>")
+
+
+def test_a_failed_take_says_why_and_is_tried_again_in_place(
+    signed_in, user, enqueued, django_capture_on_commit_callbacks
+):
+    root = ready_clip(user)
+    take = continued(user, root, "The lantern rises")
+    failed = new_clip(user, parent=root, first_frame=root.last_frame, prompt="The lantern sinks")
+    failed.fail("The provider was overloaded.")
+    html = signed_in.get(f"/clips/{root.pk}/chain/").content.decode()
+    card = html[html.index(f'id="take-{failed.pk}"') :]
+    card = card[: card.index("</li>")]
+    assert "The provider was overloaded." in card and "Try again" in card
+    enqueued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_in.post(f"/clips/{failed.pk}/chain/retry/", HTTP_HX_REQUEST="true")
+    failed.refresh_from_db()
+    assert failed.status == Clip.Status.QUEUED and Clip.objects.count() == 3
+    assert enqueued == [("studio.jobs.submit_clip", (failed.pk,))]
+    assert 'hx-trigger="every 2s"' in response.content.decode().split(">", 1)[0]
+    assert ChainTree.of(root).sequence == [root, take]
+
+
+def test_costs_keep_credits_and_dollars_apart_and_mark_estimates():
     clips = [
         Clip(duration=8, video_duration=8.0, cost_actual=Decimal("12"), cost_unit="credits"),
-        Clip(duration=5, cost_estimate=Decimal("0.40"), cost_unit="USD"),
+        Clip(duration=5, cost_estimate=Decimal("0.40"), cost_unit="USD", status=Clip.Status.RUNNING),
         Clip(duration=8, video_duration=8.0, cost_actual=Decimal("6"), cost_unit="credits"),
+        Clip(duration=8, cost_estimate=Decimal("6"), cost_unit="credits", status=Clip.Status.QUEUED),
         Clip(duration=4, video_duration=4.0, cost_actual=Decimal("0"), cost_unit=""),
+        # A failed job nothing was reported for is not charged; one with a reported cost is.
+        Clip(duration=8, cost_estimate=Decimal("6"), cost_unit="credits", status=Clip.Status.FAILED),
+        Clip(duration=8, cost_actual=Decimal("1"), cost_unit="USD", status=Clip.Status.FAILED),
     ]
-    totals = chain_totals(clips)
-    assert totals["seconds"] == 25.0
-    assert totals["costs"] == ["0.4 USD", "18 credits"]
-    assert totals["estimated"] is True  # one is still an estimate
-    assert chain_totals([Clip(duration=4, cost_actual=Decimal("0"))])["costs"] == ["Free"]
+    costs = Costs.of(clips)
+    assert costs.parts() == [
+        "≈ 1.4 USD (1 reported, 0.4 estimated)",
+        "≈ 24 credits (18 reported, 6 estimated)",
+    ]
+    assert costs.has_estimates
+    assert str(Costs.of(clips[:1] + clips[2:3])) == "18 credits"
+    assert str(Costs.of([Clip(duration=4, cost_actual=Decimal("0"))])) == "Free"
+    unknown = Costs.of([Clip(duration=4, status=Clip.Status.READY, cost_unit="credits"), clips[0]])
+    assert str(unknown) == "12 credits · price unknown for 1 clip"
+
+
+def test_the_next_step_adds_its_estimate_to_the_cost_so_far():
+    so_far = Costs.of([Clip(cost_actual=Decimal("12"), cost_unit="credits")])
+    after = so_far.plus(Estimate(Decimal("6"), "credits"))
+    assert str(Estimate(Decimal("6"), "credits")) == "≈ 6 credits"
+    assert str(after) == "≈ 18 credits (12 reported, 6 estimated)"
+    assert str(so_far) == "12 credits"  # the cost so far itself is unchanged
+    assert str(so_far.plus(Estimate(Decimal("0.5"), "USD"))) == "≈ 0.5 USD (estimated) · 12 credits"
+    assert str(so_far.plus(Estimate(None, "USD"))) == "12 credits · price unknown for 1 clip"
+    assert str(Estimate(Decimal(0))) == "Free" and str(Costs().plus(Estimate(Decimal(0)))) == "Free"
 
 
 # --- Joining ----------------------------------------------------------------------------
@@ -238,7 +424,11 @@ def test_download_the_whole_chain_joins_it_once_with_the_seam_frame_dropped(
     fragment = signed_in.get(f"/exports/{export.pk}/").content.decode()
     assert "hx-trigger" not in fragment and f'href="/exports/{export.pk}/chain.mp4"' in fragment
     download = signed_in.get(f"/exports/{export.pk}/chain.mp4")
-    assert "lastframe-chain-" in download["Content-Disposition"]
+    # Named after the chain's title (by default the first words of its first prompt).
+    assert (
+        download["Content-Disposition"]
+        == 'attachment; filename="A paper lantern drifts over a dark lake.mp4"'
+    )
     target = Path(export.file.path).with_name("downloaded.mp4")
     target.write_bytes(b"".join(download.streaming_content))
     info = media.probe(target)
