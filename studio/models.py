@@ -574,6 +574,21 @@ class Estimate:
         return f"≈ {_money(self.amount, self.unit)}"
 
 
+@dataclass(frozen=True)
+class Addition:
+    """One more clip before it is made: what it adds, and the cost so far with it."""
+
+    estimate: Estimate
+    total: Costs
+
+    def __str__(self):
+        if self.estimate.amount == 0:
+            return f"Free: the cost so far stays {self.total}"
+        if self.estimate.amount is None:
+            return f"Adds a price known once it is made · cost so far: {self.total}"
+        return f"Adds {self.estimate} · cost so far becomes {self.total}"
+
+
 def _money(amount: Decimal, unit: str) -> str:
     return f"{amount.normalize():f} {unit}".strip()
 
@@ -603,6 +618,9 @@ class Costs:
             self._add(self.estimated, clip.cost_unit, clip.cost_estimate)
         else:
             self.unknown += 1
+
+    def adding(self, estimate: Estimate) -> Addition:
+        return Addition(estimate, self.plus(estimate))
 
     def plus(self, estimate: Estimate) -> Costs:
         """These costs with one more clip at `estimate`."""
@@ -768,11 +786,15 @@ class ChainTree:
 
     @classmethod
     def of(cls, clip: Clip) -> ChainTree:
-        clips = cls._clips(clip.owner_id, cls.TREE_SQL, [clip.pk])
+        return cls.of_pk(clip.owner_id, clip.pk) or cls([clip], clip)
+
+    @classmethod
+    def of_pk(cls, owner_id: int, pk: int) -> ChainTree | None:
+        """The chain of the owner's clip `pk`, or None when it is not theirs (or, in a loop
+        of parents with no root, has no chain to read)."""
+        clips = cls._clips(owner_id, cls.TREE_SQL, [pk])
         roots = [c for c in clips if c.parent_id is None]
-        if not roots:  # a loop of parents with no root: the clip on its own
-            return cls([clip], clip)
-        return cls(clips, roots[0])
+        return cls(clips, roots[0]) if roots else None
 
     @classmethod
     def of_roots(cls, roots: list[Clip]) -> dict[int, ChainTree]:

@@ -373,10 +373,18 @@ def _estimate_like(clip: Clip, specs: dict) -> Estimate | None:
 
 
 def _chain_tree(request, pk: int) -> tuple[ChainTree, Clip]:
-    """The chain of one of this creator's clips (404 for anyone else's), and that clip."""
-    clip = _clip_for(request, pk)
-    tree = ChainTree.of(clip)
-    return tree, tree.by_pk.get(clip.pk, clip)
+    """The chain of one of this creator's clips (404 for anyone else's), and that clip. An
+    action sent from a chain view names its chain (`chain`, the root's pk): a clip that is
+    not, or no longer, part of that chain is 404 too, rather than changing another chain."""
+    tree = ChainTree.of_pk(request.user.pk, pk)
+    if tree is None:  # not this creator's clip (or a loop of parents with no root)
+        clip = _clip_for(request, pk)
+        tree = ChainTree([clip], clip)
+    clip = tree.by_pk[pk]
+    named = request.POST.get("chain") if request.method == "POST" else None
+    if named is not None and named != str(tree.root.pk):
+        raise Http404("That clip is not part of this chain.")
+    return tree, clip
 
 
 def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
@@ -388,7 +396,7 @@ def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
 
     def adding(clip):
         estimate = _estimate_like(clip, specs)
-        return None if estimate is None else {"estimate": estimate, "total": costs.plus(estimate)}
+        return None if estimate is None else costs.adding(estimate)
 
     for step in steps:
         step.again = adding(step.clip) if step.number > 1 and step.clip.is_finished else None

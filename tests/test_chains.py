@@ -14,7 +14,17 @@ from django.utils import timezone
 from PIL import Image
 
 from studio import jobs, media
-from studio.models import Asset, ChainExport, ChainTree, Clip, Costs, Estimate
+from studio.models import (
+    Asset,
+    ChainExport,
+    ChainTree,
+    Clip,
+    Costs,
+    Estimate,
+    default_title,
+    file_name_for,
+    sequence_cuts,
+)
 
 from .conftest import run_enqueued
 from .test_jobs import new_clip
@@ -382,6 +392,212 @@ def test_the_next_step_adds_its_estimate_to_the_cost_so_far():
     assert str(Estimate(Decimal(0))) == "Free" and str(Costs().plus(Estimate(Decimal(0)))) == "Free"
 
 
+# --- Titles, cost so far, the live part, cuts -------------------------------------------------
+
+
+def test_a_chain_is_titled_with_the_first_words_of_its_first_prompt_until_named():
+    assert default_title("A paper lantern drifts over a dark lake, slow dolly in") == (
+        "A paper lantern drifts over a dark lake"
+    )
+    assert default_title("Wide shot of a harbour at dawn with fishing boats leaving one by one") == (
+        "Wide shot of a harbour at…"
+    )
+    assert default_title("  Neon rain.  ") == "Neon rain"
+    assert default_title("") == "Untitled chain"
+
+
+def test_a_title_becomes_a_file_name_with_its_accents_and_without_what_file_systems_refuse():
+    assert file_name_for("Le phare à l’aube") == "Le phare à l’aube.mp4"
+    assert file_name_for('Act 1/2: "Night" <final>?') == "Act 1 2 Night final.mp4"
+    assert file_name_for(" ... ") == "lastframe-chain.mp4"
+    assert len(file_name_for("x" * 200)) == 104
+
+
+def test_the_title_is_edited_in_place_and_shows_in_the_gallery_and_names_the_download(signed_in, user):
+    root = plain_clip(user, prompt="A paper lantern drifts over a dark lake, slow dolly in")
+    take = plain_clip(user, parent=root)
+    page = signed_in.get(f"/clips/{take.pk}/chain/").content.decode()
+    assert "A paper lantern drifts over a dark lake</h1>" in page and "Edit title" in page
+    form = signed_in.get(f"/clips/{take.pk}/chain/title/", HTTP_HX_REQUEST="true").content.decode()
+    assert '<label for="chain-title-input">Title</label>' in form
+    assert 'value="A paper lantern drifts over a dark lake"' in form
+    response = signed_in.post(
+        f"/clips/{take.pk}/chain/title/", {"title": "  The lantern  "}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200 and "The lantern</h1>" in response.content.decode()
+    assert ChainTree.of(root).title == "The lantern"
+    gallery = signed_in.get("/?show=chains").content.decode()
+    assert "The lantern</a></h2>" in gallery
+    export = ChainExport.objects.create(
+        owner=user,
+        clip=take,
+        clip_ids=[root.pk, take.pk],
+        sequence_key=f"{root.pk},{take.pk}",
+        status=ChainExport.Status.READY,
+        file="exports/x/chain.mp4",
+    )
+    (Path(export.file.path)).parent.mkdir(parents=True)
+    Path(export.file.path).write_bytes(b"film")
+    download = signed_in.get(f"/exports/{export.pk}/chain.mp4")
+    assert download["Content-Disposition"] == 'attachment; filename="The lantern.mp4"'
+    # Without JavaScript: the page's own form, then back to the chain view.
+    assert 'value="The lantern"' in signed_in.get(f"/clips/{root.pk}/chain/?edit=title").content.decode()
+    response = signed_in.post(f"/clips/{root.pk}/chain/title/", {"title": "Lantern, the film"})
+    assert response.status_code == 302 and ChainTree.of(take).title == "Lantern, the film"
+
+
+@pytest.mark.parametrize(
+    ("title", "message"),
+    [
+        ("", "Give the chain a title"),
+        ("   ", "Give the chain a title"),
+        ("x" * 201, "Keep the title to 200 characters or fewer (this one has 201)."),
+    ],
+)
+def test_an_empty_or_too_long_title_is_refused_beside_the_field_and_nothing_is_saved(
+    signed_in, user, title, message
+):
+    root = plain_clip(user, prompt="A paper lantern drifts over a dark lake")
+    signed_in.post(f"/clips/{root.pk}/chain/title/", {"title": "Kept"})
+    for headers in ({"HTTP_HX_REQUEST": "true"}, {}):
+        response = signed_in.post(f"/clips/{root.pk}/chain/title/", {"title": title}, **headers)
+        html = response.content.decode()
+        assert response.status_code == 422 and message in html
+        field = html[html.index('id="chain-title-input"') :]
+        assert field.index(message) < field.index("</div>")  # beside the field
+    assert ChainTree.of(root).title == "Kept"
+    assert signed_in.post(f"/clips/{root.pk}/chain/title/", {"title": "y" * 200}).status_code == 302
+
+
+def test_the_chain_view_shows_the_cost_so_far_and_what_the_next_step_will_add(signed_in, user, settings):
+    settings.PICTORY_API_KEY = "test-key-not-real"
+    pictory = {"provider": "pictory", "model_key": "veo3.1_fast", "model_label": "Veo 3.1 Fast · Pictory"}
+    root = plain_clip(user, cost_actual=Decimal("40"), cost_unit="credits", **pictory)
+    take = plain_clip(user, parent=root, cost_estimate=Decimal("40"), cost_unit="credits", **pictory)
+    # A take that failed with nothing reported costs nothing; trying it again would.
+    failed = plain_clip(
+        user,
+        parent=root,
+        status=Clip.Status.FAILED,
+        cost_estimate=Decimal("40"),
+        cost_unit="credits",
+        **pictory,
+    )
+    html = signed_in.get(f"/clips/{root.pk}/chain/").content.decode()
+    so_far = html[html.index('id="cost-so-far"') :]
+    assert so_far.startswith('id="cost-so-far">≈ 80 credits (40 reported, 40 estimated)')
+    assert "3 clips made, every take and branch counted; ≈ marks estimates" in so_far
+    adds = "Adds ≈ 40 credits · cost so far becomes ≈ 120 credits (40 reported, 80 estimated)"
+    again = html[html.index('id="again-cost-2"') :]
+    assert again.startswith(f'id="again-cost-2">{adds}')
+    retry = html[html.index(f'id="retry-cost-{failed.pk}"') :]
+    assert retry.startswith(f'id="retry-cost-{failed.pk}">{adds}')
+    # Continuing the last step (a ready take here) adds one more clip like it.
+    Clip.objects.filter(pk=take.pk).update(last_frame=Asset.objects.create(owner=user, file="assets/x/l.png"))
+    html = signed_in.get(f"/clips/{root.pk}/chain/").content.decode()
+    assert f'<p class="cost">{adds}</p>' in html
+
+
+def test_the_live_part_answers_no_change_until_a_take_finishes_then_stops_polling(signed_in, user):
+    root = plain_clip(user)
+    take = plain_clip(user, parent=root, status=Clip.Status.RUNNING)
+    live = signed_in.get(f"/clips/{root.pk}/chain/live/", HTTP_HX_REQUEST="true")
+    html = live.content.decode()
+    signature = re.search(r'data-signature="(\w+)"', html).group(1)
+    assert f'hx-get="/clips/{root.pk}/chain/live/?v={signature}" hx-trigger="every 2s"' in html
+    assert "disabled" in html[html.index('id="chain-export"') :][:400]  # not joinable yet
+    same = signed_in.get(f"/clips/{root.pk}/chain/live/?v={signature}", HTTP_HX_REQUEST="true")
+    assert same.status_code == 204 and same.content == b""
+    Clip.objects.filter(pk=take.pk).update(status=Clip.Status.READY, video_duration=4.0)
+    done = signed_in.get(f"/clips/{root.pk}/chain/live/?v={signature}", HTTP_HX_REQUEST="true")
+    html = done.content.decode()
+    assert done.status_code == 200 and "hx-trigger" not in html.split(">", 1)[0]
+    export = html[html.index('id="chain-export"') :]
+    assert (
+        export.index("Download the whole chain") < export.index("</form>") and "disabled" not in export[:600]
+    )
+
+
+def chain_of(user, steps: int, takes: int) -> Clip:
+    """A chain of `steps` steps, each with `takes` takes, the later steps continuing the
+    first take; returns its root."""
+    root = plain_clip(user, thumbnail="clips/x/t.jpg", video_duration=4.0)
+    parent = root
+    for _ in range(steps - 1):
+        made = [
+            plain_clip(user, parent=parent, thumbnail="clips/x/t.jpg", video_duration=4.0)
+            for _ in range(takes)
+        ]
+        parent = made[0]
+    return root
+
+
+def test_the_chain_view_and_its_live_part_read_a_constant_number_of_queries(signed_in, user):
+    def queries(url, **headers):
+        with CaptureQueriesContext(connection) as ctx:
+            response = signed_in.get(url, **headers)
+            assert response.status_code in (200, 204)
+        return len(ctx.captured_queries)
+
+    def counts(root):
+        live = signed_in.get(f"/clips/{root.pk}/chain/live/", HTTP_HX_REQUEST="true").content.decode()
+        signature = re.search(r'data-signature="(\w+)"', live).group(1)
+        return (
+            queries(f"/clips/{root.pk}/chain/"),
+            queries(f"/clips/{root.pk}/chain/live/", HTTP_HX_REQUEST="true"),
+            queries(f"/clips/{root.pk}/chain/live/?v={signature}", HTTP_HX_REQUEST="true"),
+        )
+
+    small, large = chain_of(user, 3, 2), chain_of(user, 12, 3)
+    for root in (small, large):  # something still generating, so the live part polls
+        plain_clip(user, parent=ChainTree.of(root).last, status=Clip.Status.RUNNING)
+    assert counts(small) == counts(large)
+    page, live, unchanged = counts(large)
+    assert unchanged <= 3 and live <= page
+
+
+def test_the_player_and_the_join_cut_in_the_same_places(signed_in, user, monkeypatch, settings):
+    frame = Asset.objects.create(owner=user, file="assets/x/last.png")
+    fields = {"video_duration": 4.0, "video_frames": 96}
+    root = plain_clip(user, video="clips/a/video.mp4", last_frame=frame, **fields)
+    seamless = plain_clip(user, parent=root, first_frame=frame, video="clips/b/video.mp4", **fields)
+    fresh = plain_clip(user, parent=seamless, video="clips/c/video.mp4", video_duration=5.0, video_frames=150)
+    clips = [root, seamless, fresh]
+    cuts = sequence_cuts(clips)
+    assert [(c.skip_frames, c.keep_frames) for c in cuts] == [(0, None), (1, None), (0, None)]
+    assert [round(c.start, 4) for c in cuts] == [0, 0.0417, 0]
+    assert [round(c.seconds, 4) for c in cuts] == [4.0, 3.9583, 5.0]
+    html = signed_in.get(f"/clips/{fresh.pk}/chain/").content.decode()
+    player = re.findall(r'data-start="([\d.]+)" data-end="([\d.]+)" data-fps="([\d.]+)"', html)
+    assert player == [
+        ("0.0000", "4.0000", "24.0000"),
+        ("0.0417", "4.0000", "24.0000"),
+        ("0.0000", "5.0000", "30.0000"),
+    ]
+    assert ChainTree.of(root).seconds == pytest.approx(12.9583, abs=1e-4)  # as long as its cuts
+    assert "3 steps · 13.0 s" in html
+
+    for clip in clips:
+        Path(clip.video.path).parent.mkdir(parents=True)
+        Path(clip.video.path).write_bytes(b"")
+    joined = []
+
+    def join_videos(parts, out, progress=None):
+        joined.extend(parts)
+        raise media.MediaError("stopped by the test")
+
+    monkeypatch.setattr(media, "join_videos", join_videos)
+    export = jobs.start_export(user, clips)
+    jobs.export_chain(export.pk)
+    assert joined == [cut.join_part(Path(clip.video.path)) for cut, clip in zip(cuts, clips)]
+    assert [part.drop_seam for part in joined] == [False, True, False]
+
+
+def test_a_clip_made_before_frames_were_counted_is_taken_at_24_fps():
+    assert Clip(video_duration=4.0).frames_per_second == 24.0
+    assert Clip(video_duration=5.0, video_frames=150).frames_per_second == 30.0
+
+
 # --- Joining ----------------------------------------------------------------------------
 
 
@@ -640,14 +856,45 @@ def test_other_creators_get_404_for_chain_pages_and_actions(client, user, other_
     ):
         assert client.get(url).status_code == 404, url
     for url in (
+        f"/clips/{take.pk}/chain/live/",
+        f"/clips/{take.pk}/chain/card/",
+        f"/clips/{take.pk}/chain/title/",
+    ):
+        assert client.get(url, HTTP_HX_REQUEST="true").status_code == 404, url
+    for url in (
         f"/clips/{take.pk}/use-take/",
         f"/clips/{take.pk}/again/",
         f"/clips/{take.pk}/retry/",
         f"/clips/{take.pk}/delete/",
         f"/clips/{root.pk}/chain/export/",
+        f"/clips/{root.pk}/chain/title/",
+        f"/clips/{take.pk}/chain/again/",
+        f"/clips/{take.pk}/chain/retry/",
+        f"/clips/{root.pk}/chain/continue/",
     ):
-        assert client.post(url).status_code == 404, url
+        assert (
+            client.post(url, {"title": "Mine now", "prompt": "Mine now", "confirm": "yes"}).status_code == 404
+        ), url
     assert Clip.objects.count() == 2 and ChainExport.objects.count() == 1
+    assert ChainTree.of(root).title == "A quiet harbour at dawn" and ChainTree.of(root).sequence == [
+        root,
+        take,
+    ]
+
+
+def test_a_take_or_branch_sent_from_another_chains_view_is_404(signed_in, user):
+    root = plain_clip(user)
+    one = plain_clip(user, parent=root)
+    two = plain_clip(user, parent=root)
+    other_root = plain_clip(user, prompt="Another chain")
+    for take in (one, two):
+        response = signed_in.post(f"/clips/{take.pk}/use-take/", {"chain": other_root.pk, "confirm": "yes"})
+        assert response.status_code == 404
+    for url in (f"/clips/{two.pk}/chain/again/", f"/clips/{two.pk}/chain/retry/"):
+        assert signed_in.post(url, {"chain": other_root.pk}).status_code == 404
+    root.refresh_from_db()
+    assert root.chosen_take_id is None and Clip.objects.count() == 4
+    assert signed_in.post(f"/clips/{one.pk}/use-take/", {"chain": root.pk}).status_code == 302
 
 
 def test_actions_need_csrf(user):
@@ -735,4 +982,57 @@ def test_gallery_query_count_does_not_grow_with_the_clips(signed_in, user):
             status=[Clip.Status.READY, Clip.Status.FAILED, Clip.Status.RUNNING][n % 3],
             first_frame=Asset.objects.create(owner=user, file="assets/x/a.png"),
         )
+    assert queries() == few
+
+
+def test_the_gallery_shows_one_card_per_chain_beside_single_clips(signed_in, user):
+    paid = {"cost_actual": Decimal("12"), "cost_unit": "credits"}
+    root = plain_clip(
+        user,
+        prompt="A paper lantern drifts over a dark lake",
+        video_duration=4.0,
+        thumbnail="clips/r/t.jpg",
+        **paid,
+    )
+    step2 = plain_clip(user, parent=root, video_duration=4.0, thumbnail="clips/s/t.jpg", **paid)
+    plain_clip(user, parent=root, prompt="An unused take", thumbnail="clips/u/t.jpg", **paid)
+    step3 = plain_clip(
+        user, parent=step2, status=Clip.Status.RUNNING, cost_estimate=Decimal("12"), cost_unit="credits"
+    )
+    single = plain_clip(user, prompt="A red kite over green hills")
+    html = signed_in.get("/?show=chains").content.decode()
+    assert "Your chains" in html and 'aria-current="page">Chains</a>' in html
+    assert html.count(f'id="chain-{root.pk}"') == 1 and f'id="clip-{single.pk}"' in html
+    assert f'id="clip-{step2.pk}"' not in html and f'id="clip-{step3.pk}"' not in html
+    card = html[html.index(f'id="chain-{root.pk}"') :]
+    card = card[: card.index("</article>")]
+    assert "A paper lantern drifts over a dark lake</a></h2>" in card
+    # The step still generating counts what it asked for; every take counts what it cost.
+    assert "3 steps · 12 s · Cost so far: ≈ 48 credits (36 reported, 12 estimated)" in card
+    assert f'src="/clips/{step2.pk}/thumbnail.jpg"' in card  # the latest picture of the sequence
+    assert "1 generating" in card and f'hx-get="/clips/{root.pk}/chain/card/"' in card
+    # The card polls itself until the chain is finished.
+    Clip.objects.filter(pk=step3.pk).update(status=Clip.Status.READY, thumbnail="clips/3/t.jpg")
+    again = signed_in.get(f"/clips/{root.pk}/chain/card/", HTTP_HX_REQUEST="true").content.decode()
+    assert "hx-trigger" not in again and f'src="/clips/{step3.pk}/thumbnail.jpg"' in again
+    # Search finds chains by title or first prompt; the clip filters are not offered here.
+    signed_in.post(f"/clips/{root.pk}/chain/title/", {"title": "Night lantern"})
+    found = signed_in.get(
+        "/?show=chains&q=night", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="gallery"
+    ).content.decode()
+    assert f'id="chain-{root.pk}"' in found and f'id="clip-{single.pk}"' not in found
+    assert 'name="status"' not in signed_in.get("/?show=chains&status=failed").content.decode()
+
+
+def test_the_chain_gallery_query_count_does_not_grow_with_chains_or_steps(signed_in, user):
+    def queries():
+        with CaptureQueriesContext(connection) as ctx:
+            assert signed_in.get("/?show=chains").status_code == 200
+        return len(ctx.captured_queries)
+
+    chain_of(user, 2, 1)
+    plain_clip(user, prompt="A single clip")
+    few = queries()
+    for _ in range(6):
+        chain_of(user, 6, 2)
     assert queries() == few
