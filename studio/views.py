@@ -34,6 +34,7 @@ from .forms import (
     ChainTitleForm,
     FirstAccountForm,
     GenerateForm,
+    as_pk,
     data_from_clip,
     form_field_of,
     initial_from_clip,
@@ -438,8 +439,11 @@ def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
     return context
 
 
-def _chain_answer(request, tree: ChainTree, opened: Clip, status: int = 200, **extra):
-    """After an action in the chain view: the live fragment again (htmx), else the page."""
+def _chain_answer(request, tree: ChainTree, clip: Clip, status: int = 200, **extra):
+    """After an action on `clip` in the chain view: the live fragment again (htmx), else the
+    page. The page goes on showing the chain as opened from its own clip (`opened`)."""
+    named = as_pk(request.POST.get("opened"))
+    opened = tree.by_pk.get(named, clip) if named else clip
     context = _chain_context(request, tree, opened, **extra)
     if request.htmx:
         return render(request, "studio/_chain_live.html", context, status=status)

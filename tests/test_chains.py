@@ -289,9 +289,15 @@ def test_generate_again_in_the_chain_view_shows_the_new_take_at_once_and_polls(
     assert "hx-trigger" not in live.split(">", 1)[0]  # everything finished: no polling
     enqueued.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        response = signed_in.post(f"/clips/{take.pk}/chain/again/", HTTP_HX_REQUEST="true")
+        response = signed_in.post(
+            f"/clips/{take.pk}/chain/again/",
+            {"chain": parent.pk, "opened": parent.pk},
+            HTTP_HX_REQUEST="true",
+        )
     again = Clip.objects.order_by("-pk").first()
     html = response.content.decode()
+    # The page goes on as opened from its own clip (it polls that chain view's live part).
+    assert f'hx-get="/clips/{parent.pk}/chain/live/' in html and "does not use" not in html
     assert response.status_code == 200 and again.parent == parent and again.prompt == take.prompt
     assert f'id="take-{again.pk}"' in html and "2 takes" in html
     assert 'hx-trigger="every 2s"' in html.split(">", 1)[0]  # the live part polls again
