@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import html
 import inspect
 import mimetypes
 import re
@@ -24,8 +26,12 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.template.backends.utils import csrf_input
+from django.template.loader import render_to_string
+from django.urls import get_script_prefix, reverse
+from django.utils.html import format_html
 from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme, urlencode
+from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -388,6 +394,146 @@ def _chain_tree(request, pk: int) -> tuple[ChainTree, Clip]:
     return tree, clip
 
 
+_URL_SENTINEL = 987654321
+# What the chain view links to for each of its clips, by the name the templates use.
+CLIP_LINKS = {
+    "video": "clip_video",
+    "thumbnail": "clip_thumbnail",
+    "detail": "clip_detail",
+    "use": "choose_take",
+    "retry": "chain_retry",
+    "fix": "retry_clip",
+    "again": "chain_generate_again",
+    "continue": "chain_continue",
+    "more": "continue_clip",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _url_pattern(name: str, prefix: str) -> str:
+    """A URL that takes one pk, as a pattern reversed once per process (and script prefix):
+    a chain of 50 steps names about a thousand of them, and each reverse costs a template
+    tag's worth of time."""
+    return reverse(name, args=[_URL_SENTINEL]).replace(str(_URL_SENTINEL), "{}")
+
+
+def _clip_links(clip: Clip) -> dict:
+    prefix = get_script_prefix()
+    links = {key: _url_pattern(name, prefix).format(clip.pk) for key, name in CLIP_LINKS.items()}
+    for key, pk in (("first_frame", clip.first_frame_id), ("last_frame", clip.last_frame_id)):
+        links[key] = _url_pattern("asset_file", prefix).format(pk) if pk else ""
+    return links
+
+
+def _take_card(take: Clip, step, number: int, confirm, adds, form_fields: str, labels: dict) -> str:
+    """One take's card in the chain view, as HTML. A chain of 50 steps draws 150 of them:
+    as a template each cost about half a millisecond, and with format_html a third of that,
+    which kept the chain view past twice the gallery page's time (bench/chain.py). So it is
+    written out here, and every value from the clip goes through `escape` (the stdlib's,
+    which escapes the same characters as Django's)."""
+    e = html.escape
+    chosen = take.pk == step.clip.pk
+    links = take.links
+    status, status_label = take.status, e(labels[take.status])
+    label = e(f"Take {number} of step {step.number} (clip #{take.pk})")
+    data = ""
+    if take.is_ready:
+        video, poster = e(links["video"]), e(links["thumbnail"])
+        media_html = (
+            f'<video id="player-{take.pk}" hx-preserve controls preload="metadata" playsinline '
+            f'poster="{poster}" src="{video}" aria-label="{label}"></video>'
+        )
+        data = f' data-src="{video}" data-poster="{poster}" data-start="{step.cut.start:.4f}"'
+    elif status == Clip.Status.FAILED:
+        media_html = '<div class="placeholder placeholder--failed"><span>Failed</span></div>'
+    else:
+        background = (
+            f'<img src="{e(links["first_frame"])}" alt="" class="placeholder-bg">'
+            if links["first_frame"]
+            else ""
+        )
+        media_html = (
+            f'<div class="placeholder">{background}<span class="spinner" aria-hidden="true"></span>'
+            f"<span>{status_label}…</span></div>"
+        )
+    length = take.video_duration or take.duration
+    seconds = "" if not length else f"{length:.0f} s" if length == int(length) else f"{length:.1f} s"
+    meta = " · ".join(part for part in (take.model_label, seconds, take.cost_text) if part)
+    short = take.prompt if len(take.prompt) <= 120 else take.prompt[:119].rstrip() + "…"
+    notes = []
+    if take.problem:
+        notes.append(f'<p class="error-text" role="alert">{e(take.problem)}</p>')
+    if status == Clip.Status.FAILED:
+        notes.append(f'<p class="error-text">{e(take.error or "The provider could not make this clip.")}</p>')
+        if take.field_errors:
+            notes.append(f'<a class="button button--ghost" href="{e(links["fix"])}">Fix and try again</a>')
+        else:
+            cost = adds(take)
+            described = f' aria-describedby="retry-cost-{take.pk}"' if cost else ""
+            retry = e(links["retry"])
+            notes.append(
+                f'<form method="post" action="{retry}" class="inline" hx-post="{retry}" hx-target="#chain-live" '
+                f'hx-swap="outerHTML" hx-disabled-elt="find button">{form_fields}'
+                f'<button class="button" type="submit"{described}>Try again</button></form>'
+            )
+            if cost:
+                notes.append(f' <span class="help adds" id="retry-cost-{take.pk}">{e(str(cost))}</span>')
+    elif take.is_ready and not chosen and step.number > 1:
+        if confirm and confirm["take"].pk == take.pk:
+            notes.append(_confirm_html(confirm, take, f"Use take {number}", form_fields))
+        else:
+            use = e(links["use"])
+            notes.append(
+                f'<form method="post" action="{use}" hx-post="{use}" hx-target="#chain-live" hx-swap="outerHTML">'
+                f'{form_fields}<button class="button" type="submit" aria-label="Use this take (take {number}, '
+                f'clip #{take.pk})">Use this take</button></form>'
+            )
+    badge = ' <span class="badge">In the sequence</span>' if chosen else ""
+    return mark_safe(
+        f'<li class="take take--{status}{" take--chosen" if chosen else ""}" id="take-{take.pk}" data-take '
+        f'data-label="Take {number}"{data}><div class="take-media" style="aspect-ratio: {e(take.css_ratio)}">'
+        f'{media_html}</div><div class="take-body"><p class="take-title"><span class="status status--{status}">'
+        f'{status_label}</span> Take {number} · <a href="{e(links["detail"])}">Clip #{take.pk}</a>{badge}</p>'
+        f'<p class="seq-prompt" title="{e(take.prompt)}">{e(short)}</p><p class="meta">{e(meta)}</p>'
+        f"{''.join(notes)}</div></li>"
+    )
+
+
+def _confirm_html(confirm, clip: Clip, label: str, form_fields) -> str:
+    return render_to_string(
+        "studio/_chain_confirm.html",
+        {
+            "confirm": confirm,
+            "id": clip.pk,
+            "url": clip.links["use"],
+            "label": label,
+            "form_fields": form_fields,
+        },
+    )
+
+
+def _timeline_entry(step) -> dict:
+    """One step of the sequence player's timeline: where its clip starts and ends (the cut)."""
+    clip, cut = step.clip, step.cut
+    state = "" if clip.is_ready else f", {clip.status_label.lower()}"
+    return {
+        "number": str(step.number),
+        "pk": str(clip.pk),
+        "ready": clip.is_ready,
+        "status": clip.status,
+        "links": clip.links,
+        "has_thumbnail": bool(clip.thumbnail),
+        "grow": f"{cut.seconds:.3f}",
+        "start": f"{cut.start:.4f}",
+        "end": f"{cut.end:.4f}",
+        "fps": f"{cut.fps:.4f}",
+        "label": f"{step.number} · {cut.seconds:.1f} s"
+        if clip.is_ready
+        else f"{step.number} · {clip.status_label}",
+        "aria": f"Step {step.number}, clip #{clip.pk}, {cut.seconds:.1f} s{state}",
+    }
+
+
 def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
     """Everything the chain view and its live fragment show, from one read of the tree."""
     specs = _specs_of(tree.clips)
@@ -399,12 +545,11 @@ def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
         estimate = _estimate_like(clip, specs)
         return None if estimate is None else costs.adding(estimate)
 
-    for step in steps:
-        step.again = adding(step.clip) if step.number > 1 and step.clip.is_finished else None
+    labels = {value: str(label) for value, label in Clip.Status.choices}
     take_errors = extra.pop("take_errors", {})
     for clip in tree.clips:
+        clip.links = _clip_links(clip)
         clip.problem = take_errors.get(clip.pk, "")
-        clip.retry_adds = adding(clip) if clip.status == Clip.Status.FAILED else None
     last = tree.last
     note = ""
     if not tree.in_sequence(opened):
@@ -432,10 +577,26 @@ def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
         "blocker": _export_blocker(clips),
         "confirm": None,
         "continue_form": None,
+        # The same on every form of the page: the CSRF token, the chain it was sent from and
+        # the clip the page shows.
+        "form_fields": format_html(
+            '{}<input type="hidden" name="chain" value="{}"><input type="hidden" name="opened" value="{}">',
+            csrf_input(request),
+            tree.root.pk,
+            opened.pk,
+        ),
     }
     context.update(extra)
     if context["confirm"] is not None:
         context["poll"] = False  # hold the page still while a question waits for its answer
+        context["confirm"]["back"] = opened.pk  # "Cancel" shows the page as it was
+    for step in steps:
+        step.again = adding(step.clip) if step.number > 1 and step.clip.is_finished else None
+        step.cards = [
+            _take_card(take, step, number, context["confirm"], adding, context["form_fields"], labels)
+            for number, take in enumerate(step.takes, 1)
+        ]
+        step.entry = _timeline_entry(step)
     return context
 
 

@@ -235,6 +235,23 @@ def test_two_tabs_choosing_takes_the_last_choice_wins_and_both_see_it(signed_in,
         assert f'class="take take--ready take--chosen" id="take-{two.pk}"' in html
 
 
+def test_what_a_creator_wrote_is_escaped_on_every_take_card(signed_in, user):
+    root = plain_clip(user)
+    nasty = '<script>alert("x")</script> "quoted" & <b>bold</b>'
+    take = plain_clip(user, parent=root, prompt=nasty, model_label="<i>Model</i>")
+    plain_clip(
+        user, parent=root, prompt=nasty, status=Clip.Status.FAILED, error="<img src=x onerror=alert(1)>"
+    )
+    html = signed_in.get(f"/clips/{take.pk}/chain/").content.decode()
+    assert "<script>alert" not in html and "<b>bold</b>" not in html and "<i>Model</i>" not in html
+    assert "<img src=x" not in html
+    assert (
+        "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &quot;quoted&quot; &amp; &lt;b&gt;bold&lt;/b&gt;"
+        in html
+    )
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
 def test_a_root_clip_is_not_a_take(signed_in, user):
     root = plain_clip(user)
     assert signed_in.post(f"/clips/{root.pk}/use-take/").status_code == 404
