@@ -681,11 +681,7 @@ def choose_take(request, pk):
         raise Http404("This clip is not a take of another clip.")
     if not take.is_ready:
         why = "failed, so it cannot be used" if take.status == Clip.Status.FAILED else "is still generating"
-        message = f"Clip #{take.pk} {why}: a take can be used once it is ready."
-        if not request.htmx:
-            messages.error(request, message)
-            return redirect("chain_view", take.pk)
-        return _chain_answer(request, tree, take, status=422, take_errors={take.pk: message})
+        return _refused(request, tree, take, f"Clip #{take.pk} {why}: a take can be used once it is ready.")
     displaced = tree.displaced_by(take)
     if displaced is not None and request.POST.get("confirm") != "yes":
         return _chain_answer(request, tree, take, confirm={"take": take, "displaced": displaced})
@@ -693,6 +689,21 @@ def choose_take(request, pk):
     if not request.htmx:
         return redirect("chain_view", take.pk)
     return _chain_answer(request, ChainTree.of(take), take)
+
+
+def _refused(request, tree: ChainTree, clip: Clip, message: str):
+    """An action on a take the studio will not do: the reason beside that take (htmx), else
+    at the top of the chain view."""
+    if not request.htmx:
+        messages.error(request, message)
+        return redirect("chain_view", clip.pk)
+    return _chain_answer(request, tree, clip, status=422, take_errors={clip.pk: message})
+
+
+def _start_from_chain(request, clip: Clip, form, what: str):
+    """Start the clip a valid form describes, from the chain view of `clip`."""
+    new = jobs.start_clip(request.user, form.spec, **form.clip_fields())
+    return _chain_generated(request, clip, new, f"Generating clip #{new.pk}, {what}.")
 
 
 def _chain_generated(request, opened: Clip, new: Clip, message: str):
@@ -711,13 +722,10 @@ def chain_generate_again(request, pk):
     tree, clip = _chain_tree(request, pk)
     form = GenerateForm(data_from_clip(clip), user=request.user)
     if not form.is_valid():
-        message = "This take cannot be made again as it was: " + _form_problems(form)
-        if not request.htmx:
-            messages.error(request, message)
-            return redirect("chain_view", clip.pk)
-        return _chain_answer(request, tree, clip, status=422, take_errors={clip.pk: message})
-    again = jobs.start_clip(request.user, form.spec, **form.clip_fields())
-    return _chain_generated(request, clip, again, f"Generating clip #{again.pk}, a new take of this step.")
+        return _refused(
+            request, tree, clip, "This take cannot be made again as it was: " + _form_problems(form)
+        )
+    return _start_from_chain(request, clip, form, "a new take of this step")
 
 
 @login_required
@@ -729,10 +737,7 @@ def chain_retry(request, pk):
         return redirect("retry_clip", clip.pk)  # the form, with the provider's objections
     if catalogue.find_model(clip.model_ref) is None:
         message = f"The model “{clip.model_label}” is not available any more; choose another with Remix."
-        if not request.htmx:
-            messages.error(request, message)
-            return redirect("chain_view", clip.pk)
-        return _chain_answer(request, tree, clip, status=422, take_errors={clip.pk: message})
+        return _refused(request, tree, clip, message)
     jobs.retry_clip(clip)
     return _chain_generated(request, clip, clip, f"Clip #{clip.pk} is sent again.")
 
@@ -791,8 +796,7 @@ def chain_continue(request, pk):
                 "other_errors": _form_problems(form) if set(form.errors) - {"prompt"} else "",
             },
         )
-    new = jobs.start_clip(request.user, form.spec, **form.clip_fields())
-    return _chain_generated(request, parent, new, f"Generating clip #{new.pk}, the next step.")
+    return _start_from_chain(request, parent, form, "the next step")
 
 
 @login_required

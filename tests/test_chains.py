@@ -120,8 +120,7 @@ def test_a_take_still_generating_is_used_only_when_no_take_is_ready(user):
 def test_a_new_take_never_moves_later_steps_to_a_branch_by_itself(user):
     root = plain_clip(user)
     take = plain_clip(user, parent=root)
-    steps = [plain_clip(user, parent=take, prompt="Step three")]
-    steps.append(plain_clip(user, parent=steps[0], prompt="Step four"))
+    steps = line_of(user, take, "Step three", "Step four")
     # Generate again at step 2, and another branch continued from the new take: the
     # sequence the creator sees stays as it was, and the new work is a take and a branch.
     again = plain_clip(user, parent=root, prompt="Another take of step two")
@@ -132,13 +131,18 @@ def test_a_new_take_never_moves_later_steps_to_a_branch_by_itself(user):
     assert [(b.take, b.clips, b.from_step) for b in tree.branches()] == [(again, [again, elsewhere], 2)]
 
 
+def line_of(user, parent, *prompts) -> list[Clip]:
+    """Clips each continuing the one before, from `parent`."""
+    made = []
+    for prompt in prompts:
+        made.append(plain_clip(user, parent=made[-1] if made else parent, prompt=prompt))
+    return made
+
+
 def test_choosing_a_take_with_later_steps_warns_first_and_keeps_them_as_a_branch(signed_in, user):
     root = plain_clip(user)
-    one = plain_clip(user, parent=root, prompt="Take one")
-    two = plain_clip(user, parent=root, prompt="Take two")
-    three = plain_clip(user, parent=one, prompt="Step three")
-    four = plain_clip(user, parent=three, prompt="Step four")
-    five = plain_clip(user, parent=four, prompt="Step five")
+    one, two = (plain_clip(user, parent=root, prompt=p) for p in ("Take one", "Take two"))
+    three, four, five = line_of(user, one, "Step three", "Step four", "Step five")
     assert ChainTree.of(root).sequence == [root, one, three, four, five]
 
     warning = signed_in.post(f"/clips/{two.pk}/use-take/", HTTP_HX_REQUEST="true").content.decode()
@@ -165,11 +169,9 @@ def test_choosing_a_take_with_later_steps_warns_first_and_keeps_them_as_a_branch
 
 def test_switching_branches_keeps_the_choices_made_inside_each(signed_in, user):
     root = plain_clip(user)
-    first = plain_clip(user, parent=root, prompt="First take")
-    second = plain_clip(user, parent=root, prompt="Second take")
-    deeper_a = plain_clip(user, parent=first, prompt="Deeper A")
-    deeper_b = plain_clip(user, parent=first, prompt="Deeper B")
-    after_second = plain_clip(user, parent=second, prompt="After the second take")
+    first, second = (plain_clip(user, parent=root, prompt=p) for p in ("First take", "Second take"))
+    deeper_a, deeper_b = (plain_clip(user, parent=first, prompt=p) for p in ("Deeper A", "Deeper B"))
+    [after_second] = line_of(user, second, "After the second take")
     assert ChainTree.of(root).sequence == [root, first, deeper_b]
 
     response = signed_in.post(f"/clips/{deeper_a.pk}/use-take/")

@@ -17,6 +17,14 @@ def generate(page, prompt):
     page.get_by_role("button", name="Generate").click()
 
 
+def generate_4s_cinema(page, prompt):
+    """A 4 s 16:9 clip of the simulator's cinema model, from the gallery's form."""
+    page.get_by_label("Model").select_option("simulator:cinema")
+    page.get_by_label("Aspect ratio").select_option("16:9")
+    page.get_by_label("Duration").select_option("4")
+    generate(page, prompt)
+
+
 def newest_ready_card(page, count):
     expect(page.locator("article.card")).to_have_count(count, timeout=TIMEOUT)
     card = page.locator("article.card").first
@@ -31,10 +39,7 @@ def fits_width(page, width):
 def test_takes_choose_one_and_download_the_whole_chain(page, start_studio, tmp_path):
     studio = start_studio()
     sign_in(page, studio)
-    page.get_by_label("Model").select_option("simulator:cinema")
-    page.get_by_label("Aspect ratio").select_option("16:9")
-    page.get_by_label("Duration").select_option("4")
-    generate(page, "A paper lantern drifts over a dark lake, slow dolly in")
+    generate_4s_cinema(page, "A paper lantern drifts over a dark lake, slow dolly in")
     root_card, root = newest_ready_card(page, 1)
 
     # Two takes of the next step: continue twice from the same clip.

@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .conftest import Studio, shot, sign_in
+from .test_chains_walk import generate_4s_cinema
 
 TIMEOUT = 60_000
 FPS = 24
@@ -32,11 +33,7 @@ def storyboard(chromium, tmp_path_factory):
     page.set_default_timeout(TIMEOUT)
     try:
         sign_in(page, studio)
-        page.get_by_label("Model").select_option("simulator:cinema")
-        page.get_by_label("Aspect ratio").select_option("16:9")
-        page.get_by_label("Duration").select_option("4")
-        page.get_by_label("Prompt").fill("A paper lantern drifts over a dark lake, slow dolly in")
-        page.get_by_role("button", name="Generate").click()
+        generate_4s_cinema(page, "A paper lantern drifts over a dark lake, slow dolly in")
         card = page.locator("article.card").first
         ready(card)
         root = int(re.search(r"#(\d+)", card.locator(".card-link").inner_text()).group(1))
@@ -125,6 +122,7 @@ def test_play_the_sequence_plays_step_1_then_step_2_with_no_gap(page, storyboard
     expect(page.locator("[data-seq-step='1']")).not_to_have_attribute("aria-current", "step")
     page.wait_for_timeout(500)
     page.get_by_role("button", name="Pause").click()
+    expect(stage.locator("[data-seq-status]")).to_have_text("Paused at step 2")
 
     [cut] = page.evaluate("window.cuts")[:1]
     # No visible gap: step 2 was loaded, sought to its first kept frame and able to play
@@ -142,6 +140,14 @@ def test_play_the_sequence_plays_step_1_then_step_2_with_no_gap(page, storyboard
     first_of_second = min(f["at"] for f in second if f["at"] > last_of_first - 1)
     print(f"frame interval at the cut: {first_of_second - last_of_first:.1f} ms")
     shot(page, "storyboard-2-playing-1280")
+
+    # From any step: a click on the timeline plays from that step.
+    page.locator("[data-seq-step='3']").click()
+    expect(stage).to_have_attribute("data-step", "3")
+    expect(front).to_have_attribute("src", f"/clips/{steps[2]}/video.mp4")
+    expect(page.locator("[data-seq-step='3']")).to_have_attribute("aria-current", "step")
+    page.wait_for_function("document.querySelector('[data-sequence-stage] video.is-front').currentTime > 0.3")
+    page.get_by_role("button", name="Pause").click()
 
 
 def test_compare_plays_two_takes_of_a_step_together_with_one_sound(page, storyboard):
