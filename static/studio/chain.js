@@ -161,6 +161,8 @@
     });
   }
 
+  // Play from a step: it is loaded and sought on the hidden video, then brought to the
+  // front, so even a jump never shows the frame before the cut (or a blank one).
   SequencePlayer.prototype.playFrom = function (index) {
     var all = segments();
     var segment = all[index];
@@ -172,21 +174,33 @@
     }
     var self = this;
     var front = this.front();
-    this.back().pause();
+    var back = this.back();
     this.current = segment;
     this.playing = true;
     this.button.textContent = "Pause";
     this.highlight();
     this.say("Step " + segment.step + " of " + all.length);
-    load(front, segment).then(function () {
+    var ready = back.dataset.ready === segment.clip ? Promise.resolve(back) : load(back, segment);
+    ready.then(function () {
       if (self.current !== segment || !self.playing) return;
-      return front.play().then(function () {
+      return back.play().then(function () {
+        if (self.current !== segment) return;
+        self.toFront(back, front);
         self.watch();
         self.prepare();
       });
     }).catch(function () {
       self.stop("The browser could not play step " + segment.step + ".");
     });
+  };
+
+  SequencePlayer.prototype.toFront = function (video, other) {
+    video.classList.add("is-front");
+    other.classList.remove("is-front");
+    video.removeAttribute("aria-hidden");
+    other.setAttribute("aria-hidden", "true");
+    other.pause();
+    other.dataset.ready = "";
   };
 
   // Have the next step loaded and sought on the hidden video well before this one ends.
@@ -258,11 +272,7 @@
       self.watch();
       self.prepare();
     });
-    back.classList.add("is-front");
-    front.classList.remove("is-front");
-    back.removeAttribute("aria-hidden");
-    front.setAttribute("aria-hidden", "true");
-    front.pause();
+    this.toFront(back, front);
     this.highlight();
     this.say("Step " + next.step + " of " + segments().length);
   };
