@@ -20,6 +20,7 @@ from studio.models import (
     ChainTree,
     Clip,
     Costs,
+    Cut,
     Estimate,
     default_title,
     file_name_for,
@@ -618,6 +619,31 @@ def test_the_player_and_the_join_cut_in_the_same_places(signed_in, user, monkeyp
     assert [part.drop_seam for part in joined] == [False, True, False]
 
 
+def test_a_cut_becomes_the_joins_part_with_whichever_join_the_studio_has(monkeypatch, tmp_path):
+    from dataclasses import dataclass
+
+    clip = Clip(video_duration=4.0, video_frames=96)
+    path = tmp_path / "video.mp4"
+    # The join of today only leaves out one repeated first frame; asked for more, it says so.
+    assert Cut(clip, skip_frames=1).join_part(path) == media.JoinPart(path, drop_seam=True)
+    with pytest.raises(media.MediaError):
+        Cut(clip, keep_frames=80).join_part(path)
+
+    @dataclass
+    class FrameJoinPart:  # the join that keeps frames 0..keep_frames-1 and skips leading ones
+        path: Path
+        keep_frames: int | None = None
+        skip_frames: int = 0
+        drop_seam: bool = False
+
+    monkeypatch.setattr(media, "JoinPart", FrameJoinPart)
+    assert Cut(clip, skip_frames=2, keep_frames=80).join_part(path) == FrameJoinPart(path, 80, 2)
+    assert (Cut(clip, skip_frames=2, keep_frames=80).start, Cut(clip, keep_frames=80).end) == (
+        2 / 24,
+        80 / 24,
+    )
+
+
 def test_a_clip_made_before_frames_were_counted_is_taken_at_24_fps():
     assert Clip(video_duration=4.0).frames_per_second == 24.0
     assert Clip(video_duration=5.0, video_frames=150).frames_per_second == 30.0
@@ -658,6 +684,7 @@ def test_download_the_whole_chain_joins_it_once_with_the_seam_frame_dropped(
     export.refresh_from_db()
     assert export.status == ChainExport.Status.READY, export.error
     assert export.attempts == 1 and export.progress == 100
+    assert (root.video_frames, take.video_frames) == (4 * FPS, 4 * FPS)  # kept when each was made
     # Stream copy when the seam frame can be left out without breaking another; else re-encode.
     parts = [media.JoinPart(Path(root.video.path)), media.JoinPart(Path(take.video.path), drop_seam=True)]
     assert export.method == media.join_plan(parts)[0] and export.dropped_frames == 1
