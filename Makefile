@@ -45,6 +45,7 @@ test: $(VENV)/.installed-dev browser lint
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/gallery.py
+	$(PY) bench/chain.py
 	$(PY) bench/media.py
 
 clean:

@@ -5,47 +5,10 @@ gallery page's and the card fragment's server time and SQL query count, at 100 c
 Run: .venv/bin/python bench/gallery.py   (or `make bench`). Writes nothing outside a temp dir.
 """
 
-import os
-import shutil
-import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
+from pages import measure, run, signed_in_client
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-TMP = Path(tempfile.mkdtemp(prefix="lastframe-bench-"))
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "studio.settings",
-        "DATABASE_URL": f"sqlite:///{TMP / 'bench.sqlite3'}",
-        "MEDIA_ROOT": str(TMP / "media"),
-        "STUDIO_IGNORE_DOTENV": "1",
-        "ALLOWED_HOSTS": "testserver",
-        "SECRET_KEY": "bench-only",
-        "PICTORY_API_KEY": "",
-        "OPENROUTER_API_KEY": "",
-    }
-)
+from studio.models import Clip
 
-import warnings  # noqa: E402
-
-import django  # noqa: E402
-
-warnings.filterwarnings("ignore", message="No directory at")
-
-django.setup()
-
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
-
-from studio.models import Clip  # noqa: E402
-
-RUNS = 15
 WORDS = ["lantern", "harbour", "storm", "heron", "city", "desert", "forest", "snow", "train", "kite"]
 STATUSES = [Clip.Status.READY] * 7 + [Clip.Status.FAILED, Clip.Status.RUNNING, Clip.Status.QUEUED]
 MODELS = [
@@ -81,25 +44,9 @@ def seed(user, upto: int) -> None:
         Clip.objects.filter(pk=b, parent__isnull=True).update(parent_id=a)
 
 
-def measure(client, url, **headers):
-    times, queries = [], None
-    for _ in range(RUNS):
-        with CaptureQueriesContext(connection) as ctx:
-            start = time.perf_counter()
-            response = client.get(url, **headers)
-            body = response.content
-            times.append((time.perf_counter() - start) * 1000)
-        assert response.status_code == 200, (url, response.status_code, body[:300])
-        queries = len(ctx.captured_queries)
-    return statistics.median(times), queries
-
-
 def main():
-    call_command("migrate", verbosity=0)
-    user = get_user_model().objects.create_user("bench", password="bench-password-1")
-    client = Client()
-    client.force_login(user)
-    print(f"Gallery benchmark · SQLite · median of {RUNS} requests each (Django test client, in process)")
+    client, user = signed_in_client()
+    print("Gallery benchmark · SQLite · median of 15 requests each (Django test client, in process)")
     print(f"{'clips':>7}  {'request':<44} {'ms':>7} {'queries':>8}")
     for size in (100, 10_000):
         seed(user, size)
@@ -116,6 +63,7 @@ def main():
             ),
             ("card fragment (ready)", f"/clips/{newest.pk}/card/", {"HTTP_HX_REQUEST": "true"}),
             ("card fragment (generating)", f"/clips/{running.pk}/card/", {"HTTP_HX_REQUEST": "true"}),
+            ("gallery of chains  /?show=chains", "/?show=chains", {}),
             ("chain view", f"/clips/{newest.pk}/chain/", {}),
         ]
         for label, url, headers in cases:
@@ -124,7 +72,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
+    run(main)

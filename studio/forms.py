@@ -16,7 +16,7 @@ from django.http import QueryDict
 from django.urls import reverse
 
 from . import catalogue
-from .models import Asset, Clip
+from .models import Asset, Chain, Clip
 from .providers import ModelSpec, get_provider
 
 PROMPT_MIN = 5
@@ -693,3 +693,16 @@ class FirstAccountForm(UserCreationForm):
         if commit:
             user.save()
         return user
+
+
+class ChainTitleForm(forms.Form):
+    """A chain's title, edited in place in the chain view."""
+
+    title = forms.CharField(
+        label="Title",
+        max_length=Chain.TITLE_MAX,
+        error_messages={
+            "required": "Give the chain a title (it names the downloaded film).",
+            "max_length": "Keep the title to %(limit_value)d characters or fewer (this one has %(show_value)d).",
+        },
+    )

@@ -26,7 +26,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from . import catalogue, media
-from .models import Asset, ChainExport, Clip, Lease, WebhookDelivery
+from .models import Asset, ChainExport, Clip, Lease, WebhookDelivery, sequence_cuts
 from .providers import ModelSpec, ProviderError, RemoteStatus, Submission, enabled_providers, get_provider
 from .providers.base import ImageInput
 
@@ -468,6 +468,7 @@ def _copy_results(clip: Clip) -> None:
             clip.last_frame = frame_asset
             clip.video_width, clip.video_height = info.width, info.height
             clip.video_duration = info.duration
+            clip.video_frames = info.frames or None
             clip.status = Clip.Status.READY
             clip.error = ""
             clip.finished_at = timezone.now()
@@ -598,9 +599,8 @@ def export_chain(pk: int) -> None:
             # Each video as a file PyAV can open: itself on a local disk, else a temporary
             # copy from the storage (a bucket), removed after the join.
             paths = [copies.enter_context(media.local_copy(clip.video)) for clip in clips]
-            parts = [media.JoinPart(paths[0])]
-            for previous, clip, path in zip(clips, clips[1:], paths[1:]):
-                parts.append(media.JoinPart(path, drop_seam=clip.continues_seamlessly(previous)))
+            # The same cuts the sequence player plays (models.sequence_cuts).
+            parts = [cut.join_part(path) for cut, path in zip(sequence_cuts(clips), paths)]
             out = Path(tmp) / "chain.mp4"
             result = media.join_videos(parts, out, progress=report)
             with transaction.atomic():

@@ -8,23 +8,33 @@ interval, or finished twice. The work that calls providers or decodes video is i
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import re
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from . import media
 from .providers.base import ImageInput
 
 # How long a provider's own result URLs (e.g. a last-frame image) are trusted after we
 # received them. Undocumented; after this the studio's own published copy is sent instead.
 REMOTE_URL_FRESH_FOR = timedelta(minutes=30)
+
+# The frame rate assumed for a clip whose frame count is unknown (made before it was kept).
+DEFAULT_FPS = 24.0
 
 # The fields of a request as a creator knows them (Submission names), for messages that
 # name a field.
@@ -169,7 +179,7 @@ class Clip(Claimable):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
     # Among this clip's children (alternative takes of the next step), the one its chain
-    # continues with; None: the newest ready take (Clip.next_take).
+    # continues with; None: the rule in ChainTree.next_take.
     chosen_take = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -231,6 +241,8 @@ class Clip(Claimable):
     video_width = models.PositiveIntegerField(null=True, blank=True)
     video_height = models.PositiveIntegerField(null=True, blank=True)
     video_duration = models.FloatField(null=True, blank=True)
+    # Frames in the video (the sequence player turns frame cuts into times with it).
+    video_frames = models.PositiveIntegerField(null=True, blank=True)
     cost_actual = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -319,9 +331,9 @@ class Clip(Claimable):
         return f"{message} ({details})"
 
     # --- Chains and takes ---------------------------------------------------------------
-    # A chain is the path of parents. Several children of one clip are alternative takes of
-    # the next step; the sequence a chain plays (and joins) runs from the root through the
-    # chosen take of each step.
+    # A chain is the tree of clips under one root. Several children of one clip are
+    # alternative takes of the next step. The chain has one current sequence, read by
+    # ChainTree (one query for the whole tree): see there for the rule.
 
     def chain(self) -> list[Clip]:
         """The clips from the root of this clip's chain down to this one."""
@@ -338,40 +350,9 @@ class Clip(Claimable):
         """The clips that continue this one, oldest first."""
         return list(self.children.select_related("last_frame").order_by("pk"))
 
-    def next_take(self, takes: list[Clip] | None = None) -> Clip | None:
-        """The take the sequence goes on with after this clip: the chosen one, else the
-        newest ready take, else the newest still generating (a failed one never)."""
-        takes = self.takes() if takes is None else takes
-        for take in takes:
-            if take.pk == self.chosen_take_id:
-                return take
-        ready = [t for t in takes if t.is_ready]
-        if ready:
-            return ready[-1]
-        unfinished = [t for t in takes if not t.is_finished]
-        return unfinished[-1] if unfinished else None
-
-    def chain_steps(self) -> list[tuple[Clip, list[Clip]]]:
-        """The sequence through this clip: from the root down to it, then on through the
-        chosen takes below it. Each step comes with its takes (the clip and its siblings)."""
-        path = self.chain()
-        steps = [(path[0], [path[0]])]
-        for parent, clip in zip(path, path[1:]):
-            steps.append((clip, parent.takes()))
-        seen = {c.pk for c in path}
-        node = path[-1]
-        while True:
-            takes = node.takes()
-            following = node.next_take(takes)
-            if following is None or following.pk in seen:
-                break
-            steps.append((following, takes))
-            seen.add(following.pk)
-            node = following
-        return steps
-
     def sequence(self) -> list[Clip]:
-        return [clip for clip, _ in self.chain_steps()]
+        """The current sequence of this clip's chain (the same from any clip of it)."""
+        return ChainTree.of(self).sequence
 
     def continues_seamlessly(self, previous: Clip) -> bool:
         """True when this clip starts on `previous`'s last frame, so its frame 0 repeats it."""
@@ -381,14 +362,24 @@ class Clip(Claimable):
             and self.first_frame_id == previous.last_frame_id
         )
 
+    @property
+    def frames_per_second(self) -> float:
+        """The clip's frame rate as measured when it was made; DEFAULT_FPS for clips made
+        before the frame count was kept (most models deliver 24 fps)."""
+        if self.video_frames and self.video_duration:
+            return self.video_frames / self.video_duration
+        return DEFAULT_FPS
+
     def use_as_take(self) -> None:
         """Make this clip the take its parent's sequence uses, and each ancestor's choice the
-        path down to it, so the chain from its root runs through it."""
-        node, seen = self, set()
-        while node.parent_id and node.pk not in seen:
-            seen.add(node.pk)
-            Clip.objects.filter(pk=node.parent_id).update(chosen_take=node)
-            node = Clip.objects.only("pk", "parent_id").get(pk=node.parent_id)
+        path down to it, so the chain from its root runs through it. One transaction: with
+        two tabs choosing at once, each path is written whole and the last one wins."""
+        with transaction.atomic():
+            node, seen = self, set()
+            while node.parent_id and node.pk not in seen:
+                seen.add(node.pk)
+                Clip.objects.filter(pk=node.parent_id).update(chosen_take=node)
+                node = Clip.objects.only("pk", "parent_id").get(pk=node.parent_id)
         if self.parent_id:
             self.parent = None  # drop a cached parent that still has the old choice
 
@@ -457,6 +448,510 @@ class Clip(Claimable):
                 next_poll_at=now
             )
         )
+
+
+# --- Chains: one current sequence, takes, branches, cuts and costs -----------------------
+
+
+def default_title(prompt: str) -> str:
+    """A chain's title until the creator gives one: the first words of its first prompt (its
+    first clause when that is short, else six words)."""
+    text = " ".join((prompt or "").split())
+    clause = re.split(r"[,.;:!?\u2014]", text, maxsplit=1)[0].strip()
+    if clause and len(clause.split()) <= 8 and len(clause) <= 60:
+        return clause
+    words = text.split()
+    short = " ".join(words[:6])[:60].rstrip(" ,.;:")
+    return short + ("…" if len(words) > 6 or len(text) > len(short) else "") if short else "Untitled chain"
+
+
+def file_name_for(title: str) -> str:
+    """A download's file name from a chain's title: the title itself (accents kept), with
+    what no file system takes left out."""
+    name = re.sub(r'[\\/:*?"<>|\x00-\x1f\x7f]+', " ", title or "")
+    name = " ".join(name.split()).strip(". ")[:100].strip(". ")
+    return f"{name or 'lastframe-chain'}.mp4"
+
+
+class Chain(models.Model):
+    """A creator's name for the chain under one root clip. The row exists once a title is
+    set; until then the title is the first words of the first prompt (default_title)."""
+
+    TITLE_MAX = 200
+
+    root = models.OneToOneField(Clip, on_delete=models.CASCADE, primary_key=True, related_name="chain_row")
+    title = models.CharField(max_length=TITLE_MAX)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return self.title
+
+    @classmethod
+    def set_title(cls, root: Clip, title: str) -> None:
+        cls.objects.update_or_create(root=root, defaults={"title": title})
+
+    @staticmethod
+    def title_of(root: Clip) -> str:
+        """The title of the chain under `root` (its row read with it when select_related)."""
+        try:
+            return root.chain_row.title
+        except Chain.DoesNotExist:
+            return default_title(root.prompt)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where one step of a sequence starts and ends. The sequence player plays exactly this
+    and the join keeps exactly this, so both cut in the same places (sequence_cuts is the one
+    place the rule lives).
+
+    Frames are counted from the clip's frame 0: `skip_frames` leading frames are left out,
+    and only frames before `keep_frames` are kept (None: to the end)."""
+
+    clip: Clip
+    skip_frames: int = 0
+    keep_frames: int | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.clip.frames_per_second
+
+    @property
+    def length(self) -> float:
+        """The clip's whole length: measured once made, else what was asked for."""
+        return self.clip.video_duration or float(self.clip.duration or 0)
+
+    @property
+    def start(self) -> float:
+        return self.skip_frames / self.fps
+
+    @property
+    def end(self) -> float:
+        if self.keep_frames is not None:
+            return min(self.length, self.keep_frames / self.fps)
+        return self.length
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.end - self.start)
+
+    def join_part(self, path: Path) -> media.JoinPart:
+        """This step as the join takes it."""
+        fields = {f.name for f in dataclasses.fields(media.JoinPart)}
+        if "skip_frames" in fields:
+            return media.JoinPart(path, keep_frames=self.keep_frames, skip_frames=self.skip_frames)
+        # The join that only knows "leave out the repeated seam frame" (drop_seam). It shows
+        # that picture once either way (by leaving out the parent's copy when it stream-
+        # copies), so the joined film is as long as the sequence the player plays.
+        if self.keep_frames is not None or self.skip_frames > 1:
+            raise media.MediaError("This version of the studio cannot cut a clip there yet.")
+        return media.JoinPart(path, drop_seam=self.skip_frames == 1)
+
+
+def sequence_cuts(clips: list[Clip]) -> list[Cut]:
+    """The cut of each step of a sequence (clips in order). Today: a clip continued from the
+    previous one's last frame repeats that picture as its own frame 0, so that frame is left
+    out and the picture is shown once."""
+    cuts = []
+    for index, clip in enumerate(clips):
+        repeats = index > 0 and clip.continues_seamlessly(clips[index - 1])
+        cuts.append(Cut(clip, skip_frames=1 if repeats else 0))
+    return cuts
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What one more clip will cost, before it is made (None: not known in advance)."""
+
+    amount: Decimal | None
+    unit: str = ""
+
+    def __str__(self):
+        if self.amount is None:
+            return "price known once it is made"
+        if self.amount == 0:
+            return "Free"
+        return f"≈ {_money(self.amount, self.unit)}"
+
+
+@dataclass(frozen=True)
+class Addition:
+    """One more clip before it is made: what it adds, and the cost so far with it."""
+
+    estimate: Estimate
+    total: Costs
+
+    def __str__(self):
+        if self.estimate.amount == 0:
+            return f"Free: the cost so far stays {self.total}"
+        if self.estimate.amount is None:
+            return f"Adds a price known once it is made · cost so far: {self.total}"
+        return f"Adds {self.estimate} · cost so far becomes {self.total}"
+
+
+def _money(amount: Decimal, unit: str) -> str:
+    return f"{amount.normalize():f} {unit}".strip()
+
+
+class Costs:
+    """Money spent on clips, by unit: credits and dollars are never added together, and
+    what a provider reported is kept apart from the studio's estimates."""
+
+    def __init__(self):
+        self.reported: dict[str, Decimal] = {}
+        self.estimated: dict[str, Decimal] = {}
+        self.unknown = 0  # clips whose price is not known yet
+
+    @classmethod
+    def of(cls, clips) -> Costs:
+        costs = cls()
+        for clip in clips:
+            costs.add_clip(clip)
+        return costs
+
+    def add_clip(self, clip: Clip) -> None:
+        if clip.cost_actual is not None:
+            self._add(self.reported, clip.cost_unit, clip.cost_actual)
+        elif clip.status == Clip.Status.FAILED:
+            return  # nothing reported: a job that failed is not charged
+        elif clip.cost_estimate is not None:
+            self._add(self.estimated, clip.cost_unit, clip.cost_estimate)
+        else:
+            self.unknown += 1
+
+    def adding(self, estimate: Estimate) -> Addition:
+        return Addition(estimate, self.plus(estimate))
+
+    def plus(self, estimate: Estimate) -> Costs:
+        """These costs with one more clip at `estimate`."""
+        more = Costs()
+        more.reported, more.estimated, more.unknown = dict(self.reported), dict(self.estimated), self.unknown
+        if estimate.amount is None:
+            more.unknown += 1
+        else:
+            more._add(more.estimated, estimate.unit, estimate.amount)
+        return more
+
+    @staticmethod
+    def _add(bucket: dict, unit: str, amount: Decimal) -> None:
+        bucket[unit] = bucket.get(unit, Decimal(0)) + amount
+
+    @property
+    def is_free(self) -> bool:
+        return not self.unknown and not any((*self.reported.values(), *self.estimated.values()))
+
+    @property
+    def has_estimates(self) -> bool:
+        return any(self.estimated.values())
+
+    def parts(self) -> list[str]:
+        """One text per unit ("18 credits", "≈ 0.4 USD (estimated)"), then what is unknown."""
+        if self.is_free:
+            return ["Free"]
+        parts = []
+        for unit in sorted(set(self.reported) | set(self.estimated)):
+            reported = self.reported.get(unit, Decimal(0))
+            estimated = self.estimated.get(unit, Decimal(0))
+            if not estimated:
+                if reported:
+                    parts.append(_money(reported, unit))
+            elif not reported:
+                parts.append(f"≈ {_money(estimated, unit)} (estimated)")
+            else:
+                parts.append(
+                    f"≈ {_money(reported + estimated, unit)} ({reported.normalize():f} reported, "
+                    f"{estimated.normalize():f} estimated)"
+                )
+        if self.unknown:
+            parts.append(f"price unknown for {self.unknown} clip{'s' if self.unknown != 1 else ''}")
+        return parts or ["Free"]
+
+    def __str__(self):
+        return " · ".join(self.parts())
+
+
+@dataclass
+class Step:
+    """One step of the current sequence: the take in use, beside every take of the step."""
+
+    number: int
+    clip: Clip
+    takes: list[Clip]
+    cut: Cut
+
+    @property
+    def take_number(self) -> int:
+        return next(i for i, take in enumerate(self.takes, 1) if take.pk == self.clip.pk)
+
+    @property
+    def ready_takes(self) -> list[Clip]:
+        return [take for take in self.takes if take.is_ready]
+
+
+@dataclass
+class Branch:
+    """Steps made from a take the sequence does not use now: kept, and one choice away."""
+
+    take: Clip  # the take it goes on from, at its step
+    path: list[Clip]  # the whole sequence it would become, root to tip
+    from_step: int  # the first step where it differs from the current sequence (1-based)
+    take_number: int
+
+    @property
+    def clips(self) -> list[Clip]:
+        return self.path[self.from_step - 1 :]
+
+    @property
+    def steps_text(self) -> str:
+        last = len(self.path)
+        return f"Step {last}" if last == self.from_step else f"Steps {self.from_step}–{last}"
+
+    @property
+    def seconds(self) -> float:
+        return sum(cut.seconds for cut in sequence_cuts(self.path)[self.from_step - 1 :])
+
+    @property
+    def switch_to(self) -> Clip:
+        """The clip to choose to bring the branch back: its deepest ready step."""
+        return [clip for clip in self.path if clip.is_ready][-1]
+
+
+@dataclass(frozen=True)
+class Displaced:
+    """The later steps that choosing another take would move to a branch."""
+
+    first: int
+    last: int
+    take_number: int
+
+    def __str__(self):
+        if self.first == self.last:
+            return (
+                f"Step {self.first} continues from take {self.take_number}. "
+                "It stays as a branch you can return to."
+            )
+        return (
+            f"Steps {self.first}–{self.last} continue from take {self.take_number}. "
+            "They stay as a branch you can return to."
+        )
+
+
+class ChainTree:
+    """One chain, read whole with one recursive query, whatever clip it is reached from.
+
+    The rule of its one current sequence: from the root, at each step, the take chosen with
+    "Use this take"; without a choice, the take that later steps continue (the oldest such,
+    so a new branch never takes over by itself), else the newest ready take, else the newest
+    still generating. A failed take is never used. Takes never chosen and the steps made from
+    them are never dropped: they are the takes and branches of the chain view."""
+
+    # Up from the clip to its root, then down to every clip under that root. UNION (not
+    # UNION ALL) stops at a row already seen, so even a broken loop of parents ends.
+    TREE_SQL = """
+        WITH RECURSIVE up(id, parent_id) AS (
+            SELECT id, parent_id FROM {table} WHERE id = %s
+            UNION
+            SELECT c.id, c.parent_id FROM {table} c JOIN up ON c.id = up.parent_id
+        ),
+        down(id) AS (
+            SELECT id FROM up WHERE parent_id IS NULL
+            UNION
+            SELECT c.id FROM {table} c JOIN down ON c.parent_id = down.id
+        )
+        SELECT id FROM down"""
+    ROOTS_SQL = """
+        WITH RECURSIVE down(id) AS (
+            SELECT id FROM {table} WHERE id IN ({marks})
+            UNION
+            SELECT c.id FROM {table} c JOIN down ON c.parent_id = down.id
+        )
+        SELECT id FROM down"""
+
+    def __init__(self, clips: list[Clip], root: Clip):
+        self.root = root
+        self.clips = sorted(clips, key=lambda c: c.pk)
+        self.by_pk = {c.pk: c for c in self.clips}
+        self.children: dict[int, list[Clip]] = {}
+        for clip in self.clips:
+            if clip.pk != root.pk and clip.parent_id in self.by_pk:
+                self.children.setdefault(clip.parent_id, []).append(clip)
+        self.sequence = self.follow(root)
+        self._in_sequence = {c.pk for c in self.sequence}
+
+    @staticmethod
+    def _clips(owner_id: int, sql: str, params: list) -> list[Clip]:
+        sql = sql.replace("{table}", connection.ops.quote_name(Clip._meta.db_table))
+        rows = Clip.objects.filter(owner_id=owner_id, pk__in=RawSQL(sql, params))
+        return list(rows.select_related("chain_row").order_by("pk"))
+
+    @classmethod
+    def of(cls, clip: Clip) -> ChainTree:
+        return cls.of_pk(clip.owner_id, clip.pk) or cls([clip], clip)
+
+    @classmethod
+    def of_pk(cls, owner_id: int, pk: int) -> ChainTree | None:
+        """The chain of the owner's clip `pk`, or None when it is not theirs (or, in a loop
+        of parents with no root, has no chain to read)."""
+        clips = cls._clips(owner_id, cls.TREE_SQL, [pk])
+        roots = [c for c in clips if c.parent_id is None]
+        return cls(clips, roots[0]) if roots else None
+
+    @classmethod
+    def of_roots(cls, roots: list[Clip]) -> dict[int, ChainTree]:
+        """The chains under several roots at once (a gallery page), by root pk."""
+        if not roots:
+            return {}
+        sql = cls.ROOTS_SQL.replace("{marks}", ", ".join(["%s"] * len(roots)))
+        clips = cls._clips(roots[0].owner_id, sql, [r.pk for r in roots])
+        by_pk = {c.pk: c for c in clips}
+        groups: dict[int, list[Clip]] = {r.pk: [] for r in roots}
+        for clip in clips:
+            node, seen = clip, set()
+            while node.pk not in groups and node.parent_id in by_pk and node.pk not in seen:
+                seen.add(node.pk)
+                node = by_pk[node.parent_id]
+            if node.pk in groups:
+                groups[node.pk].append(clip)
+        return {pk: cls(members, by_pk[pk]) for pk, members in groups.items() if pk in by_pk}
+
+    # --- The rule -----------------------------------------------------------------------
+
+    def takes_of(self, clip: Clip) -> list[Clip]:
+        """The takes of the clip's step, oldest first (itself among them)."""
+        if clip.pk == self.root.pk or clip.parent_id not in self.by_pk:
+            return [clip]
+        return self.children[clip.parent_id]
+
+    def _live_children(self, clip: Clip) -> list[Clip]:
+        return [c for c in self.children.get(clip.pk, []) if c.status != Clip.Status.FAILED]
+
+    def next_take(self, clip: Clip) -> Clip | None:
+        """The take the sequence goes on with after `clip` (the rule in the class comment)."""
+        takes = self._live_children(clip)
+        for take in takes:
+            if take.pk == clip.chosen_take_id:
+                return take
+        continued = [t for t in takes if self.children.get(t.pk)]
+        if continued:
+            return continued[0]
+        ready = [t for t in takes if t.is_ready]
+        if ready:
+            return ready[-1]
+        return takes[-1] if takes else None
+
+    def follow(self, start: Clip) -> list[Clip]:
+        """The clips from the root to `start`, then on by the rule to the end."""
+        path = self.path_to(start)
+        seen = {c.pk for c in path}
+        node = self.next_take(start)
+        while node is not None and node.pk not in seen:
+            path.append(node)
+            seen.add(node.pk)
+            node = self.next_take(node)
+        return path
+
+    def path_to(self, clip: Clip) -> list[Clip]:
+        path, seen = [clip], {clip.pk}
+        while path[-1].parent_id in self.by_pk and path[-1].pk != self.root.pk:
+            parent = self.by_pk[path[-1].parent_id]
+            if parent.pk in seen:
+                break
+            path.append(parent)
+            seen.add(parent.pk)
+        return list(reversed(path))
+
+    # --- Reading ------------------------------------------------------------------------
+
+    def in_sequence(self, clip: Clip) -> bool:
+        return clip.pk in self._in_sequence
+
+    @property
+    def title(self) -> str:
+        return Chain.title_of(self.root)
+
+    @property
+    def cuts(self) -> list[Cut]:
+        return sequence_cuts(self.sequence)
+
+    @property
+    def steps(self) -> list[Step]:
+        return [
+            Step(number, cut.clip, self.takes_of(cut.clip), cut) for number, cut in enumerate(self.cuts, 1)
+        ]
+
+    @property
+    def seconds(self) -> float:
+        return sum(cut.seconds for cut in self.cuts)
+
+    @property
+    def last(self) -> Clip:
+        return self.sequence[-1]
+
+    @property
+    def latest_thumbnail(self) -> Clip | None:
+        """The last step of the sequence that has a picture (for the gallery's chain card)."""
+        return next((c for c in reversed(self.sequence) if c.thumbnail), None)
+
+    @property
+    def unfinished(self) -> bool:
+        return any(not c.is_finished for c in self.clips)
+
+    @property
+    def generating(self) -> int:
+        return sum(1 for c in self.clips if not c.is_finished)
+
+    def costs(self) -> Costs:
+        """The cost so far: every clip of the chain, takes and branches included (each was
+        paid for, whether the sequence uses it or not)."""
+        return Costs.of(self.clips)
+
+    def signature(self) -> str:
+        """Changes whenever anything the chain view shows of its clips changes (a status, a
+        choice, a new or deleted take, a reported cost), so a poll can answer "no change"."""
+        state = [
+            (c.pk, c.parent_id, c.status, c.chosen_take_id, c.error, str(c.cost_actual)) for c in self.clips
+        ]
+        return hashlib.blake2s(repr(state).encode(), digest_size=8).hexdigest()
+
+    def branches(self) -> list[Branch]:
+        """Every take with later steps that the sequence does not go through, as the whole
+        sequence it would become: the way back to steps made from it."""
+        found = []
+        for clip in self.clips:
+            if self.in_sequence(clip) or clip.pk == self.root.pk or clip.parent_id not in self.by_pk:
+                continue
+            parent = self.by_pk[clip.parent_id]
+            if not self._live_children(clip) or self.next_take(parent) is clip:
+                continue  # a take with nothing after it, or a step inside another branch
+            path = self.follow(clip)
+            step = self._first_difference(path)
+            found.append(Branch(clip, path, step, self._take_number(path[step - 1])))
+        return found
+
+    def branch_of(self, clip: Clip) -> Branch | None:
+        """The branch a clip outside the sequence is on (None: it is only an unused take)."""
+        for branch in self.branches():
+            if any(c.pk == clip.pk for c in branch.clips):
+                return branch
+        return None
+
+    def displaced_by(self, take: Clip) -> Displaced | None:
+        """What choosing `take` would move off the sequence: the steps after the one where
+        the sequence would change, which continue from the take in use there."""
+        step = self._first_difference(self.follow(take))
+        if step > len(self.sequence) or step == len(self.sequence):
+            return None
+        return Displaced(step + 1, len(self.sequence), self._take_number(self.sequence[step - 1]))
+
+    def _first_difference(self, path: list[Clip]) -> int:
+        """The first step (1-based) where `path` and the current sequence differ."""
+        for index, clip in enumerate(path):
+            if index >= len(self.sequence) or self.sequence[index].pk != clip.pk:
+                return index + 1
+        return len(path) + 1
+
+    def _take_number(self, clip: Clip) -> int:
+        return next(i for i, take in enumerate(self.takes_of(clip), 1) if take.pk == clip.pk)
 
 
 class Lease(models.Model):
@@ -568,9 +1063,10 @@ class ChainExport(Claimable):
     def is_finished(self) -> bool:
         return self.status in (self.Status.READY, self.Status.FAILED)
 
-    @property
     def download_name(self) -> str:
-        return f"lastframe-chain-{'-'.join(map(str, self.clip_ids[:1] + self.clip_ids[-1:]))}.mp4"
+        """The file name of the joined film: the chain's title as it is now."""
+        root = Clip.objects.filter(pk=(self.clip_ids or [0])[0]).select_related("chain_row").first()
+        return file_name_for(Chain.title_of(root)) if root else file_name_for("")
 
     @staticmethod
     def key_for(clips) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import html
 import inspect
 import mimetypes
 import re
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -14,23 +17,36 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.core.files.storage import default_storage
 from django.db.models import Q
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponse,
+    HttpResponseRedirect,
+    QueryDict,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.template.backends.utils import csrf_input
+from django.template.loader import render_to_string
+from django.urls import get_script_prefix, reverse
+from django.utils.html import format_html
 from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme, urlencode
+from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import catalogue, inputs, jobs, media
 from .forms import (
+    ChainTitleForm,
     FirstAccountForm,
     GenerateForm,
+    as_pk,
     data_from_clip,
     form_field_of,
     initial_from_clip,
     options_initial,
 )
-from .models import Asset, ChainExport, Clip
+from .models import Asset, Chain, ChainExport, ChainTree, Clip, Estimate
 from .providers import ProviderError, WebhookRefused, all_providers, enabled_providers, get_provider
 
 GALLERY_PAGE = 24
@@ -68,6 +84,10 @@ def _gallery_filters(params) -> dict:
     q = (params.get("q") or "").strip()[:200]
     if q:
         found["q"] = q
+    if params.get("show") == "chains":
+        # One card per chain; a clip that nothing continues keeps its own card. The status
+        # and model filters are about clips, so they are not offered there.
+        found = {"show": "chains", **({"q": q} if q else {})}
     return found
 
 
@@ -103,10 +123,29 @@ def _model_filter_choices(user) -> list[tuple[str, str]]:
     return sorted(choices.items(), key=lambda item: item[1].lower())
 
 
+def _chain_gallery(user, before: int | None = None, filters: dict | None = None):
+    """One page of chains, newest first (keyset paging on the root's pk), each read whole
+    with one recursive query for the page."""
+    roots = Clip.objects.visible_to(user).filter(parent__isnull=True)
+    if "q" in (filters or {}):
+        roots = roots.filter(Q(prompt__icontains=filters["q"]) | Q(chain_row__title__icontains=filters["q"]))
+    if before:
+        roots = roots.filter(pk__lt=before)
+    page = list(roots.order_by("-pk")[: GALLERY_PAGE + 1])
+    trees = ChainTree.of_roots(page[:GALLERY_PAGE])
+    return [trees[root.pk] for root in page[:GALLERY_PAGE]], len(page) > GALLERY_PAGE
+
+
 def _gallery_context(request, before: int | None = None) -> dict:
     filters = _gallery_filters(request.GET)
-    clips, has_more = _gallery(request.user, before, filters)
-    return {"clips": clips, "has_more": has_more, "filters": filters, "filter_query": urlencode(filters)}
+    context = {"filters": filters, "filter_query": urlencode(filters), "clips": [], "chains": []}
+    if filters.get("show") == "chains":
+        context["chains"], context["has_more"] = _chain_gallery(request.user, before, filters)
+        context["last_pk"] = context["chains"][-1].root.pk if context["chains"] else None
+    else:
+        context["clips"], context["has_more"] = _gallery(request.user, before, filters)
+        context["last_pk"] = context["clips"][-1].pk if context["clips"] else None
+    return context
 
 
 def _generating_count(user) -> int:
@@ -194,14 +233,7 @@ def continue_clip(request, pk):
     if not parent.is_ready or parent.last_frame_id is None:
         messages.error(request, "That clip is not ready yet, so it has no last frame to continue from.")
         return redirect(parent)
-    initial = {
-        "model": parent.model_ref,
-        "aspect_ratio": parent.aspect_ratio,
-        "duration": parent.duration,
-        "parent": parent.pk,
-        "first_frame_asset": parent.last_frame_id,
-        "start_mode": "first_frame",
-    }
+    initial = _continue_values(parent)
     if catalogue.find_model(parent.model_ref) is None:
         messages.error(
             request, f"The model “{parent.model_label}” is not available any more; choose another."
@@ -316,31 +348,6 @@ def _next_url(request) -> str:
     return ""
 
 
-def chain_totals(clips) -> dict:
-    """Total duration and cost of a sequence; costs per unit (credits and USD never added
-    together). Made clips count what they cost, unfinished ones their estimate."""
-    seconds = sum((c.video_duration or c.duration or 0) for c in clips)
-    by_unit, estimated, unknown = {}, False, 0
-    for clip in clips:
-        amount = clip.cost_actual if clip.cost_actual is not None else clip.cost_estimate
-        if amount is None:
-            unknown += 1
-            continue
-        estimated = estimated or clip.cost_actual is None
-        by_unit[clip.cost_unit] = by_unit.get(clip.cost_unit, 0) + amount
-    costs = [
-        f"{amount.normalize():f} {unit}".strip() for unit, amount in sorted(by_unit.items()) if amount or unit
-    ]
-    if not costs and not unknown:
-        costs = ["Free"]
-    return {
-        "seconds": seconds,
-        "costs": costs,
-        "estimated": estimated and costs != ["Free"],
-        "unknown": unknown,
-    }
-
-
 def _export_blocker(clips) -> str:
     """Why the sequence cannot be joined yet ("" when it can)."""
     for clip in clips:
@@ -351,59 +358,464 @@ def _export_blocker(clips) -> str:
     return ""
 
 
-def _export_context(request, clip, clips, export=None) -> dict:
-    if export is None:
-        export = ChainExport.latest_for(request.user, clips)
-    return {"clip": clip, "export": export, "blocker": _export_blocker(clips)}
+def _specs_of(clips) -> dict:
+    """The specs of the models these clips use, by "provider:key", reading each provider's
+    list once (a cached list is one query however many steps use it)."""
+    used = {clip.provider for clip in clips}
+    specs = {}
+    for provider in enabled_providers():
+        if provider.name in used:
+            specs.update({spec.ref: spec for spec in catalogue.models_of(provider)})
+    return specs
+
+
+def _estimate_like(clip: Clip, specs: dict) -> Estimate | None:
+    """What one more clip with `clip`'s settings will cost; None when its model is gone."""
+    spec = specs.get(clip.model_ref)
+    if spec is None:
+        return None
+    if spec.is_free:
+        return Estimate(Decimal(0))
+    return Estimate(spec.estimate_cost(clip.duration, clip.resolution, clip.generate_audio), spec.cost_unit)
+
+
+def _chain_tree(request, pk: int) -> tuple[ChainTree, Clip]:
+    """The chain of one of this creator's clips (404 for anyone else's), and that clip. An
+    action sent from a chain view names its chain (`chain`, the root's pk): a clip that is
+    not, or no longer, part of that chain is 404 too, rather than changing another chain."""
+    tree = ChainTree.of_pk(request.user.pk, pk)
+    if tree is None:  # not this creator's clip (or a loop of parents with no root)
+        clip = _clip_for(request, pk)
+        tree = ChainTree([clip], clip)
+    clip = tree.by_pk[pk]
+    named = request.POST.get("chain") if request.method == "POST" else None
+    if named is not None and named != str(tree.root.pk):
+        raise Http404("That clip is not part of this chain.")
+    return tree, clip
+
+
+_URL_SENTINEL = 987654321
+# What the chain view links to for each of its clips, by the name the templates use.
+CLIP_LINKS = {
+    "video": "clip_video",
+    "thumbnail": "clip_thumbnail",
+    "detail": "clip_detail",
+    "use": "choose_take",
+    "retry": "chain_retry",
+    "fix": "retry_clip",
+    "again": "chain_generate_again",
+    "continue": "chain_continue",
+    "more": "continue_clip",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _url_pattern(name: str, prefix: str) -> str:
+    """A URL that takes one pk, as a pattern reversed once per process (and script prefix):
+    a chain of 50 steps names about a thousand of them, and each reverse costs a template
+    tag's worth of time."""
+    return reverse(name, args=[_URL_SENTINEL]).replace(str(_URL_SENTINEL), "{}")
+
+
+def _clip_links(clip: Clip) -> dict:
+    prefix = get_script_prefix()
+    links = {key: _url_pattern(name, prefix).format(clip.pk) for key, name in CLIP_LINKS.items()}
+    for key, pk in (("first_frame", clip.first_frame_id), ("last_frame", clip.last_frame_id)):
+        links[key] = _url_pattern("asset_file", prefix).format(pk) if pk else ""
+    return links
+
+
+def _take_card(take: Clip, step, number: int, confirm, adds, form_fields: str, labels: dict) -> str:
+    """One take's card in the chain view, as HTML. A chain of 50 steps draws 150 of them:
+    as a template each cost about half a millisecond, and with format_html a third of that,
+    which kept the chain view past twice the gallery page's time (bench/chain.py). So it is
+    written out here, and every value from the clip goes through `escape` (the stdlib's,
+    which escapes the same characters as Django's)."""
+    e = html.escape
+    chosen = take.pk == step.clip.pk
+    links = take.links
+    status, status_label = take.status, e(labels[take.status])
+    label = e(f"Take {number} of step {step.number} (clip #{take.pk})")
+    data = ""
+    if take.is_ready:
+        video, poster = e(links["video"]), e(links["thumbnail"])
+        media_html = (
+            f'<video id="player-{take.pk}" hx-preserve controls preload="metadata" playsinline '
+            f'poster="{poster}" src="{video}" aria-label="{label}"></video>'
+        )
+        data = f' data-src="{video}" data-poster="{poster}" data-start="{step.cut.start:.4f}"'
+    elif status == Clip.Status.FAILED:
+        media_html = '<div class="placeholder placeholder--failed"><span>Failed</span></div>'
+    else:
+        background = (
+            f'<img src="{e(links["first_frame"])}" alt="" class="placeholder-bg">'
+            if links["first_frame"]
+            else ""
+        )
+        media_html = (
+            f'<div class="placeholder">{background}<span class="spinner" aria-hidden="true"></span>'
+            f"<span>{status_label}…</span></div>"
+        )
+    length = take.video_duration or take.duration
+    seconds = "" if not length else f"{length:.0f} s" if length == int(length) else f"{length:.1f} s"
+    meta = " · ".join(part for part in (take.model_label, seconds, take.cost_text) if part)
+    short = take.prompt if len(take.prompt) <= 120 else take.prompt[:119].rstrip() + "…"
+    notes = []
+    if take.problem:
+        notes.append(f'<p class="error-text" role="alert">{e(take.problem)}</p>')
+    if status == Clip.Status.FAILED:
+        notes.append(f'<p class="error-text">{e(take.error or "The provider could not make this clip.")}</p>')
+        if take.field_errors:
+            notes.append(f'<a class="button button--ghost" href="{e(links["fix"])}">Fix and try again</a>')
+        else:
+            cost = adds(take)
+            described = f' aria-describedby="retry-cost-{take.pk}"' if cost else ""
+            retry = e(links["retry"])
+            notes.append(
+                f'<form method="post" action="{retry}" class="inline" hx-post="{retry}" hx-target="#chain-live" '
+                f'hx-swap="outerHTML" hx-disabled-elt="find button">{form_fields}'
+                f'<button class="button" type="submit"{described}>Try again</button></form>'
+            )
+            if cost:
+                notes.append(f' <span class="help adds" id="retry-cost-{take.pk}">{e(str(cost))}</span>')
+    elif take.is_ready and not chosen and step.number > 1:
+        if confirm and confirm["take"].pk == take.pk:
+            notes.append(_confirm_html(confirm, take, f"Use take {number}", form_fields))
+        else:
+            use = e(links["use"])
+            notes.append(
+                f'<form method="post" action="{use}" hx-post="{use}" hx-target="#chain-live" hx-swap="outerHTML">'
+                f'{form_fields}<button class="button" type="submit" aria-label="Use this take (take {number}, '
+                f'clip #{take.pk})">Use this take</button></form>'
+            )
+    badge = ' <span class="badge">In the sequence</span>' if chosen else ""
+    return mark_safe(
+        f'<li class="take take--{status}{" take--chosen" if chosen else ""}" id="take-{take.pk}" data-take '
+        f'data-label="Take {number}"{data}><div class="take-media" style="aspect-ratio: {e(take.css_ratio)}">'
+        f'{media_html}</div><div class="take-body"><p class="take-title"><span class="status status--{status}">'
+        f'{status_label}</span> Take {number} · <a href="{e(links["detail"])}">Clip #{take.pk}</a>{badge}</p>'
+        f'<p class="seq-prompt" title="{e(take.prompt)}">{e(short)}</p><p class="meta">{e(meta)}</p>'
+        f"{''.join(notes)}</div></li>"
+    )
+
+
+def _confirm_html(confirm, clip: Clip, label: str, form_fields) -> str:
+    return render_to_string(
+        "studio/_chain_confirm.html",
+        {
+            "confirm": confirm,
+            "id": clip.pk,
+            "url": clip.links["use"],
+            "label": label,
+            "form_fields": form_fields,
+        },
+    )
+
+
+def _timeline_entry(step) -> dict:
+    """One step of the sequence player's timeline: where its clip starts and ends (the cut)."""
+    clip, cut = step.clip, step.cut
+    state = "" if clip.is_ready else f", {clip.status_label.lower()}"
+    return {
+        "number": str(step.number),
+        "pk": str(clip.pk),
+        "ready": clip.is_ready,
+        "status": clip.status,
+        "links": clip.links,
+        "has_thumbnail": bool(clip.thumbnail),
+        "grow": f"{cut.seconds:.3f}",
+        "start": f"{cut.start:.4f}",
+        "end": f"{cut.end:.4f}",
+        "fps": f"{cut.fps:.4f}",
+        "label": f"{step.number} · {cut.seconds:.1f} s"
+        if clip.is_ready
+        else f"{step.number} · {clip.status_label}",
+        "aria": f"Step {step.number}, clip #{clip.pk}, {cut.seconds:.1f} s{state}",
+    }
+
+
+def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
+    """Everything the chain view and its live fragment show, from one read of the tree."""
+    specs = _specs_of(tree.clips)
+    costs = tree.costs()
+    steps = tree.steps
+    clips = tree.sequence
+
+    def adding(clip):
+        estimate = _estimate_like(clip, specs)
+        return None if estimate is None else costs.adding(estimate)
+
+    labels = {value: str(label) for value, label in Clip.Status.choices}
+    take_errors = extra.pop("take_errors", {})
+    for clip in tree.clips:
+        clip.links = _clip_links(clip)
+        clip.problem = take_errors.get(clip.pk, "")
+    last = tree.last
+    note = ""
+    if not tree.in_sequence(opened):
+        branch = tree.branch_of(opened)
+        if branch is not None:
+            note = f"Clip #{opened.pk} is on a branch ({branch.steps_text.lower()}), listed under “Branches”."
+        else:
+            note = (
+                f"Clip #{opened.pk} is a take the sequence does not use: it is shown beside the take in use."
+            )
+    context = {
+        "tree": tree,
+        "opened": opened,
+        "opened_note": note,
+        "steps": steps,
+        "clips": clips,
+        "last": last,
+        "costs": costs,
+        "branches": tree.branches(),
+        "signature": tree.signature(),
+        "poll": tree.unfinished,
+        "continue_adds": adding(last) if last.is_ready and last.last_frame_id else None,
+        "clip": opened,
+        "export": ChainExport.latest_for(request.user, clips),
+        "blocker": _export_blocker(clips),
+        "confirm": None,
+        "continue_form": None,
+        # The same on every form of the page: the CSRF token, the chain it was sent from and
+        # the clip the page shows.
+        "form_fields": format_html(
+            '{}<input type="hidden" name="chain" value="{}"><input type="hidden" name="opened" value="{}">',
+            csrf_input(request),
+            tree.root.pk,
+            opened.pk,
+        ),
+    }
+    context.update(extra)
+    if context["confirm"] is not None:
+        context["poll"] = False  # hold the page still while a question waits for its answer
+        context["confirm"]["back"] = opened.pk  # "Cancel" shows the page as it was
+    for step in steps:
+        step.again = adding(step.clip) if step.number > 1 and step.clip.is_finished else None
+        step.cards = [
+            _take_card(take, step, number, context["confirm"], adding, context["form_fields"], labels)
+            for number, take in enumerate(step.takes, 1)
+        ]
+        step.entry = _timeline_entry(step)
+    return context
+
+
+def _chain_answer(request, tree: ChainTree, clip: Clip, status: int = 200, **extra):
+    """After an action on `clip` in the chain view: the live fragment again (htmx), else the
+    page. The page goes on showing the chain as opened from its own clip (`opened`)."""
+    named = as_pk(request.POST.get("opened"))
+    opened = tree.by_pk.get(named, clip) if named else clip
+    context = _chain_context(request, tree, opened, **extra)
+    if request.htmx:
+        return render(request, "studio/_chain_live.html", context, status=status)
+    return render(request, "studio/chain.html", context, status=status)
 
 
 @login_required
 @require_GET
 def chain_view(request, pk):
-    """The chain view: the sequence from the root through this clip and on through the
-    chosen takes, each step with its takes side by side, the totals, and the join."""
-    clip = _clip_for(request, pk)
-    steps = clip.chain_steps()
-    clips = [step for step, _ in steps]
-    return render(
-        request,
-        "studio/chain.html",
-        {
-            "clip": clip,
-            "steps": steps,
-            "clips": clips,
-            "totals": chain_totals(clips),
-            "last": clips[-1],
-            **_export_context(request, clip, clips),
-        },
-    )
+    """The chain view: the chain's one sequence (whichever of its clips `pk` is), a player
+    for it, every step with its takes side by side, the branches, the cost so far, and the
+    join. The live part polls itself while anything is unfinished."""
+    tree, opened = _chain_tree(request, pk)
+    context = _chain_context(request, tree, opened)
+    context["editing_title"] = request.GET.get("edit") == "title"
+    context["title_form"] = ChainTitleForm(initial={"title": tree.title})
+    return render(request, "studio/chain.html", context)
+
+
+@login_required
+@require_GET
+def chain_card(request, pk):
+    """A chain's card in the gallery again (it polls while a step is generating)."""
+    tree, _ = _chain_tree(request, pk)
+    return render(request, "studio/_chain_card.html", {"tree": tree})
+
+
+@login_required
+@require_GET
+def chain_live(request, pk):
+    """The live part of the chain view. `v` is the state the page shows: while nothing
+    changed the answer is 204 (nothing to swap, the poll goes on)."""
+    tree, opened = _chain_tree(request, pk)
+    if request.GET.get("v") == tree.signature() and tree.unfinished:
+        return HttpResponse(status=204)
+    return render(request, "studio/_chain_live.html", _chain_context(request, tree, opened))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def chain_title(request, pk):
+    """The chain's title, edited in place: GET the form (or, with ?cancel, the title
+    again), POST a new one. An empty or too long title is refused beside the field."""
+    tree, opened = _chain_tree(request, pk)
+    context = {"tree": tree, "opened": opened}
+    if request.method == "GET":
+        editing = "cancel" not in request.GET
+        form = ChainTitleForm(initial={"title": tree.title})
+        return render(request, "studio/_chain_title.html", {**context, "editing": editing, "form": form})
+    form = ChainTitleForm(request.POST)
+    if not form.is_valid():
+        if request.htmx:
+            return render(
+                request, "studio/_chain_title.html", {**context, "editing": True, "form": form}, status=422
+            )
+        page = _chain_context(request, tree, opened, editing_title=True, title_form=form)
+        return render(request, "studio/chain.html", page, status=422)
+    Chain.set_title(tree.root, form.cleaned_data["title"])
+    tree = ChainTree.of(opened)
+    if request.htmx:
+        return render(request, "studio/_chain_title.html", {"tree": tree, "opened": opened, "editing": False})
+    messages.success(request, "Title saved.")
+    return redirect("chain_view", opened.pk)
 
 
 @login_required
 @require_POST
 def choose_take(request, pk):
-    """Use this take at its step: the sequence (and every chain view above it) goes on
-    through it."""
-    take = _clip_for(request, pk)
+    """ "Use this take" (and "Switch to this branch"): the sequence goes on through this
+    take. When later steps continue from the take in use, it asks first; they stay as a
+    branch. An unfinished or failed take is refused with a message beside it."""
+    tree, take = _chain_tree(request, pk)
     if take.parent_id is None:
         raise Http404("This clip is not a take of another clip.")
+    if not take.is_ready:
+        why = "failed, so it cannot be used" if take.status == Clip.Status.FAILED else "is still generating"
+        return _refused(request, tree, take, f"Clip #{take.pk} {why}: a take can be used once it is ready.")
+    displaced = tree.displaced_by(take)
+    if displaced is not None and request.POST.get("confirm") != "yes":
+        return _chain_answer(request, tree, take, confirm={"take": take, "displaced": displaced})
     take.use_as_take()
-    return redirect("chain_view", take.pk)
+    if not request.htmx:
+        return redirect("chain_view", take.pk)
+    return _chain_answer(request, ChainTree.of(take), take)
+
+
+def _refused(request, tree: ChainTree, clip: Clip, message: str):
+    """An action on a take the studio will not do: the reason beside that take (htmx), else
+    at the top of the chain view."""
+    if not request.htmx:
+        messages.error(request, message)
+        return redirect("chain_view", clip.pk)
+    return _chain_answer(request, tree, clip, status=422, take_errors={clip.pk: message})
+
+
+def _start_from_chain(request, clip: Clip, form, what: str):
+    """Start the clip a valid form describes, from the chain view of `clip`."""
+    new = jobs.start_clip(request.user, form.spec, **form.clip_fields())
+    return _chain_generated(request, clip, new, f"Generating clip #{new.pk}, {what}.")
+
+
+def _chain_generated(request, opened: Clip, new: Clip, message: str):
+    """The chain view after a new take or step was started from it."""
+    if not request.htmx:
+        messages.success(request, message)
+        return redirect("chain_view", new.pk)
+    return _chain_answer(request, ChainTree.of(opened), opened)
+
+
+@login_required
+@require_POST
+def chain_generate_again(request, pk):
+    """ "Generate again" in the chain view: a new take of this step with the same settings,
+    shown beside the others at once, live."""
+    tree, clip = _chain_tree(request, pk)
+    form = GenerateForm(data_from_clip(clip), user=request.user)
+    if not form.is_valid():
+        return _refused(
+            request, tree, clip, "This take cannot be made again as it was: " + _form_problems(form)
+        )
+    return _start_from_chain(request, clip, form, "a new take of this step")
+
+
+@login_required
+@require_POST
+def chain_retry(request, pk):
+    """ "Try again" in place, for a failed take: the same clip, sent again."""
+    tree, clip = _chain_tree(request, pk)
+    if clip.field_errors:
+        return redirect("retry_clip", clip.pk)  # the form, with the provider's objections
+    if catalogue.find_model(clip.model_ref) is None:
+        message = f"The model “{clip.model_label}” is not available any more; choose another with Remix."
+        return _refused(request, tree, clip, message)
+    jobs.retry_clip(clip)
+    return _chain_generated(request, clip, clip, f"Clip #{clip.pk} is sent again.")
+
+
+def _continue_values(parent: Clip) -> dict:
+    """The generate form's values to continue a clip: its last frame as the first frame, the
+    same model, aspect ratio and duration."""
+    return {
+        "model": parent.model_ref,
+        "aspect_ratio": parent.aspect_ratio,
+        "duration": parent.duration,
+        "parent": parent.pk,
+        "first_frame_asset": parent.last_frame_id,
+        "start_mode": "first_frame",
+    }
+
+
+def _form_problems(form) -> str:
+    """A bound form's errors as one plain sentence (for a form the page does not show)."""
+    found = []
+    for name, errors in form.errors.items():
+        label = form.fields[name].label if name in form.fields else ""
+        found += [f"{label}: {e}" if label else e for e in errors]
+    return " ".join(found)
+
+
+@login_required
+@require_POST
+def chain_continue(request, pk):
+    """ "Continue from last frame" in the chain view: the next step from the last frame of
+    `pk`, with its settings and a new prompt; it appears as the next step, live. A problem
+    with the prompt is shown beside it; anything else points to the full form."""
+    tree, parent = _chain_tree(request, pk)
+    if not parent.is_ready or parent.last_frame_id is None:
+        raise Http404("That clip has no last frame to continue from.")
+    values = _continue_values(parent)
+    values.update(
+        {
+            "prompt": request.POST.get("prompt", ""),
+            "resolution": parent.resolution,
+            "generate_audio": "on" if parent.generate_audio else "",
+        }
+    )
+    data = QueryDict(mutable=True)
+    data.update({name: str(value) for name, value in values.items() if value not in (None, "")})
+    form = GenerateForm(data, user=request.user)
+    if not form.is_valid():
+        return _chain_answer(
+            request,
+            tree,
+            parent,
+            status=422,
+            continue_form={
+                "prompt": data.get("prompt", ""),
+                "prompt_errors": form.errors.get("prompt", []),
+                "other_errors": _form_problems(form) if set(form.errors) - {"prompt"} else "",
+            },
+        )
+    return _start_from_chain(request, parent, form, "the next step")
 
 
 @login_required
 @require_POST
 def start_chain_export(request, pk):
-    """ "Download the whole chain": join the sequence shown in the chain view of `pk`."""
-    clip = _clip_for(request, pk)
-    clips = clip.sequence()
+    """ "Download the whole chain": join the chain's current sequence."""
+    tree, clip = _chain_tree(request, pk)
+    clips = tree.sequence
     blocker = _export_blocker(clips)
     export = None if blocker else jobs.start_export(request.user, clips)
     if request.htmx:
         return render(
             request,
             "studio/_chain_export.html",
-            _export_context(request, clip, clips, export),
+            {
+                "clip": clip,
+                "export": export or ChainExport.latest_for(request.user, clips),
+                "blocker": blocker,
+            },
             status=409 if blocker else 200,
         )
     if blocker:
@@ -423,12 +835,13 @@ def chain_export(request, pk):
 @login_required
 @require_GET
 def chain_export_file(request, pk):
+    """The joined film, named after the chain's title."""
     export = get_object_or_404(
         ChainExport.objects.filter(owner=request.user, status=ChainExport.Status.READY), pk=pk
     )
     if not export.file:
         raise Http404("This join has no file.")
-    return serve_file(request, export.file.name, "video/mp4", download_name=export.download_name)
+    return serve_file(request, export.file.name, "video/mp4", download_name=export.download_name())
 
 
 @login_required

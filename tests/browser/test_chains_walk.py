@@ -17,6 +17,14 @@ def generate(page, prompt):
     page.get_by_role("button", name="Generate").click()
 
 
+def generate_4s_cinema(page, prompt):
+    """A 4 s 16:9 clip of the simulator's cinema model, from the gallery's form."""
+    page.get_by_label("Model").select_option("simulator:cinema")
+    page.get_by_label("Aspect ratio").select_option("16:9")
+    page.get_by_label("Duration").select_option("4")
+    generate(page, prompt)
+
+
 def newest_ready_card(page, count):
     expect(page.locator("article.card")).to_have_count(count, timeout=TIMEOUT)
     card = page.locator("article.card").first
@@ -31,10 +39,7 @@ def fits_width(page, width):
 def test_takes_choose_one_and_download_the_whole_chain(page, start_studio, tmp_path):
     studio = start_studio()
     sign_in(page, studio)
-    page.get_by_label("Model").select_option("simulator:cinema")
-    page.get_by_label("Aspect ratio").select_option("16:9")
-    page.get_by_label("Duration").select_option("4")
-    generate(page, "A paper lantern drifts over a dark lake, slow dolly in")
+    generate_4s_cinema(page, "A paper lantern drifts over a dark lake, slow dolly in")
     root_card, root = newest_ready_card(page, 1)
 
     # Two takes of the next step: continue twice from the same clip.
@@ -48,21 +53,21 @@ def test_takes_choose_one_and_download_the_whole_chain(page, start_studio, tmp_p
 
     # The chain view of the first clip goes on through the newest ready take.
     page.goto(f"{studio.url}/clips/{root}/chain/")
-    page.get_by_role("heading", name="Chain view").wait_for()
-    sequence = page.get_by_role("list", name="Sequence")
-    expect(sequence.locator("li")).to_have_count(2)
-    expect(sequence).to_contain_text(f"Clip #{take_two}")
-    expect(page.locator(".take-row .take")).to_have_count(2)
+    page.get_by_role("button", name="Play the sequence").wait_for()
+    steps = page.locator("[data-seq-step]")
+    expect(steps).to_have_count(2)
+    expect(steps.nth(1)).to_have_attribute("data-clip", str(take_two))
+    expect(page.locator("#step-2 .take")).to_have_count(2)
     expect(page.locator(f"#take-{take_two}")).to_contain_text("In the sequence")
     shot(page, "chains-1-two-takes")
 
-    # Choose the other take: the sequence now uses it, from the root's chain view too.
-    page.get_by_role("button", name=f"Use clip #{take_one} in the sequence").click()
+    # Choose the other take (nothing continues either, so nothing to warn about): the
+    # sequence now uses it, from the root's chain view too.
+    page.get_by_role("button", name=f"Use this take (take 1, clip #{take_one})").click()
     expect(page.locator(f"#take-{take_one}")).to_contain_text("In the sequence")
-    page.goto(f"{studio.url}/clips/{root}/chain/")
-    expect(page.get_by_role("list", name="Sequence")).to_contain_text(f"Clip #{take_one}")
-    expect(page.get_by_role("list", name="Sequence")).not_to_contain_text(f"Clip #{take_two}")
-    expect(page.locator("#chain-totals")).to_contain_text("8 s in all")
+    page.goto(f"{studio.url}/clips/{take_two}/chain/")
+    expect(page.locator("[data-seq-step]").nth(1)).to_have_attribute("data-clip", str(take_one))
+    expect(page.locator("#chain-totals")).to_contain_text("2 steps · 8.0 s")
     expect(page.locator("#chain-totals")).to_contain_text("Free")
     shot(page, "chains-2-take-chosen")
 
@@ -76,6 +81,8 @@ def test_takes_choose_one_and_download_the_whole_chain(page, start_studio, tmp_p
         link.click()
     path = tmp_path / "chain.mp4"
     info.value.save_as(path)
+    # Named after the chain's title: the first words of its first prompt.
+    assert info.value.suggested_filename == "A paper lantern drifts over a dark lake.mp4"
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         duration = float(stream.duration * stream.time_base)
