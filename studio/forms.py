@@ -15,7 +15,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.http import QueryDict
 from django.urls import reverse
 
-from . import catalogue
+from . import catalogue, keys
 from .models import Asset, Clip
 from .providers import ModelSpec, get_provider
 
@@ -693,3 +693,37 @@ class FirstAccountForm(UserCreationForm):
         if commit:
             user.save()
         return user
+
+
+class ProviderKeyForm(forms.Form):
+    """The key an admin pastes for a provider. It only validates (studio.keys.clean trims
+    spaces and quotes); testing and saving are the view's."""
+
+    key = forms.CharField(
+        label="API key",
+        strip=False,
+        error_messages={"required": "Paste the key: this field is empty."},
+        widget=forms.PasswordInput(
+            render_value=False,
+            attrs={"autocomplete": "off", "spellcheck": "false", "autocapitalize": "off"},
+        ),
+    )
+
+    def __init__(self, *args, setting: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.setting = setting
+        # The feedback area (errors, the test's answer) is always on the page, so the field
+        # can point at it whatever comes back.
+        self.fields["key"].widget.attrs["aria-describedby"] = (
+            f"{self['key'].auto_id}_helptext {self['key'].auto_id}_feedback"
+        )
+
+    @classmethod
+    def for_provider(cls, provider, data=None) -> ProviderKeyForm:
+        return cls(data, setting=provider.key_setting, auto_id=f"id_{provider.name}_%s")
+
+    def clean_key(self):
+        try:
+            return keys.clean(self.cleaned_data["key"], self.setting)
+        except keys.KeyRefused as refused:
+            raise forms.ValidationError(str(refused))

@@ -29,6 +29,7 @@ urlpatterns = [
     path("p/<str:token>/<str:name>", views.published_file, name="published_file"),
     path("providers/", views.providers_page, name="providers"),
     path("providers/refresh/", views.refresh_models, name="refresh_models"),
+    path("providers/<str:name>/key/", views.provider_key, name="provider_key"),
     path("hooks/<str:provider>/<str:token>/", views.provider_webhook, name="provider_webhook"),
     path("setup/", views.setup, name="setup"),
     path("accounts/login/", views.StudioLoginView.as_view(), name="login"),

@@ -12,6 +12,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
@@ -21,10 +22,11 @@ from django.utils.http import content_disposition_header, url_has_allowed_host_a
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import catalogue, inputs, jobs, media
+from . import catalogue, inputs, jobs, keys, media
 from .forms import (
     FirstAccountForm,
     GenerateForm,
+    ProviderKeyForm,
     data_from_clip,
     form_field_of,
     initial_from_clip,
@@ -260,29 +262,123 @@ def clip_detail(request, pk):
     return render(request, "studio/clip_detail.html", context)
 
 
+def _key_state(request, provider) -> dict | None:
+    """Where a provider's key stands, for the Providers page: where it comes from and, for
+    an admin only, its last four characters (never more of it)."""
+    if not provider.key_setting:
+        return None
+    state = {"source": provider.key_source, "setting": provider.key_setting}
+    if request.user.is_superuser:
+        saved, saved_state = keys.stored(provider.name), keys.saved_state(provider.name)
+        state.update(
+            ending=keys.last_four(provider.api_key),
+            saved_ending=keys.last_four(saved),
+            has_saved=saved_state != "none",
+            unreadable=saved_state == "unreadable",
+        )
+    return state
+
+
+def _providers_context(request, key_forms: dict | None = None) -> dict:
+    rows = []
+    for provider in all_providers():
+        enabled = provider.is_enabled()
+        rows.append(
+            {
+                "provider": provider,
+                "enabled": enabled,
+                "models": catalogue.models_of(provider) if enabled else [],
+                "note": catalogue.note(provider) if enabled else "",
+                "key": _key_state(request, provider),
+                "key_form": (key_forms or {}).get(provider.name) or ProviderKeyForm.for_provider(provider),
+            }
+        )
+    return {
+        "rows": rows,
+        "any_enabled": any(row["enabled"] for row in rows),
+        "public_base_url": settings.PUBLIC_BASE_URL,
+        "is_admin": request.user.is_superuser,
+    }
+
+
 @login_required
 @require_GET
 def providers_page(request):
     """Every provider the studio knows: the models of those that are on, and how to connect
-    the others."""
-    rows = [
-        {
-            "provider": provider,
-            "enabled": provider.is_enabled(),
-            "models": catalogue.models_of(provider) if provider.is_enabled() else [],
-            "note": catalogue.note(provider) if provider.is_enabled() else "",
-        }
-        for provider in all_providers()
-    ]
-    return render(
-        request,
-        "studio/providers.html",
-        {
-            "rows": rows,
-            "any_enabled": any(row["enabled"] for row in rows),
-            "public_base_url": settings.PUBLIC_BASE_URL,
-        },
-    )
+    the others (an admin can paste a key here)."""
+    return render(request, "studio/providers.html", _providers_context(request))
+
+
+@login_required
+@require_POST
+def provider_key(request, name):
+    """An admin's key for a provider: "Test" (one cheap call that spends nothing; nothing
+    is saved), "Save" (tested first; a refused key is kept only with "Save anyway"), or
+    "Remove". The key never comes back in a page: answers carry messages only."""
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only an admin can change provider keys.")
+    provider = next((p for p in all_providers() if p.name == name and p.key_setting), None)
+    if provider is None:
+        raise Http404("No such provider.")
+    action = request.POST.get("action", "")
+    if action == "remove":
+        return _remove_key(request, provider)
+    form = ProviderKeyForm.for_provider(provider, request.POST)
+    feedback = {"provider": provider, "form": form}
+    if not form.is_valid():
+        return _key_feedback(request, feedback, status=422)
+    key = form.cleaned_data["key"]
+    if action in ("test", "save"):
+        feedback["check"] = check = provider.test_key(key)
+        if action == "test" or not check.accepted:
+            feedback["offer_save_anyway"] = not check.accepted
+            return _key_feedback(request, feedback)
+    elif action != "save_anyway":
+        return HttpResponse("Unknown action.", status=400, content_type="text/plain")
+    keys.save(provider.name, key, request.user)
+    message = f"{provider.label} key saved (ending {keys.last_four(key) or '…'})."
+    if provider.key_source == "environment":
+        message += f" {provider.key_setting} is set in the environment, and wins while it is."
+    else:
+        message += " Its models are in the Model list now."
+    messages.success(request, message)
+    return _back_to_providers(request, provider)
+
+
+def _remove_key(request, provider):
+    unfinished = Clip.objects.unfinished().filter(provider=provider.name).count()
+    if unfinished and request.POST.get("confirm") != "1":
+        return _key_feedback(
+            request,
+            {"provider": provider, "form": ProviderKeyForm.for_provider(provider), "unfinished": unfinished},
+        )
+    keys.remove(provider.name)
+    if provider.key_source == "environment":
+        after = f"{provider.key_setting} in the environment is still used."
+    else:
+        after = "Its models are no longer offered until a key is added again; clips made with it keep their videos."
+    messages.success(request, f"{provider.label} key removed. {after}")
+    return _back_to_providers(request, provider)
+
+
+def _key_feedback(request, context: dict, status: int = 200):
+    if request.htmx:
+        return render(request, "studio/providers.html#key_feedback", context, status=status)
+    forms_by_name = {context["provider"].name: context["form"]}
+    page = _providers_context(request, forms_by_name)
+    for row in page["rows"]:
+        if row["provider"].name == context["provider"].name:
+            row["feedback"] = context
+    return render(request, "studio/providers.html", page, status=status)
+
+
+def _back_to_providers(request, provider):
+    target = reverse("providers") + f"#provider-{provider.name}"
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = target
+        return response
+    return redirect(target)
 
 
 @login_required
