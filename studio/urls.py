@@ -12,6 +12,7 @@ urlpatterns = [
     path("clips/<int:pk>/card/", views.clip_card, name="clip_card"),
     path("clips/<int:pk>/continue/", views.continue_clip, name="continue_clip"),
     path("clips/<int:pk>/retry/", views.retry_clip, name="retry_clip"),
+    path("clips/<int:pk>/cancel/", views.cancel_clip, name="cancel_clip"),
     path("clips/<int:pk>/chain/", views.chain_view, name="chain_view"),
     path("clips/<int:pk>/chain/export/", views.start_chain_export, name="start_chain_export"),
     path("clips/<int:pk>/use-take/", views.choose_take, name="choose_take"),

@@ -56,7 +56,11 @@ STATUS_FILTERS = {
     "generating": ("Generating", ~Q(status__in=Clip.FINAL_STATES)),
     "ready": ("Ready", Q(status=Clip.Status.READY)),
     "failed": ("Failed", Q(status=Clip.Status.FAILED)),
+    "cancelled": ("Cancelled", Q(status=Clip.Status.CANCELLED)),
 }
+
+# The session key of the form a Generate without JavaScript sent, for the page it lands on.
+KEPT_FORM = "kept_form"
 
 
 def _gallery_filters(params) -> dict:
@@ -243,6 +247,24 @@ def retry_clip(request, pk):
         for message in field_messages:
             form.add_error(target, message)
     return _studio_page(request, form)
+
+
+@login_required
+@require_POST
+def cancel_clip(request, pk):
+    """ "Cancel": free for a clip not sent yet; for one a provider has, only where the
+    provider can stop it (the card says beforehand which it is)."""
+    clip = _clip_for(request, pk)
+    cancelled, message = jobs.cancel_clip(clip)
+    clip.refresh_from_db()
+    if request.htmx:
+        return render(
+            request,
+            "studio/_clip_card.html",
+            {"clip": clip, "note": message, "generating": _generating_count(request.user)},
+        )
+    (messages.success if cancelled else messages.info)(request, message)
+    return redirect(reverse("home") + f"#clip-{clip.pk}")
 
 
 @login_required
@@ -442,6 +464,8 @@ def _export_blocker(clips) -> str:
     for clip in clips:
         if clip.status == Clip.Status.FAILED:
             return f"Clip #{clip.pk} failed: try it again or choose another take before joining the chain."
+        if clip.status == Clip.Status.CANCELLED:
+            return f"Clip #{clip.pk} was cancelled: generate it again or choose another take before joining the chain."
         if not clip.is_ready:
             return f"Clip #{clip.pk} is still generating: the chain can be joined once it is ready."
     return ""
