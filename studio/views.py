@@ -148,6 +148,10 @@ def home(request):
     last_model = request.session.get("last_model")
     if last_model and catalogue.find_model(last_model):
         initial["model"] = last_model
+    # After a Generate without JavaScript: the form as it was sent, prompt included.
+    kept = request.session.pop(KEPT_FORM, None)
+    if isinstance(kept, dict) and catalogue.find_model(kept.get("model", "")):
+        initial.update(kept)
     return _studio_page(request, GenerateForm(user=request.user, initial=initial))
 
 
@@ -165,18 +169,23 @@ def generate(request):
 
     clip = jobs.start_clip(request.user, form.spec, **form.clip_fields())
     request.session["last_model"] = form.spec.ref
+    # The form stays as it was sent, prompt included: creators iterate on a prompt, and
+    # "Clear" empties it.
+    kept = options_initial(form.spec, data)
     if request.htmx:
-        fresh = GenerateForm(
-            user=request.user,
-            initial={"model": form.spec.ref, "aspect_ratio": clip.aspect_ratio, "duration": clip.duration},
-        )
         return render(
             request,
             "studio/_generated.html",
-            {"form": fresh, "clip": clip, "generating": _generating_count(request.user)},
+            {
+                "form": GenerateForm(user=request.user, initial=kept),
+                "clip": clip,
+                "generated": clip,
+                "generating": _generating_count(request.user),
+            },
         )
-    messages.success(request, "Your clip is queued. It will appear below when it is ready.")
-    return redirect("home")
+    request.session[KEPT_FORM] = kept
+    messages.success(request, f"Clip #{clip.pk} queued. Its card is below, and plays there once it is ready.")
+    return redirect(reverse("home") + f"#clip-{clip.pk}")
 
 
 @login_required
@@ -185,9 +194,11 @@ def form_options(request):
     """The part of the form that depends on the model, re-rendered when the model or the
     duration changes; compatible values survive."""
     spec = catalogue.find_model(request.GET.get("model", "")) or None
+    changes: list[str] = []
     form = GenerateForm(
-        user=request.user, spec=spec, initial=options_initial(spec, request.GET) if spec else {}
+        user=request.user, spec=spec, initial=options_initial(spec, request.GET, changes) if spec else {}
     )
+    form.carry_notes = changes
     return render(request, "studio/_generate_form.html#options", {"form": form})
 
 
