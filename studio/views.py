@@ -406,7 +406,10 @@ def _key_feedback(request, context: dict, status: int = 200):
 
 
 def _back_to_providers(request, provider):
-    target = reverse("providers") + f"#provider-{provider.name}"
+    """The Providers page again, at this provider's section, with the message, its new
+    state and its models. The query makes it a new page for the browser: a redirect to the
+    page already shown that only adds a #fragment would just scroll."""
+    target = reverse("providers") + f"?changed={provider.name}#provider-{provider.name}"
     if request.htmx:
         response = HttpResponse(status=204)
         response["HX-Redirect"] = target

@@ -76,7 +76,9 @@ def every_stored_value() -> str:
 
 
 def test_the_database_holds_no_plaintext_key(as_admin, pictory):
-    assert post_key(as_admin).status_code == 204
+    saved = post_key(as_admin)
+    # The browser goes to the provider's section, a new page that shows its new state.
+    assert saved.status_code == 204 and saved["HX-Redirect"] == "/providers/?changed=pictory#provider-pictory"
     row = ProviderKey.objects.get(provider="pictory")
     assert keys.decrypt(row.encrypted) == PASTED
     stored = every_stored_value()
