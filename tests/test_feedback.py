@@ -35,32 +35,22 @@ def one_pass_sweeps(settings):
     settings.POLL_SWEEP_SECONDS = 0  # a sweep polls once: tests poll by hand
 
 
+def a_clip(user, status, model_key="cinema", provider="simulator", **fields):
+    return Clip.objects.create(
+        owner=user, provider=provider, model_key=model_key, model_label=model_key, status=status, **fields
+    )
+
+
 def finished_clip(user, seconds, model_key="cinema", provider="simulator", ago=0):
     """A ready clip that took `seconds` from acceptance to ready, finished `ago` s ago."""
     finished = timezone.now() - timedelta(seconds=ago)
-    return Clip.objects.create(
-        owner=user,
-        provider=provider,
-        model_key=model_key,
-        model_label=model_key,
-        prompt="Done before",
-        status=Clip.Status.READY,
-        submitted_at=finished - timedelta(seconds=seconds),
-        finished_at=finished,
-    )
+    started = finished - timedelta(seconds=seconds)
+    return a_clip(user, Clip.Status.READY, model_key, provider, submitted_at=started, finished_at=finished)
 
 
 def running_clip(user, elapsed, model_key="cinema", provider="simulator"):
-    return Clip.objects.create(
-        owner=user,
-        provider=provider,
-        model_key=model_key,
-        model_label=model_key,
-        prompt="Being made now",
-        status=Clip.Status.RUNNING,
-        remote_id="job",
-        submitted_at=timezone.now() - timedelta(seconds=elapsed),
-    )
+    started = timezone.now() - timedelta(seconds=elapsed)
+    return a_clip(user, Clip.Status.RUNNING, model_key, provider, remote_id="job", submitted_at=started)
 
 
 def card(client, clip) -> str:

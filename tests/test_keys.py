@@ -2,6 +2,7 @@
 stored encrypted, used at once, the environment winning, and never shown again."""
 
 import logging
+from contextlib import contextmanager
 
 import pytest
 from django.db import connection
@@ -23,36 +24,49 @@ PASTED = "pictai_pasted_9f8e7d6c5b4a3210"
 
 
 @pytest.fixture
-def admin(django_user_model):
-    return django_user_model.objects.create_superuser("root", "root@example.com", "a-long-password-9")
+def as_admin(signed_in, user):
+    """The signed-in creator, made an admin of the studio."""
+    user.is_superuser = True
+    user.save()
+    return signed_in
 
 
-@pytest.fixture
-def as_admin(client, admin):
-    client.force_login(admin)
-    return client
+@contextmanager
+def serving(fake, settings, prefix):
+    """A fake provider that knows only the key an admin will paste: the environment (the
+    settings named PREFIX_...) holds none."""
+    fake.start()
+    setattr(settings, f"{prefix}_API_KEY", "")
+    setattr(settings, f"{prefix}_API_BASE_URL", fake.base_url)
+    setattr(settings, f"{prefix}_TIMEOUT_SECONDS", 2)
+    settings.POLL_SWEEP_SECONDS = 0  # one pass per sweep: tests poll by hand
+    try:
+        yield fake
+    finally:
+        fake.stop()
 
 
 @pytest.fixture
 def pictory(settings):
-    """A fake Pictory that knows the pasted key; the environment holds no key."""
-    fake = FakePictory(key=PASTED).start()
-    settings.PICTORY_API_KEY = ""
-    settings.PICTORY_API_BASE_URL = fake.base_url
-    settings.PICTORY_TIMEOUT_SECONDS = 2
-    settings.POLL_SWEEP_SECONDS = 0  # one pass per sweep: tests poll by hand
-    yield fake
-    fake.stop()
+    with serving(FakePictory(key=PASTED), settings, "PICTORY") as fake:
+        yield fake
 
 
 @pytest.fixture
 def openrouter(settings):
-    fake = FakeOpenRouter(key="sk-or-v1-pasted-0123456789").start()
-    settings.OPENROUTER_API_KEY = ""
-    settings.OPENROUTER_API_BASE_URL = fake.base_url
-    settings.OPENROUTER_TIMEOUT_SECONDS = 2
-    yield fake
-    fake.stop()
+    with serving(FakeOpenRouter(key="sk-or-v1-pasted-0123456789"), settings, "OPENROUTER") as fake:
+        yield fake
+
+
+def pictory_clip(owner, status, prompt):
+    return Clip.objects.create(
+        owner=owner,
+        provider="pictory",
+        model_key="veo3.1",
+        model_label="Veo 3.1 · Pictory",
+        prompt=prompt,
+        status=status,
+    )
 
 
 def post_key(client, provider="pictory", key=PASTED, action="save", htmx=True, **extra):
@@ -285,7 +299,9 @@ def test_a_non_admin_posting_to_the_keys_form_gets_403_and_nothing_changes(signe
     for action in ("save", "save_anyway", "test", "remove"):
         response = post_key(signed_in, key="pictai_intruder_key_000", action=action, htmx=False)
         assert response.status_code == 403
-        assert "pictai_intruder_key_000" not in response.content.decode()
+        page = response.content.decode()
+        assert "Only an admin can change provider keys. Nothing was changed." in page
+        assert "pictai_intruder_key_000" not in page and "studio/studio.css" in page
     assert keys.stored("pictory") == PASTED
     assert pictory.requests == []
 
@@ -329,18 +345,11 @@ def model_choices(client) -> str:
     return html[start : html.index("</select>", start)]
 
 
-def test_pasting_a_key_offers_its_models_at_once_and_removing_it_hides_them(as_admin, pictory, admin):
+def test_pasting_a_key_offers_its_models_at_once_and_removing_it_hides_them(as_admin, pictory, user):
     assert "pictory:veo3.1" not in model_choices(as_admin)
     assert post_key(as_admin).status_code == 204
     assert 'value="pictory:veo3.1"' in model_choices(as_admin)
-    made = Clip.objects.create(
-        owner=admin,
-        provider="pictory",
-        model_key="veo3.1",
-        model_label="Veo 3.1 · Pictory",
-        prompt="A kept clip",
-        status=Clip.Status.READY,
-    )
+    made = pictory_clip(user, Clip.Status.READY, "A kept clip")
     response = post_key(as_admin, action="remove", htmx=False)
     assert response.status_code == 302
     assert "pictory:veo3.1" not in model_choices(as_admin)
@@ -349,16 +358,9 @@ def test_pasting_a_key_offers_its_models_at_once_and_removing_it_hides_them(as_a
     assert as_admin.get(reverse("clip_detail", args=[made.pk])).status_code == 200
 
 
-def test_removing_a_key_that_running_clips_need_asks_first(as_admin, pictory, admin):
+def test_removing_a_key_that_running_clips_need_asks_first(as_admin, pictory, user):
     keys.save("pictory", PASTED)
-    Clip.objects.create(
-        owner=admin,
-        provider="pictory",
-        model_key="veo3.1",
-        model_label="Veo 3.1 · Pictory",
-        prompt="Still generating",
-        status=Clip.Status.RUNNING,
-    )
+    pictory_clip(user, Clip.Status.RUNNING, "Still generating")
     html = post_key(as_admin, action="remove").content.decode()
     assert "1 clip from Pictory AI Studio is still generating" in html
     assert keys.stored("pictory") == PASTED
