@@ -59,6 +59,7 @@ test: $(VENV)/.installed-dev browser axe lint
 bench: $(VENV)/.installed-dev
 	$(PY) bench/gallery.py
 	$(PY) bench/media.py
+	$(PY) bench/feedback.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache $(AXE_DIR)
