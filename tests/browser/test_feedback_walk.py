@@ -119,6 +119,8 @@ def test_a_notification_is_created_when_a_clip_finishes_in_a_background_tab(page
     note = page.evaluate("window.__notes[0]")
     assert re.fullmatch(r"Clip #\d+ is ready", note["title"]) and "paper boat" in note["body"]
     assert page.title().startswith("✓ 1 ready · ")
+    # A screen reader hears it too.
+    expect(page.locator("#studio-live")).to_have_text(re.compile(r"^Clip #\d+ is ready\.$"))
     assert page.locator('link[rel="icon"]').get_attribute("href").endswith("favicon-ready.svg")
     page.evaluate("window.__setHidden(false)")
     assert page.title() == "Lastframe Studio"
