@@ -35,6 +35,14 @@ NOTIFICATION_STUB = """
   Object.defineProperty(document, "visibilityState", { configurable: true, get: () => (hidden ? "hidden" : "visible") });
   Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
   window.__setHidden = (value) => { hidden = value; document.dispatchEvent(new Event("visibilitychange")); };
+  // Sound: count the tones the page plays.
+  window.__tones = 0;
+  const node = () => ({ connect: () => node(), gain: { setValueAtTime() {}, exponentialRampToValueAtTime() {} } });
+  window.AudioContext = class {
+    constructor() { this.currentTime = 0; this.destination = {}; }
+    createOscillator() { window.__tones += 1; return { ...node(), frequency: {}, start() {}, stop() {} }; }
+    createGain() { return node(); }
+  };
 })();
 """
 
@@ -111,6 +119,10 @@ def test_a_notification_is_created_when_a_clip_finishes_in_a_background_tab(page
     studio = start_studio()
     sign_in(page, studio)
     normal_icon = page.locator('link[rel="icon"]').get_attribute("href")
+    sound = page.get_by_label("Sound when a clip is ready")
+    expect(sound).not_to_be_checked()  # off by default
+    sound.check()
+    assert page.evaluate("window.__tones") == 2  # a first chime, so the creator hears what it is
     generate(page, "A paper boat on a rain-soaked street")
     expect(page.locator("article.card").first).to_be_visible()
     assert page.evaluate("window.__asked") == 0  # granted already: nothing to ask
@@ -122,6 +134,7 @@ def test_a_notification_is_created_when_a_clip_finishes_in_a_background_tab(page
     # A screen reader hears it too.
     expect(page.locator("#studio-live")).to_have_text(re.compile(r"^Clip #\d+ is ready\.$"))
     assert page.locator('link[rel="icon"]').get_attribute("href").endswith("favicon-ready.svg")
+    assert page.evaluate("window.__tones") == 4
     page.evaluate("window.__setHidden(false)")
     assert page.title() == "Lastframe Studio"
     assert page.locator('link[rel="icon"]').get_attribute("href") == normal_icon
