@@ -11,48 +11,19 @@ BENCH_QUERIES=1 it also prints each query of the card and the gallery page with 
 """
 
 import os
-import shutil
-import statistics
-import sys
-import tempfile
-import time
 from datetime import timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-TMP = Path(tempfile.mkdtemp(prefix="lastframe-bench-"))
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "studio.settings",
-        "DATABASE_URL": f"sqlite:///{TMP / 'bench.sqlite3'}",
-        "MEDIA_ROOT": str(TMP / "media"),
-        "STUDIO_IGNORE_DOTENV": "1",
-        "ALLOWED_HOSTS": "testserver",
-        "SECRET_KEY": "bench-only",
-        "PICTORY_API_KEY": "",
-        "OPENROUTER_API_KEY": "",
-    }
-)
+import throwaway  # the throwaway database and Django's set-up, first
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-import warnings  # noqa: E402
-
-import django  # noqa: E402
-
-warnings.filterwarnings("ignore", message="No directory at")
-
-django.setup()
-
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
-from django.utils import timezone  # noqa: E402
-
-from studio import keys  # noqa: E402
-from studio.models import Clip, ProviderKey  # noqa: E402
-from studio.providers import all_providers  # noqa: E402
+from studio import keys
+from studio.models import Clip, ProviderKey
+from studio.providers import all_providers
 
 RUNS = 15
 MODELS = [("simulator", "cinema"), ("simulator", "motion"), ("pictory", "veo3.1")]
@@ -85,17 +56,6 @@ def seed(user, upto: int) -> None:
             Clip.objects.bulk_create(batch)
             batch = []
     Clip.objects.bulk_create(batch)
-
-
-def timed(fn, runs=RUNS):
-    times, queries = [], 0
-    for _ in range(runs):
-        with CaptureQueriesContext(connection) as ctx:
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1000)
-        queries = len(ctx.captured_queries)
-    return statistics.median(times), queries
 
 
 def main():
@@ -141,7 +101,7 @@ def main():
             ("api_key read after another process changed it (+ UPDATE)", key_changed),
         ]
         for label, fn in cases:
-            ms, queries = timed(fn)
+            ms, queries = throwaway.timed(fn, RUNS)
             print(f"{size:>7}  {label:<56} {ms:>7.2f} {queries:>8}")
         if os.environ.get("BENCH_QUERIES"):
             for label, fn in cases[1:3]:
@@ -166,4 +126,4 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        shutil.rmtree(TMP, ignore_errors=True)
+        throwaway.cleanup()

@@ -5,45 +5,17 @@ gallery page's and the card fragment's server time and SQL query count, at 100 c
 Run: .venv/bin/python bench/gallery.py   (or `make bench`). Writes nothing outside a temp dir.
 """
 
-import os
-import shutil
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-TMP = Path(tempfile.mkdtemp(prefix="lastframe-bench-"))
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "studio.settings",
-        "DATABASE_URL": f"sqlite:///{TMP / 'bench.sqlite3'}",
-        "MEDIA_ROOT": str(TMP / "media"),
-        "STUDIO_IGNORE_DOTENV": "1",
-        "ALLOWED_HOSTS": "testserver",
-        "SECRET_KEY": "bench-only",
-        "PICTORY_API_KEY": "",
-        "OPENROUTER_API_KEY": "",
-    }
-)
+import throwaway  # the throwaway database and Django's set-up, first
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
-import warnings  # noqa: E402
-
-import django  # noqa: E402
-
-warnings.filterwarnings("ignore", message="No directory at")
-
-django.setup()
-
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
-
-from studio.models import Clip  # noqa: E402
+from studio.models import Clip
 
 RUNS = 15
 WORDS = ["lantern", "harbour", "storm", "heron", "city", "desert", "forest", "snow", "train", "kite"]
@@ -127,4 +99,4 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        shutil.rmtree(TMP, ignore_errors=True)
+        throwaway.cleanup()
