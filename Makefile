@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# axe-core, which the browser tests inject to check accessibility: the npm package, pinned,
+# in a git-ignored folder (npm is only used for this; the studio itself needs no npm step).
+AXE_VERSION := 4.11.1
+AXE_DIR := .axe
 
-.PHONY: run test lint venv test-deps browser migrate bench clean
+.PHONY: run test lint venv test-deps browser axe migrate bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,19 +38,29 @@ browser:
 		|| echo "Could not install chromium: browser tests will be skipped."; \
 	else echo "chromium is not installed and apt is not available: browser tests will be skipped."; fi
 
+## axe-core for the browser tests' accessibility check; without npm they skip it, saying why.
+axe: $(AXE_DIR)/.installed-$(AXE_VERSION)
+
+$(AXE_DIR)/.installed-$(AXE_VERSION):
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --silent --no-audit --no-fund --prefix $(AXE_DIR) axe-core@$(AXE_VERSION) \
+		&& touch $@ || echo "Could not install axe-core: the accessibility check will be skipped."; \
+	else echo "npm is not installed: the browser tests' accessibility check will be skipped."; fi
+
 ## Lint and format check (ruff, configured in pyproject.toml).
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 ## Install what the tests need, lint, then run them all.
-test: $(VENV)/.installed-dev browser lint
+test: $(VENV)/.installed-dev browser axe lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/gallery.py
 	$(PY) bench/chain.py
 	$(PY) bench/media.py
+	$(PY) bench/feedback.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache $(AXE_DIR)

@@ -1,6 +1,6 @@
 """What the page benchmarks share: a throwaway SQLite studio, a signed-in test client, and
-the median server time and SQL query count of a request. Imported by gallery.py and
-chain.py (run from the repository root: `python bench/<name>.py`)."""
+the median server time and SQL query count of a request. Imported by gallery.py,
+chain.py and feedback.py (run from the repository root: `python bench/<name>.py`)."""
 
 import os
 import shutil
@@ -22,6 +22,7 @@ os.environ.update(
         "STUDIO_IGNORE_DOTENV": "1",
         "ALLOWED_HOSTS": "testserver",
         "SECRET_KEY": "bench-only",
+        # No provider key from this machine's environment: nothing reaches a service.
         "PICTORY_API_KEY": "",
         "OPENROUTER_API_KEY": "",
     }
@@ -48,6 +49,18 @@ def signed_in_client():
     client = Client()
     client.force_login(user)
     return client, user
+
+
+def timed(fn, runs: int) -> tuple[float, int]:
+    """The median milliseconds of `runs` calls of `fn`, and the SQL queries of one."""
+    times, queries = [], 0
+    for _ in range(runs):
+        with CaptureQueriesContext(connection) as ctx:
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1000)
+        queries = len(ctx.captured_queries)
+    return statistics.median(times), queries
 
 
 def measure(client, url, runs=RUNS, expect=200, **headers):

@@ -15,7 +15,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.http import QueryDict
 from django.urls import reverse
 
-from . import catalogue
+from . import catalogue, keys
 from .models import Asset, Chain, Clip
 from .providers import ModelSpec, get_provider
 
@@ -109,6 +109,7 @@ class GenerateForm(forms.Form):
             }
         ),
         error_messages={"required": "Write a prompt: describe the shot you want."},
+        help_text=f"{PROMPT_MIN} to {PROMPT_MAX:,} characters.",
     )
     aspect_ratio = forms.ChoiceField(label="Aspect ratio")
     duration = forms.TypedChoiceField(label="Duration", coerce=int)
@@ -152,6 +153,10 @@ class GenerateForm(forms.Form):
     extend_video = forms.CharField(label="Video to extend", required=False, widget=forms.Select)
     parent = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1, widget=forms.HiddenInput)
 
+    # What changed when the form was redrawn for another model ("Duration 10 s → 8 s, the
+    # nearest this model makes"), set by the view that redraws it.
+    carry_notes: tuple[str, ...] | list[str] = ()
+
     def __init__(
         self, *args, user, spec: ModelSpec | None = None, intake_errors: dict | None = None, **kwargs
     ):
@@ -168,6 +173,8 @@ class GenerateForm(forms.Form):
             offered = [m for _, specs in groups for m in specs]
             spec = next((m for m in offered if m.ref == ref), offered[0] if offered else None)
         self.spec = spec
+        # Ways to start this model offers but this install cannot serve, with the reason.
+        self.unavailable_modes: dict[str, str] = {}
         self._fit_fields_to(spec)
         self.chosen_mode = TEXT
 
@@ -219,6 +226,13 @@ class GenerateForm(forms.Form):
                 f"{spec.label} cannot start a clip that way. Choose one of: "
                 f"{', '.join(label for _, label in modes)}."
             )
+            reason = self._unpublishable_reason()
+            if reason:
+                self.unavailable_modes = {
+                    value: reason for value, _ in modes if value != TEXT and not self._continues_fresh(value)
+                }
+            if self.unavailable_modes:
+                self.fields["start_mode"].help_text = reason
         else:
             del self.fields["start_mode"]
         if spec.max_reference_images:
@@ -232,6 +246,36 @@ class GenerateForm(forms.Form):
             self.fields["extend_video"].widget.choices = self._extend_choices()
         else:
             del self.fields["extend_video"]
+
+    def _unpublishable_reason(self) -> str:
+        """Why this install cannot start this model's clips from a file ("" when it can): the
+        provider fetches files by URL and the studio has no public address."""
+        if settings.PUBLIC_BASE_URL:
+            return ""
+        try:
+            provider = get_provider(self.spec.provider)
+        except LookupError:
+            return ""
+        if not provider.needs_public_urls:
+            return ""
+        return (
+            f"Starting from a picture or a video is not available here: {provider.label} fetches "
+            "those files from the studio's public web address, and this studio does not have one. "
+            "Whoever runs the studio can set PUBLIC_BASE_URL to that address (the Providers page "
+            "explains); until then, start from text."
+        )
+
+    def _continues_fresh(self, mode: str) -> bool:
+        """A continued clip whose provider's own copy of the last frame is still fresh needs
+        nothing published: its first frame works without a public address."""
+        if mode != FIRST_FRAME:
+            return False
+        source = self.data if self.is_bound else self.initial
+        parent_pk, frame_pk = as_pk(source.get("parent")), as_pk(source.get("first_frame_asset"))
+        if not parent_pk or not frame_pk:
+            return False
+        parent = Clip.objects.filter(pk=parent_pk, owner=self.user).first()
+        return bool(parent and parent.last_frame_id == frame_pk and parent.fresh_remote_last_frame_url())
 
     def _extend_choices(self) -> list:
         """The creator's ready clips and uploaded videos, newest first."""
@@ -504,7 +548,11 @@ class GenerateForm(forms.Form):
             return TEXT
         source = self.data if self.is_bound else self.initial
         raw = source.get("start_mode")
-        allowed = [value for value, _ in self.fields["start_mode"].choices]
+        allowed = [
+            value for value, _ in self.fields["start_mode"].choices if value not in self.unavailable_modes
+        ]
+        if self.is_bound and raw in self.unavailable_modes:
+            return raw  # sent all the same (an old page): its input shows the refusal beside it
         if raw in allowed:
             return raw
         # A file refused on the way in (intake_errors) still says which input it was for.
@@ -609,20 +657,62 @@ def ratio_value(ratio: str) -> float:
     return float(width) / float(height)
 
 
-def options_initial(spec: ModelSpec, values) -> dict:
-    """Initial values for a form re-rendered for another model: the prompt and whatever
-    else the new model also allows survive; the rest falls back to the model's defaults."""
+def is_ratio(ratio: str) -> bool:
+    """Whether `ratio` reads as a shape ("16:9"), so it can be compared."""
+    width, _, height = (ratio or "").partition(":")
+    return width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0
+
+
+def resolution_lines(resolution: str) -> int | None:
+    """A resolution's height in lines, to compare them: "720p" → 720, "4K" → 2160."""
+    text = (resolution or "").strip().lower()
+    if text.endswith("p") and text[:-1].isdigit():
+        return int(text[:-1])
+    return {"1k": 1080, "2k": 1440, "4k": 2160, "8k": 4320}.get(text)
+
+
+def _nearest(choices, value, distance):
+    """The choice nearest to `value` (the first of equals: the model's default wins a tie)."""
+    return min(choices, key=lambda choice: distance(choice, value))
+
+
+def options_initial(spec: ModelSpec, values, changes: list | None = None) -> dict:
+    """Initial values for a form re-rendered for another model: the prompt survives, and
+    so does every value the new model also allows. Where it does not, the nearest one it
+    makes is taken (a duration, a shape, a resolution), and `changes` says so in words."""
+    notes = changes if changes is not None else []
     initial = {"model": spec.ref, "prompt": values.get("prompt", "")}
-    if values.get("aspect_ratio") in spec.aspect_ratios:
-        initial["aspect_ratio"] = values["aspect_ratio"]
+    ratio = values.get("aspect_ratio") or ""
+    if ratio in spec.aspect_ratios:
+        initial["aspect_ratio"] = ratio
+    elif spec.aspect_ratios and is_ratio(ratio):
+        near = _nearest(
+            spec.aspect_ratios, ratio, lambda r, v: abs(math.log(ratio_value(r) / ratio_value(v)))
+        )
+        initial["aspect_ratio"] = near
+        notes.append(f"Aspect ratio {ratio} → {near}, the closest shape this model makes.")
     try:
         duration = int(values.get("duration", ""))
     except ValueError:
         duration = None
     if duration in spec.durations:
         initial["duration"] = duration
-    if values.get("resolution") in spec.resolutions:
-        initial["resolution"] = values["resolution"]
+    elif duration and spec.durations:
+        near = _nearest(spec.durations, duration, lambda d, v: (abs(d - v), d))
+        initial["duration"] = near
+        notes.append(f"Duration {duration} s → {near} s, the nearest this model makes.")
+    resolution = values.get("resolution") or ""
+    if resolution in spec.resolutions:
+        initial["resolution"] = resolution
+    elif resolution and resolution_lines(resolution) and spec.resolutions:
+        known = [r for r in spec.resolutions if resolution_lines(r)]
+        if known:
+            lines = resolution_lines(resolution)
+            near = _nearest(known, lines, lambda r, v: abs(resolution_lines(r) - v))
+            initial["resolution"] = near
+            notes.append(f"Resolution {resolution} → {near}, the nearest this model makes.")
+    if not spec.generate_audio and values.get("generate_audio") not in (None, "", "false", "off"):
+        notes.append("This model makes no sound, so there is no audio.")
     for name in ("first_frame_asset", "parent", "extend_video"):
         if values.get(name):
             initial[name] = values[name]
@@ -632,8 +722,14 @@ def options_initial(spec: ModelSpec, values) -> dict:
         initial["generate_audio"] = True
     if spec.seed and values.get("seed"):
         initial["seed"] = values["seed"]
-    if values.get("start_mode") in [value for value, _ in start_modes(spec)]:
-        initial["start_mode"] = values["start_mode"]
+    modes = dict(start_modes(spec))
+    mode = values.get("start_mode") or ""
+    if mode in modes:
+        initial["start_mode"] = mode
+    elif mode and mode != TEXT:
+        notes.append(
+            f"This model cannot start from {MODE_INPUT.get(mode, 'that input')}, so the clip starts from text."
+        )
     references = _values(values, "reference_assets")
     if references and spec.max_reference_images:
         initial["reference_assets"] = references
@@ -706,3 +802,37 @@ class ChainTitleForm(forms.Form):
             "max_length": "Keep the title to %(limit_value)d characters or fewer (this one has %(show_value)d).",
         },
     )
+
+
+class ProviderKeyForm(forms.Form):
+    """The key an admin pastes for a provider. It only validates (studio.keys.clean trims
+    spaces and quotes); testing and saving are the view's."""
+
+    key = forms.CharField(
+        label="API key",
+        strip=False,
+        error_messages={"required": "Paste the key: this field is empty."},
+        widget=forms.PasswordInput(
+            render_value=False,
+            attrs={"autocomplete": "off", "spellcheck": "false", "autocapitalize": "off"},
+        ),
+    )
+
+    def __init__(self, *args, setting: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.setting = setting
+        # The feedback area (errors, the test's answer) is always on the page, so the field
+        # can point at it whatever comes back.
+        self.fields["key"].widget.attrs["aria-describedby"] = (
+            f"{self['key'].auto_id}_helptext {self['key'].auto_id}_feedback"
+        )
+
+    @classmethod
+    def for_provider(cls, provider, data=None) -> ProviderKeyForm:
+        return cls(data, setting=provider.key_setting, auto_id=f"id_{provider.name}_%s")
+
+    def clean_key(self):
+        try:
+            return keys.clean(self.cleaned_data["key"], self.setting)
+        except keys.KeyRefused as refused:
+            raise forms.ValidationError(str(refused))

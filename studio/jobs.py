@@ -145,6 +145,52 @@ def clip_video_asset(clip: Clip) -> Asset:
     return asset
 
 
+def cancel_clip(clip: Clip) -> tuple[bool, str]:
+    """Stop a clip if that costs nothing (not sent yet) or its provider can stop it.
+    Returns whether it was cancelled, and what to tell the creator. Safe to run twice, and
+    against the worker: each step is a claim, so a clip sent (or finished) a moment before
+    is left to go on, never cancelled after the fact."""
+    if clip.status == Clip.Status.QUEUED:
+        if clip.cancel(Clip.Status.QUEUED, "Cancelled before it was sent: nothing was spent."):
+            log.info("clip %s cancelled before it was sent", clip.pk)
+            return True, f"Clip #{clip.pk} cancelled before it was sent: nothing was spent."
+        clip.refresh_from_db()
+    try:
+        provider = get_provider(clip.provider)
+    except LookupError:
+        provider = None
+    provider_name = (provider.vendor or provider.label) if provider else provider_label(clip.provider)
+    if clip.status == Clip.Status.SUBMITTING:
+        return (
+            False,
+            f"Clip #{clip.pk} is being sent to {provider_name} right now, so it can no longer be cancelled for free.",
+        )
+    if clip.status != Clip.Status.RUNNING:
+        return False, f"Clip #{clip.pk} is {clip.status_label.lower()}: there is nothing left to cancel."
+    if provider is None:
+        return (
+            False,
+            f"{provider_name} is not connected, so the studio cannot ask it to stop clip #{clip.pk}.",
+        )
+    if not provider.can_cancel:
+        return False, cannot_cancel_message(provider_name)
+    try:
+        provider.cancel(clip.remote_id)
+    except ProviderError as exc:
+        return False, f"{provider_name} did not stop clip #{clip.pk}: {exc.message}"
+    if clip.cancel(Clip.Status.RUNNING, f"Cancelled at {provider_name} while it was being made."):
+        log.info("clip %s cancelled at %s", clip.pk, clip.provider)
+        return True, f"Clip #{clip.pk} cancelled at {provider_name}."
+    return False, f"Clip #{clip.pk} finished before it could be cancelled."
+
+
+def cannot_cancel_message(provider_name: str) -> str:
+    return (
+        f"{provider_name} has it already and offers no way to stop a clip once it has started: "
+        "it will finish, and be billed."
+    )
+
+
 def retry_clip(clip: Clip) -> bool:
     """Send a failed clip again with the same settings, as the same clip."""
     if not clip.reset_for_retry(QUEUE_GRACE, _deadline()):

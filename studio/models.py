@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import re
 import secrets
+import statistics
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -162,6 +163,28 @@ class ClipQuerySet(models.QuerySet):
     def visible_to(self, user):
         return self.filter(owner=user)
 
+    def recent_generation_seconds(self, provider: str, model_key: str, limit: int = 10) -> list[float]:
+        """How long the studio's last `limit` finished clips of this model took, from the
+        provider accepting each to its video being in our storage (any creator's: only
+        durations are read). A retried clip counts from its last submission."""
+        rows = (
+            self.filter(provider=provider, model_key=model_key, status=Clip.Status.READY)
+            .exclude(submitted_at=None)
+            .exclude(finished_at=None)
+            .order_by("-finished_at")
+            .values_list("submitted_at", "finished_at")[:limit]
+        )
+        return [max(0.0, (finished - submitted).total_seconds()) for submitted, finished in rows]
+
+    def typical_generation_seconds(self, provider: str, model_key: str) -> tuple[float, int] | None:
+        """The median of those durations and how many clips it rests on; None when no clip
+        of this model has finished here yet. A median, so one clip stuck behind a provider
+        outage does not move the estimate of every other."""
+        seconds = self.recent_generation_seconds(provider, model_key)
+        if not seconds:
+            return None
+        return statistics.median(seconds), len(seconds)
+
 
 class Clip(Claimable):
     class Status(models.TextChoices):
@@ -171,8 +194,11 @@ class Clip(Claimable):
         FINISHING = "finishing", "Generating"
         READY = "ready", "Ready"
         FAILED = "failed", "Failed"
+        # Stopped by the creator: before it was sent (nothing spent), or at a provider that
+        # can stop a job.
+        CANCELLED = "cancelled", "Cancelled"
 
-    FINAL_STATES = (Status.READY, Status.FAILED)
+    FINAL_STATES = (Status.READY, Status.FAILED, Status.CANCELLED)
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="clips")
     parent = models.ForeignKey(
@@ -252,7 +278,16 @@ class Clip(Claimable):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        indexes = [models.Index(fields=["owner", "-created_at"])]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            # The time estimate of a generating card reads the last finished clips of its
+            # model: a short range of this index, however many clips the studio holds.
+            models.Index(
+                fields=["provider", "model_key", "-finished_at"],
+                condition=Q(status="ready"),
+                name="clip_ready_by_model",
+            ),
+        ]
 
     def __str__(self):
         return f"Clip {self.pk}: {self.prompt[:40]}"
@@ -273,6 +308,11 @@ class Clip(Claimable):
     @property
     def is_ready(self) -> bool:
         return self.status == self.Status.READY
+
+    @property
+    def ended_without_video(self) -> bool:
+        """Failed or cancelled: finished, and nothing to play, join or continue."""
+        return self.status in (self.Status.FAILED, self.Status.CANCELLED)
 
     @property
     def model_ref(self) -> str:
@@ -417,11 +457,11 @@ class Clip(Claimable):
         return bool(changed)
 
     def reset_for_retry(self, grace: timedelta, deadline: timedelta) -> bool:
-        """Failed → queued with the same settings, as the same clip (its card shows it queued
-        again). Claimed, so a double click sends it once."""
+        """Failed (or cancelled) → queued with the same settings, as the same clip (its card
+        shows it queued again). Claimed, so a double click sends it once."""
         now = timezone.now()
         return self.claim(
-            {"status": self.Status.FAILED},
+            {"status__in": (self.Status.FAILED, self.Status.CANCELLED)},
             status=self.Status.QUEUED,
             error="",
             field_errors={},
@@ -438,6 +478,22 @@ class Clip(Claimable):
             finished_at=None,
             cost_actual=None,
         )
+
+    def cancel(self, expected_status: str, message: str) -> bool:
+        """`expected_status` → cancelled, only if the clip is still there: a clip the
+        worker has just sent (or the provider has just finished) is not cancelled, so
+        nothing is sent after a cancel and no paid result is dropped. A clip stopped
+        before it was sent cost nothing, and says so."""
+        changes = {
+            "status": self.Status.CANCELLED,
+            "error": message,
+            "field_errors": {},
+            "next_poll_at": None,
+            "finished_at": timezone.now(),
+        }
+        if expected_status == self.Status.QUEUED:
+            changes["cost_actual"] = Decimal(0)
+        return self.claim({"status": expected_status}, **changes)
 
     def make_due(self) -> bool:
         """Poll this clip as soon as possible (a webhook said something happened). True when
@@ -1078,3 +1134,18 @@ class ChainExport(Claimable):
 
     def file_exists(self) -> bool:
         return bool(self.file) and self.file.storage.exists(self.file.name)
+
+
+class ProviderKey(models.Model):
+    """A provider's API key pasted on the Providers page, encrypted with Fernet
+    (studio.keys); the plain key is never stored. An environment variable, when set, wins."""
+
+    provider = models.CharField(max_length=40, primary_key=True)
+    encrypted = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    def __str__(self):
+        return f"Key of {self.provider}"

@@ -4,6 +4,7 @@ Defaults make `make run` work on a fresh machine with nothing configured: SQLite
 project, the embedded ORM queue, the offline simulator, media under ./media.
 """
 
+import base64
 import os
 import secrets
 import sys
@@ -75,6 +76,30 @@ def _secret_key():
 
 
 SECRET_KEY = _secret_key()
+
+
+def _encryption_key():
+    """STUDIO_ENCRYPTION_KEY: the Fernet key (32 bytes, URL-safe base64) that encrypts the
+    provider keys pasted on the Providers page (studio.keys). Empty: one derived from
+    SECRET_KEY, so a fresh install needs nothing, but then changing SECRET_KEY makes the
+    saved keys unreadable (they must be pasted again). A malformed value stops start-up
+    here rather than at the first paste."""
+    value = os.environ.get("STUDIO_ENCRYPTION_KEY", "").strip()
+    if not value:
+        return ""
+    try:
+        raw = base64.urlsafe_b64decode(value.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 32:
+        raise ImproperlyConfigured(
+            "STUDIO_ENCRYPTION_KEY must be a Fernet key: 32 bytes in URL-safe base64 (44 characters). "
+            'Make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+        )
+    return value
+
+
+STUDIO_ENCRYPTION_KEY = _encryption_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")

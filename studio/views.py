@@ -15,6 +15,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.db.models import Q
 from django.http import (
@@ -35,11 +36,12 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import catalogue, inputs, jobs, media
+from . import catalogue, inputs, jobs, keys, media
 from .forms import (
     ChainTitleForm,
     FirstAccountForm,
     GenerateForm,
+    ProviderKeyForm,
     as_pk,
     data_from_clip,
     form_field_of,
@@ -70,7 +72,11 @@ STATUS_FILTERS = {
     "generating": ("Generating", ~Q(status__in=Clip.FINAL_STATES)),
     "ready": ("Ready", Q(status=Clip.Status.READY)),
     "failed": ("Failed", Q(status=Clip.Status.FAILED)),
+    "cancelled": ("Cancelled", Q(status=Clip.Status.CANCELLED)),
 }
+
+# The session key of the form a Generate without JavaScript sent, for the page it lands on.
+KEPT_FORM = "kept_form"
 
 
 def _gallery_filters(params) -> dict:
@@ -181,6 +187,10 @@ def home(request):
     last_model = request.session.get("last_model")
     if last_model and catalogue.find_model(last_model):
         initial["model"] = last_model
+    # After a Generate without JavaScript: the form as it was sent, prompt included.
+    kept = request.session.pop(KEPT_FORM, None)
+    if isinstance(kept, dict) and catalogue.find_model(kept.get("model", "")):
+        initial.update(kept)
     return _studio_page(request, GenerateForm(user=request.user, initial=initial))
 
 
@@ -198,18 +208,23 @@ def generate(request):
 
     clip = jobs.start_clip(request.user, form.spec, **form.clip_fields())
     request.session["last_model"] = form.spec.ref
+    # The form stays as it was sent, prompt included: creators iterate on a prompt, and
+    # "Clear" empties it.
+    kept = options_initial(form.spec, data)
     if request.htmx:
-        fresh = GenerateForm(
-            user=request.user,
-            initial={"model": form.spec.ref, "aspect_ratio": clip.aspect_ratio, "duration": clip.duration},
-        )
         return render(
             request,
             "studio/_generated.html",
-            {"form": fresh, "clip": clip, "generating": _generating_count(request.user)},
+            {
+                "form": GenerateForm(user=request.user, initial=kept),
+                "clip": clip,
+                "generated": clip,
+                "generating": _generating_count(request.user),
+            },
         )
-    messages.success(request, "Your clip is queued. It will appear below when it is ready.")
-    return redirect("home")
+    request.session[KEPT_FORM] = kept
+    messages.success(request, f"Clip #{clip.pk} queued. Its card is below, and plays there once it is ready.")
+    return redirect(reverse("home") + f"#clip-{clip.pk}")
 
 
 @login_required
@@ -218,9 +233,11 @@ def form_options(request):
     """The part of the form that depends on the model, re-rendered when the model or the
     duration changes; compatible values survive."""
     spec = catalogue.find_model(request.GET.get("model", "")) or None
+    changes: list[str] = []
     form = GenerateForm(
-        user=request.user, spec=spec, initial=options_initial(spec, request.GET) if spec else {}
+        user=request.user, spec=spec, initial=options_initial(spec, request.GET, changes) if spec else {}
     )
+    form.carry_notes = changes
     return render(request, "studio/_generate_form.html#options", {"form": form})
 
 
@@ -276,6 +293,24 @@ def retry_clip(request, pk):
 
 
 @login_required
+@require_POST
+def cancel_clip(request, pk):
+    """ "Cancel": free for a clip not sent yet; for one a provider has, only where the
+    provider can stop it (the card says beforehand which it is)."""
+    clip = _clip_for(request, pk)
+    cancelled, message = jobs.cancel_clip(clip)
+    clip.refresh_from_db()
+    if request.htmx:
+        return render(
+            request,
+            "studio/_clip_card.html",
+            {"clip": clip, "note": message, "generating": _generating_count(request.user)},
+        )
+    (messages.success if cancelled else messages.info)(request, message)
+    return redirect(reverse("home") + f"#clip-{clip.pk}")
+
+
+@login_required
 @require_GET
 def clip_card(request, pk):
     clip = _clip_for(request, pk)
@@ -292,29 +327,126 @@ def clip_detail(request, pk):
     return render(request, "studio/clip_detail.html", context)
 
 
+def _key_state(request, provider) -> dict | None:
+    """Where a provider's key stands, for the Providers page: where it comes from and, for
+    an admin only, its last four characters (never more of it)."""
+    if not provider.key_setting:
+        return None
+    state = {"source": provider.key_source, "setting": provider.key_setting}
+    if request.user.is_superuser:
+        saved, saved_state = keys.stored(provider.name), keys.saved_state(provider.name)
+        state.update(
+            ending=keys.last_four(provider.api_key),
+            saved_ending=keys.last_four(saved),
+            has_saved=saved_state != "none",
+            unreadable=saved_state == "unreadable",
+        )
+    return state
+
+
+def _providers_context(request, key_forms: dict | None = None) -> dict:
+    rows = []
+    for provider in all_providers():
+        enabled = provider.is_enabled()
+        rows.append(
+            {
+                "provider": provider,
+                "enabled": enabled,
+                "models": catalogue.models_of(provider) if enabled else [],
+                "note": catalogue.note(provider) if enabled else "",
+                "key": _key_state(request, provider),
+                "key_form": (key_forms or {}).get(provider.name) or ProviderKeyForm.for_provider(provider),
+            }
+        )
+    return {
+        "rows": rows,
+        "any_enabled": any(row["enabled"] for row in rows),
+        "public_base_url": settings.PUBLIC_BASE_URL,
+        "is_admin": request.user.is_superuser,
+    }
+
+
 @login_required
 @require_GET
 def providers_page(request):
     """Every provider the studio knows: the models of those that are on, and how to connect
-    the others."""
-    rows = [
-        {
-            "provider": provider,
-            "enabled": provider.is_enabled(),
-            "models": catalogue.models_of(provider) if provider.is_enabled() else [],
-            "note": catalogue.note(provider) if provider.is_enabled() else "",
-        }
-        for provider in all_providers()
-    ]
-    return render(
-        request,
-        "studio/providers.html",
-        {
-            "rows": rows,
-            "any_enabled": any(row["enabled"] for row in rows),
-            "public_base_url": settings.PUBLIC_BASE_URL,
-        },
-    )
+    the others (an admin can paste a key here)."""
+    return render(request, "studio/providers.html", _providers_context(request))
+
+
+@login_required
+@require_POST
+def provider_key(request, name):
+    """An admin's key for a provider: "Test" (one cheap call that spends nothing; nothing
+    is saved), "Save" (tested first; a refused key is kept only with "Save anyway"), or
+    "Remove". The key never comes back in a page: answers carry messages only."""
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only an admin can change provider keys.")
+    provider = next((p for p in all_providers() if p.name == name and p.key_setting), None)
+    if provider is None:
+        raise Http404("No such provider.")
+    action = request.POST.get("action", "")
+    if action == "remove":
+        return _remove_key(request, provider)
+    form = ProviderKeyForm.for_provider(provider, request.POST)
+    feedback = {"provider": provider, "form": form}
+    if not form.is_valid():
+        return _key_feedback(request, feedback, status=422)
+    key = form.cleaned_data["key"]
+    if action in ("test", "save"):
+        feedback["check"] = check = provider.test_key(key)
+        if action == "test" or not check.accepted:
+            feedback["offer_save_anyway"] = not check.accepted
+            return _key_feedback(request, feedback)
+    elif action != "save_anyway":
+        return HttpResponse("Unknown action.", status=400, content_type="text/plain")
+    keys.save(provider.name, key, request.user)
+    message = f"{provider.label} key saved (ending {keys.last_four(key) or '…'})."
+    if provider.key_source == "environment":
+        message += f" {provider.key_setting} is set in the environment, and wins while it is."
+    else:
+        message += " Its models are in the Model list now."
+    messages.success(request, message)
+    return _back_to_providers(request, provider)
+
+
+def _remove_key(request, provider):
+    unfinished = Clip.objects.unfinished().filter(provider=provider.name).count()
+    if unfinished and request.POST.get("confirm") != "1":
+        return _key_feedback(
+            request,
+            {"provider": provider, "form": ProviderKeyForm.for_provider(provider), "unfinished": unfinished},
+        )
+    keys.remove(provider.name)
+    if provider.key_source == "environment":
+        after = f"{provider.key_setting} in the environment is still used."
+    else:
+        after = "Its models are no longer offered until a key is added again; clips made with it keep their videos."
+    messages.success(request, f"{provider.label} key removed. {after}")
+    return _back_to_providers(request, provider)
+
+
+def _key_feedback(request, context: dict, status: int = 200):
+    if request.htmx:
+        return render(request, "studio/providers.html#key_feedback", context, status=status)
+    forms_by_name = {context["provider"].name: context["form"]}
+    page = _providers_context(request, forms_by_name)
+    for row in page["rows"]:
+        if row["provider"].name == context["provider"].name:
+            row["feedback"] = context
+    return render(request, "studio/providers.html", page, status=status)
+
+
+def _back_to_providers(request, provider):
+    """The Providers page again, at this provider's section, with the message, its new
+    state and its models. The query makes it a new page for the browser: a redirect to the
+    page already shown that only adds a #fragment would just scroll."""
+    target = reverse("providers") + f"?changed={provider.name}#provider-{provider.name}"
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = target
+        return response
+    return redirect(target)
 
 
 @login_required
@@ -353,6 +485,8 @@ def _export_blocker(clips) -> str:
     for clip in clips:
         if clip.status == Clip.Status.FAILED:
             return f"Clip #{clip.pk} failed: try it again or choose another take before joining the chain."
+        if clip.status == Clip.Status.CANCELLED:
+            return f"Clip #{clip.pk} was cancelled: generate it again or choose another take before joining the chain."
         if not clip.is_ready:
             return f"Clip #{clip.pk} is still generating: the chain can be joined once it is ready."
     return ""
@@ -444,8 +578,8 @@ def _take_card(take: Clip, step, number: int, confirm, adds, form_fields: str, l
             f'poster="{poster}" src="{video}" aria-label="{label}"></video>'
         )
         data = f' data-src="{video}" data-poster="{poster}" data-start="{step.cut.start:.4f}"'
-    elif status == Clip.Status.FAILED:
-        media_html = '<div class="placeholder placeholder--failed"><span>Failed</span></div>'
+    elif take.ended_without_video:
+        media_html = f'<div class="placeholder placeholder--failed"><span>{status_label}</span></div>'
     else:
         background = (
             f'<img src="{e(links["first_frame"])}" alt="" class="placeholder-bg">'
@@ -463,7 +597,7 @@ def _take_card(take: Clip, step, number: int, confirm, adds, form_fields: str, l
     notes = []
     if take.problem:
         notes.append(f'<p class="error-text" role="alert">{e(take.problem)}</p>')
-    if status == Clip.Status.FAILED:
+    if take.ended_without_video:
         notes.append(f'<p class="error-text">{e(take.error or "The provider could not make this clip.")}</p>')
         if take.field_errors:
             notes.append(f'<a class="button button--ghost" href="{e(links["fix"])}">Fix and try again</a>')
@@ -491,7 +625,7 @@ def _take_card(take: Clip, step, number: int, confirm, adds, form_fields: str, l
     badge = ' <span class="badge">In the sequence</span>' if chosen else ""
     return mark_safe(
         f'<li class="take take--{status}{" take--chosen" if chosen else ""}" id="take-{take.pk}" data-take '
-        f'data-label="Take {number}"{data}><div class="take-media" style="aspect-ratio: {e(take.css_ratio)}">'
+        f'data-label="Take {number}"{data} tabindex="-1" data-shortcut-item data-shortcut-name="{label}"><div class="take-media" style="aspect-ratio: {e(take.css_ratio)}">'
         f'{media_html}</div><div class="take-body"><p class="take-title"><span class="status status--{status}">'
         f'{status_label}</span> Take {number} · <a href="{e(links["detail"])}">Clip #{take.pk}</a>{badge}</p>'
         f'<p class="seq-prompt" title="{e(take.prompt)}">{e(short)}</p><p class="meta">{e(meta)}</p>'

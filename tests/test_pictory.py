@@ -151,7 +151,7 @@ def test_form_shows_only_the_models_ratios_durations_and_credit_cost(signed_in, 
     assert "8 credits (5 s × 1.6 credits/s)" in pix
 
 
-def test_the_form_shows_only_the_inputs_of_the_chosen_mode(signed_in, pictory):
+def test_the_form_shows_only_the_inputs_of_the_chosen_mode(signed_in, pictory, public):
     url = reverse("form_options")
     text = signed_in.get(url, {"model": "pictory:veo3.1", "start_mode": "text"}).content.decode()
     assert 'name="first_frame_upload"' not in text and 'name="reference_images"' not in text
@@ -539,7 +539,9 @@ def test_a_400_shows_each_message_beside_its_form_field(signed_in, pictory, enqu
     assert reverse("retry_clip", args=[clip.pk]) in card and "Fix and try again" in card
     form = page(signed_in.get(reverse("retry_clip", args=[clip.pk])))
     assert PROMPT in form
-    prompt_error = form.index('<p class="field-error" id="prompt-error">Describe a scene, not a list.</p>')
+    prompt_error = form.index(
+        '<div class="field-errors" id="id_prompt_error"><p class="field-error">Describe a scene, not a list.</p>'
+    )
     ratio_error = form.index('<p class="field-error">That ratio is not available today.</p>')
     assert form.index('for="id_prompt"') < prompt_error < form.index('for="id_aspect_ratio"') < ratio_error
     assert ratio_error < form.index('for="id_duration"')

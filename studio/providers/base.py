@@ -174,6 +174,16 @@ class ProviderError(Exception):
         self.status_code = status_code
 
 
+@dataclass
+class KeyCheck:
+    """What "Test" on the Providers page found out about a pasted key: `accepted` True
+    (the provider took it), False (it refused it) or None (it could not be asked), and
+    what to tell the admin, in plain words (the remaining credit, when the provider says)."""
+
+    accepted: bool | None
+    message: str
+
+
 class WebhookRefused(Exception):
     """A webhook call the provider's own check refused (bad or stale signature): answered
     with `status` and a short reason, and nothing changes."""
@@ -194,6 +204,8 @@ class Provider:
 
     name = ""
     label = ""
+    # The provider's short name inside a sentence ("sent to Pictory"); "" : the label.
+    vendor = ""
     # Seconds between two polls of one job.
     poll_interval = 15.0
     # True when the service fetches our images and videos by URL, so they must be published
@@ -207,6 +219,16 @@ class Provider:
     # The settings that hold this provider's secrets, so pages, logs and tests can keep
     # their values out of sight.
     secret_settings: tuple[str, ...] = ()
+    # The setting of its API key, for a provider that needs one: an admin can also paste
+    # the key on the Providers page (studio.keys). "": no key needed.
+    key_setting = ""
+    # Whether a job the provider has accepted can be stopped (`cancel`). Only where its API
+    # documents a cancel; otherwise the studio says the job will finish and be billed.
+    can_cancel = False
+    # About how long a job takes once accepted, in seconds: what a generating card says
+    # until the studio has finished clips of the model to go by. Hosted video models take
+    # one to three minutes.
+    typical_seconds: float = 120.0
 
     def is_enabled(self) -> bool:
         """Whether the studio offers this provider now (from its own settings)."""
@@ -241,6 +263,15 @@ class Provider:
 
     def download(self, url: str, destination: Path) -> None:
         """Copy a result file (video, image) to `destination`."""
+        raise NotImplementedError
+
+    def cancel(self, remote_id: str) -> None:
+        """Stop an accepted job (only when `can_cancel`); ProviderError when it cannot."""
+        raise NotImplementedError
+
+    def test_key(self, key: str) -> KeyCheck:
+        """Make one cheap authenticated call with `key` that spends nothing, and say what
+        came of it (providers with a `key_setting`)."""
         raise NotImplementedError
 
     def check_webhook(self, request) -> str:

@@ -16,13 +16,18 @@ from pathlib import Path
 import httpx
 from django.conf import settings
 
-from .base import Provider, ProviderError
+from .. import keys
+from .base import KeyCheck, Provider, ProviderError
 
 # A hosted model may take minutes, but one HTTP exchange should not: anything slower than
 # this to connect is a network problem.
 CONNECT_TIMEOUT = 10.0
 # A result file larger than this is not a few-second clip: stop rather than fill the disk.
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
+
+# A key being tried by "Test" on the Providers page, per thread and provider: the request
+# in that thread uses it, every other thread keeps the configured key.
+_trial = threading.local()
 
 
 def clamped_seconds(value, default: float, low: float, high: float) -> float:
@@ -178,7 +183,58 @@ class HostedProvider(Provider):
 
     @property
     def api_key(self) -> str:
-        return getattr(settings, self.key_setting, "") or ""
+        """The key calls use: one being tried ("Test"), else the environment's (it wins),
+        else one an admin pasted on the Providers page (read at each call, so web and
+        worker use a new key at once)."""
+        trying = getattr(_trial, "keys", {}).get(self.name)
+        if trying:
+            return trying
+        return getattr(settings, self.key_setting, "") or keys.stored(self.name)
+
+    @property
+    def key_source(self) -> str:
+        """Where the key in use comes from: "environment", "studio" or "" (none)."""
+        if getattr(settings, self.key_setting, ""):
+            return "environment"
+        return "studio" if keys.stored(self.name) else ""
+
+    @contextlib.contextmanager
+    def trying_key(self, key: str):
+        """Calls made inside use `key` instead of the configured one (this thread only)."""
+        tried = getattr(_trial, "keys", None)
+        if tried is None:
+            tried = _trial.keys = {}
+        before = tried.get(self.name)
+        tried[self.name] = key
+        try:
+            yield
+        finally:
+            if before is None:
+                tried.pop(self.name, None)
+            else:
+                tried[self.name] = before
+
+    def try_key(self, key: str, call) -> KeyCheck:
+        """Run `call()` (the vendor's one cheap authenticated request, returning what to say
+        of an accepted key) with `key`. A 401 is a refusal; any other failure means the
+        key could not be tested, and says why."""
+        with self.trying_key(key):
+            try:
+                return KeyCheck(True, call())
+            except ProviderError as exc:
+                if exc.status_code == 401:
+                    return KeyCheck(
+                        False,
+                        f"{self.vendor} refused this key: it is wrong, incomplete or no longer "
+                        "active. Copy it again from your account and paste the whole key.",
+                    )
+                if exc.status_code is None:
+                    return KeyCheck(
+                        None,
+                        f"Could not reach {self.vendor} to test the key: check the studio's "
+                        "connection, then press Test again.",
+                    )
+                return KeyCheck(None, f"The key could not be tested: {exc.message}")
 
     @property
     def base_url(self) -> str:

@@ -22,7 +22,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 from django.conf import settings
 
-from .base import ImageInput, ModelSpec, ProviderError, RemoteStatus, Submission, WebhookRefused
+from .base import ImageInput, KeyCheck, ModelSpec, ProviderError, RemoteStatus, Submission, WebhookRefused
 from .http import HostedProvider, clamped_seconds, decimal_or_none, retry_after, text
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ class OpenRouterProvider(HostedProvider):
         return (
             "Generates with the video models OpenRouter offers (the list is read from OpenRouter, so "
             "new models appear by themselves). Create a key on the Keys page of your OpenRouter "
-            "account, set it as OPENROUTER_API_KEY in the studio's environment (web and worker), and "
-            "restart the studio."
+            "account and paste it here, or set OPENROUTER_API_KEY in the studio's environment."
         )
 
     # --- The model list ---------------------------------------------------------------
@@ -253,6 +252,23 @@ class OpenRouterProvider(HostedProvider):
                     raise
                 log.info("OpenRouter download failed (%s); trying again in %.0f s", exc.message, wait)
                 time.sleep(wait)
+
+    def test_key(self, key: str) -> KeyCheck:
+        return self.try_key(key, self._describe_key)
+
+    def _describe_key(self) -> str:
+        """GET /key: the key's spending limit and what is left of it (spends nothing)."""
+        # Reference: https://openrouter.ai/docs/api/api-reference/api-keys/get-current-key
+        body = self.request("GET", "/key")
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        remaining, limit = decimal_or_none(data.get("limit_remaining")), decimal_or_none(data.get("limit"))
+        usage = decimal_or_none(data.get("usage"))
+        if remaining is not None:
+            of = f" of its {limit.normalize():f} USD limit" if limit is not None else ""
+            return f"OpenRouter accepted the key: {remaining.normalize():f} USD of credit left{of}."
+        if usage is not None:
+            return f"OpenRouter accepted the key. It has no spending limit; {usage.normalize():f} USD used so far."
+        return "OpenRouter accepted the key."
 
     # --- Webhooks ---------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 from django.conf import settings
 
-from .base import ImageInput, ModelSpec, ProviderError, RemoteStatus, Submission
+from .base import ImageInput, KeyCheck, ModelSpec, ProviderError, RemoteStatus, Submission
 from .http import HostedProvider, clamped_seconds, retry_after
 from .http import decimal_or_none as _decimal
 from .http import text as _text
@@ -107,8 +107,8 @@ class PictoryProvider(HostedProvider):
     def setup_help(self) -> str:
         return (
             "Generates with Veo 3.1, Veo 3.1 Fast and PixVerse 5.5. Copy your API key from the API "
-            "Access page of your Pictory dashboard (it starts with pictai_), set it as "
-            "PICTORY_API_KEY in the studio's environment (web and worker), and restart the studio."
+            "Access page of your Pictory dashboard (it starts with pictai_) and paste it here, or set "
+            "PICTORY_API_KEY in the studio's environment."
         )
 
     def models(self) -> list[ModelSpec]:
@@ -194,6 +194,40 @@ class PictoryProvider(HostedProvider):
         # Reference: https://docs.pictory.ai/api-reference/ai-studio/get-video-job
         body = self.request("GET", f"/v1/jobs/{quote(remote_id, safe='')}")
         return remote_status(body)
+
+    def test_key(self, key: str) -> KeyCheck:
+        return self.try_key(key, self._describe_key)
+
+    def _describe_key(self) -> str:
+        """The credits left, from the quota endpoint; a key that may not read its quota is
+        checked with a lookup of a job that cannot exist (401 for a bad key, "not found"
+        for a good one). Neither spends anything."""
+        # Reference: https://docs.pictory.ai/api-reference/account/get-quota
+        try:
+            body = self.request("GET", "/v1/quota")
+        except ProviderError as exc:
+            if exc.status_code in (401, 429) or exc.status_code is None or exc.status_code >= 500:
+                raise
+            return self._describe_without_quota()
+        data = body.get("data") if isinstance(body.get("data"), dict) else body
+        credits = data.get("aiCredits") if isinstance(data.get("aiCredits"), dict) else {}
+        used, limit = _decimal(credits.get("used")), _decimal(credits.get("limit"))
+        if used is None or limit is None:
+            return "Pictory accepted the key."
+        left = max(limit - used, 0)
+        return (
+            f"Pictory accepted the key: {left.normalize():f} of {limit.normalize():f} AI credits "
+            "left this billing term."
+        )
+
+    def _describe_without_quota(self) -> str:
+        # Reference: https://docs.pictory.ai/api-reference/ai-studio/get-video-job
+        try:
+            self.request("GET", "/v1/jobs/00000000-0000-0000-0000-000000000000")
+        except ProviderError as exc:
+            if exc.status_code != 404:
+                raise
+        return "Pictory accepted the key (it may not read its credit quota)."
 
     def download(self, url: str, destination: Path) -> None:
         # Reference: https://docs.pictory.ai/api-reference/ai-studio/get-video-job

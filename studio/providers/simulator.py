@@ -73,7 +73,15 @@ def frame_size(aspect_ratio: str) -> tuple[int, int]:
 class SimulatorProvider(Provider):
     name = "simulator"
     label = "Offline simulator (free, no key needed)"
+    vendor = "the offline simulator"
     poll_interval = 1.0
+    # A job waiting to render can be stopped, as a hosted service with a cancel would.
+    can_cancel = True
+
+    @property
+    def typical_seconds(self) -> float:
+        # The pause it takes before rendering, then about a second to render and copy.
+        return float(settings.SIMULATOR_DELAY_SECONDS) + 2.0
 
     def is_enabled(self) -> bool:
         return settings.SIMULATOR_ENABLED
@@ -122,6 +130,8 @@ class SimulatorProvider(Provider):
             job = json.loads((job_dir / "job.json").read_text())
         except (FileNotFoundError, ValueError):
             raise ProviderError("The simulator has no record of this job.", permanent=True)
+        if job.get("cancelled"):
+            return RemoteStatus(RemoteStatus.FAILED, error="The job was cancelled.")
         if time.time() - job["created"] < settings.SIMULATOR_DELAY_SECONDS:
             return RemoteStatus(RemoteStatus.RUNNING)
         video = job_dir / "video.mp4"
@@ -139,6 +149,18 @@ class SimulatorProvider(Provider):
             video_url=f"simulator://{remote_id}/video.mp4",
             cost=Decimal("0"),
         )
+
+    def cancel(self, remote_id: str) -> None:
+        """Stop a job before it renders; one already rendered cannot be taken back."""
+        job_file = self.root / remote_id / "job.json"
+        try:
+            job = json.loads(job_file.read_text())
+        except (FileNotFoundError, ValueError):
+            raise ProviderError("The simulator has no record of this job.", permanent=True)
+        if (self.root / remote_id / "video.mp4").exists():
+            raise ProviderError("The simulator has already made this clip.", permanent=True)
+        job["cancelled"] = True
+        job_file.write_text(json.dumps(job))
 
     def download(self, url: str, destination: Path) -> None:
         if not url.startswith("simulator://"):

@@ -189,6 +189,16 @@ class FakeOpenRouter(LoopbackServer):
         self.complete_after: int | None = None
         self.slow_seconds = 3.0
         self.lock = threading.Lock()
+        # What GET /key says of the key (contracts.md: {"data": {"label", "limit", "usage",
+        # "limit_remaining", ...}}); limit and limit_remaining are null for a key with no
+        # spending limit. The label is OpenRouter's masked form of the key.
+        self.key_info = {
+            "label": f"{key[:11]}...{key[-3:]}",
+            "limit": 10,
+            "usage": 2.5,
+            "limit_remaining": 7.5,
+            "is_free_tier": False,
+        }
 
     # --- Running ----------------------------------------------------------------------
 
@@ -206,6 +216,9 @@ class FakeOpenRouter(LoopbackServer):
 
     def creates(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST" and r.path == f"{API}/videos"]
+
+    def key_reads(self) -> list[Recorded]:
+        return self.of("GET", f"{API}/key")
 
     def model_reads(self) -> list[Recorded]:
         return self.of("GET", f"{API}/videos/models")
@@ -254,6 +267,8 @@ class FakeOpenRouter(LoopbackServer):
             return send(handler, *error(404, "Not Found"))
         if headers.get("authorization") != f"Bearer {self.key}":
             return send(handler, *error(401, "No auth credentials found"))
+        if method == "GET" and path == f"{API}/key":
+            return send(handler, 200, {"data": self.key_info})
         if method == "GET" and path == f"{API}/videos/models":
             if self.models_replies:
                 return send(handler, *self.models_replies.popleft())

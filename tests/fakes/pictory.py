@@ -108,6 +108,14 @@ class FakePictory(LoopbackServer):
         self.rng = random.Random(0)
         # With no scripted poll answers, a job completes at this poll (None: never).
         self.complete_after: int | None = None
+        # GET /v1/quota: the subscription's use this billing term (contracts.md; the four
+        # entries of Pictory's docs). None: this key may not read it (403, JSON).
+        self.quota: dict | None = {
+            "videoMinutes": {"used": 98, "limit": 14400},
+            "transcriptionMinutes": {"used": 0, "limit": 14400},
+            "elevenLabsVoiceOverMinutes": {"used": 33, "limit": 480},
+            "aiCredits": {"used": 690, "limit": 22000},
+        }
 
     # --- Running ----------------------------------------------------------------------
 
@@ -150,6 +158,9 @@ class FakePictory(LoopbackServer):
     def polls(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "GET" and r.path.startswith(f"{API}/v1/jobs/")]
 
+    def quota_reads(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "GET" and r.path == f"{API}/v1/quota"]
+
     def file_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.startswith("/files/")]
 
@@ -188,6 +199,10 @@ class FakePictory(LoopbackServer):
             time.sleep(self.slow_seconds)  # then answer, too late for the client
         if method == "POST" and path == f"{API}/v1/aistudio/videos":
             return self._create(handler, headers, body)
+        if method == "GET" and path == f"{API}/v1/quota":
+            if self.quota is None:
+                return send(handler, 403, {"message": "Forbidden"})
+            return send(handler, 200, self.quota)
         match = re.fullmatch(rf"{API}/v1/jobs/([^/]+)", path)
         if method == "GET" and match:
             return self._poll(handler, match.group(1))
