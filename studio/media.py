@@ -6,6 +6,8 @@ No ffmpeg binary is called: PyAV's wheel carries what we need (NOTES.md).
 from __future__ import annotations
 
 import io
+import itertools
+import math
 import os
 import shutil
 import tempfile
@@ -17,6 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage
 from PIL import Image, ImageOps
@@ -76,63 +79,233 @@ class VideoInfo:
     height: int
     codec: str
     frames: int
+    fps: float = 0.0
+    has_audio: bool = False
+    audio_codec: str | None = None  # these three only when has_audio
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+
+
+@contextmanager
+def _reading(path: Path, what: str = "The video") -> Iterator:
+    """An open container; whatever FFmpeg says about a damaged file becomes a MediaError."""
+    try:
+        with av.open(str(path)) as container:
+            yield container
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, IndexError, ValueError, StopIteration) as exc:
+        raise MediaError(f"{what} could not be read; the file may be damaged.") from exc
+
+
+def _video(container):
+    if not container.streams.video:
+        raise MediaError("The file has no video in it.")
+    stream = container.streams.video[0]
+    # Frame threads decode several frames at once; PyAV's default (slice threads) leaves
+    # most of the machine idle on H.264 (NOTES.md).
+    stream.codec_context.thread_type = "FRAME"
+    return stream
+
+
+def _rate(stream) -> Fraction:
+    return Fraction(stream.average_rate or stream.guessed_rate or 24)
 
 
 def probe(path: Path) -> VideoInfo:
-    """Duration, size and codec of a video, or MediaError when it cannot be decoded."""
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError("The file has no video in it.")
-            stream = container.streams.video[0]
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration:
-                duration = container.duration / av.time_base
-            else:
-                duration = 0.0
-            # Decoding one frame proves the stream is really readable, not just labelled.
-            first = next(container.decode(stream), None)
-            if first is None:
-                raise MediaError("The video could not be decoded.")
-            return VideoInfo(
-                duration=round(duration, 3),
-                width=stream.codec_context.width,
-                height=stream.codec_context.height,
-                codec=stream.codec_context.name,
-                frames=stream.frames or 0,
+    """Duration, size, codec, frame rate and sound of a video, or MediaError when it cannot
+    be decoded."""
+    with _reading(path) as container:
+        stream = _video(container)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        # Decoding one frame proves the stream is really readable, not just labelled.
+        if next(container.decode(stream), None) is None:
+            raise MediaError("The video could not be decoded.")
+        info = VideoInfo(
+            duration=round(duration, 3),
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            codec=stream.codec_context.name,
+            frames=stream.frames or 0,
+            fps=round(float(_rate(stream)), 3),
+        )
+        if container.streams.audio:
+            audio = container.streams.audio[0].codec_context
+            info.has_audio = True
+            info.audio_codec, info.audio_sample_rate, info.audio_channels = (
+                audio.name,
+                audio.sample_rate,
+                audio.channels,
             )
-    except MediaError:
-        raise
-    except (av.error.FFmpegError, StopIteration, ValueError) as exc:
-        raise MediaError("The video could not be read; the file may be damaged.") from exc
+        return info
+
+
+# --- Frames by number -----------------------------------------------------------------------
+# Frames are numbered in the order they are shown (0 = first, frame_count - 1 = last), the
+# order a decoder hands them out. An MP4 indexes every frame and marks its keyframes, so a
+# frame near the end is reached with one seek to the keyframe before it and a short decode
+# from there (NOTES.md: 0.23 s for the last frame of a 60 s 1080p clip, against 1.96 s for
+# a fixed second back). Only a file without such an index is decoded from its start.
+
+
+class FrameOutOfRange(MediaError, IndexError):
+    """A frame number outside the clip."""
+
+
+@dataclass
+class _Index:
+    count: int  # frames shown
+    keyframes: dict[int, int]  # decode timestamp of each keyframe -> its frame number
+    seek_shift: int  # add to a decode timestamp to seek to that packet (see _index)
+
+
+def _index(stream) -> _Index | None:
+    """Frame count and keyframe positions from the container's index, or None when the index
+    does not list every frame (WebM lists only its cues)."""
+    entries = stream.index_entries
+    if not stream.frames or len(entries) != stream.frames:
+        return None
+    keyframes, count, first = {}, 0, None
+    for entry in entries:
+        if entry.is_discard:  # hidden by an edit list: never shown
+            continue
+        if first is None:
+            first = entry.timestamp
+        if entry.is_keyframe:
+            # In decode order, a keyframe that closes its group has exactly the frames shown
+            # before it in front of it: its position is its frame number (checked on use).
+            keyframes[entry.timestamp] = count
+        count += 1
+    if not count or first not in keyframes:
+        return None
+    # MP4 seeks by presentation time but indexes decode times: every frame is shown this
+    # much after it is decoded (the delay B-frames add), as the first one shows.
+    return _Index(count, keyframes, (stream.start_time or 0) - first)
+
+
+def _decode_range(container, stream, index: _Index | None, start: int, stop: int | None):
+    """Frames start..stop-1 (stop None: to the end) as (number, VideoFrame) pairs, decoded
+    from the keyframe at or before `start`. None when the landing point cannot be numbered
+    with certainty (an open group of pictures, an index that disagrees with the decoder):
+    the caller then decodes from the start."""
+    number, keyframe_pts = 0, None
+    packets = container.demux(stream)
+    if index is not None and start > 0:
+        target = max((n, ts) for ts, n in index.keyframes.items() if n <= start)
+        if target[0] > 0:
+            container.seek(target[1] + index.seek_shift, stream=stream, backward=True)
+            packets = container.demux(stream)
+            first = next((p for p in packets if p.size), None)
+            if first is None or not first.is_keyframe or first.dts not in index.keyframes:
+                return None
+            number, keyframe_pts = index.keyframes[first.dts], first.pts
+            packets = itertools.chain([first], packets)
+    wanted = []
+    for packet in packets:
+        for frame in stream.decode(packet):
+            if keyframe_pts is not None:
+                # A closed group shows its keyframe first; any other frame here would need
+                # pictures from before the seek, and would be numbered wrongly.
+                if frame.pts != keyframe_pts:
+                    return None
+                keyframe_pts = None
+            if number >= start and (stop is None or number < stop):
+                wanted.append((number, frame))
+            number += 1
+            if stop is not None and number >= stop:
+                return wanted
+    if index is not None and stop is None and number != index.count:
+        return None
+    return wanted
+
+
+def _frames(path: Path, start: int, stop: int | None = None) -> tuple[list, float]:
+    """(number, VideoFrame) pairs for frames start..stop-1 and the time of frame 0."""
+    with _reading(path) as container:
+        stream = _video(container)
+        origin = float((stream.start_time or 0) * stream.time_base)
+        frames = _decode_range(container, stream, _index(stream), start, stop)
+    if frames is None:
+        with _reading(path) as container:
+            frames = _decode_range(container, _video(container), None, start, stop)
+    return frames, origin
+
+
+def frame_count(path: Path) -> int:
+    """How many frames a video shows (from the index, else by reading every packet)."""
+    with _reading(path) as container:
+        stream = _video(container)
+        index = _index(stream)
+        if index is not None:
+            return index.count
+        return sum(1 for packet in container.demux(stream) if packet.size and not packet.is_discard)
 
 
 def last_frame(path: Path) -> Image.Image:
-    """The real last decoded frame of a video.
+    """The real last decoded frame of a video: one seek to the last keyframe, then decoding
+    to the end on frame threads (same pixels as decoding everything)."""
+    count = frame_count(path)
+    if not count:
+        raise MediaError("The video has no frames.")
+    frames, _ = _frames(path, count - 1)
+    if not frames:
+        raise MediaError("The video has no frames.")
+    return frames[-1][1].to_image()
 
-    Decoding a whole clip to reach its end is slow for long files, so we seek to a keyframe
-    about a second before the end and decode from there (same pixels, measured: NOTES.md).
-    If that finds nothing (odd timestamps), decode everything."""
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            frame = None
-            if stream.duration and stream.time_base:
-                target = stream.duration - int(1 / stream.time_base)
-                if target > 0:
-                    container.seek(max(target, 0), stream=stream, backward=True)
-                    for frame in container.decode(stream):  # noqa: B007 (the last one is kept)
-                        pass
-            if frame is None:
-                container.seek(0)
-                for frame in container.decode(stream):  # noqa: B007 (the last one is kept)
-                    pass
-            if frame is None:
-                raise MediaError("The video has no frames.")
-            return frame.to_image()
-    except av.error.FFmpegError as exc:
-        raise MediaError("The video could not be read; the file may be damaged.") from exc
+
+def frame_at_index(path: Path, index: int) -> Image.Image:
+    """Frame number `index` (0 = the first shown), or FrameOutOfRange."""
+    count = frame_count(path)
+    if not 0 <= index < count:
+        raise FrameOutOfRange(f"Frame {index} is not in this clip: it has {count} frames (0 to {count - 1}).")
+    frames, _ = _frames(path, index, index + 1)
+    if not frames:
+        raise FrameOutOfRange(f"Frame {index} could not be decoded from this clip.")
+    return frames[0][1].to_image()
+
+
+@dataclass
+class StripFrame:
+    index: int  # frame number in the clip
+    time: float  # seconds from the clip's first frame
+    image: Image.Image
+    sharpness: float  # see sharpness()
+
+
+def frame_strip(path: Path, seconds: float = 1.0, min_frames: int = 12) -> list[StripFrame]:
+    """The last `seconds` of a clip, at least `min_frames` frames (all the clip has if it is
+    shorter), in order and ending with the true last frame: the candidates for a hand-off.
+    One seek and one decode pass."""
+    with _reading(path) as container:
+        fps = float(_rate(_video(container)))
+    count = frame_count(path)
+    wanted = min(count, max(min_frames, math.ceil(seconds * fps - 1e-6)))
+    frames, origin = _frames(path, count - wanted)
+    strip = []
+    for number, frame in frames:
+        image = frame.to_image()
+        time = frame.time - origin if frame.time is not None else number / fps
+        strip.append(StripFrame(number, round(time, 6), image, sharpness(image)))
+    return strip
+
+
+def _luma(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def sharpness(image: Image.Image) -> float:
+    """Variance of the Laplacian of the luma: high for crisp detail, low for a blurred or
+    smeared frame (compare frames of one clip; the figure depends on the content)."""
+    y = _luma(image)
+    if y.shape[0] < 3 or y.shape[1] < 3:
+        return 0.0
+    laplacian = y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4 * y[1:-1, 1:-1]
+    return float(laplacian.var())
 
 
 def frame_at(path: Path, seconds: float) -> Image.Image:

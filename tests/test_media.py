@@ -1,10 +1,11 @@
-"""PyAV and Pillow work: probing, the real last frame, thumbnails, image checks."""
+"""PyAV and Pillow work: probing, frames by number and the frame strip, thumbnails, seam and
+colour measures, colour matching, repeats in extend results, the simulator, image checks."""
 
 import io
 
 import av
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from studio import media
 from studio.providers.simulator import frame_size, render
@@ -159,3 +160,82 @@ def test_simulator_last_frame_carries_no_caption(tmp_path):
     middle = media.frame_at(path, 1.0)
     assert middle.crop((0, 400, 854, 480)).getextrema()[0][1] > 150  # caption visible mid-clip
     assert media.last_frame(path).getextrema()[0][1] < 40  # gone at the end
+
+
+# --- Frames by number, the strip, sharpness ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_gop_clip(tmp_path_factory):
+    """Several keyframes (every 10 frames), B-frames, and one blurred frame near the end."""
+    path = tmp_path_factory.mktemp("gop") / "gop.mp4"
+    size = (320, 180)
+    base = Image.open(io.BytesIO(striped_png(size)))
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "g": "10", "bframes": "3"}
+        for i in range(60):
+            picture = base.transform(size, Image.Transform.AFFINE, (1, 0, -i * 3, 0, 1, 0))
+            if i == BLURRED:
+                picture = picture.filter(ImageFilter.GaussianBlur(3))
+            for packet in stream.encode(av.VideoFrame.from_image(picture)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+BLURRED = 52
+
+
+def test_frame_count_is_exact(long_gop_clip, clip_path):
+    assert media.frame_count(long_gop_clip) == len(decode_all(long_gop_clip)) == 60
+    assert media.frame_count(clip_path) == 96
+
+
+def test_frame_at_index_is_that_frame_of_a_full_decode(long_gop_clip):
+    frames = decode_all(long_gop_clip)
+    for index in (0, 1, 9, 10, 11, 29, 30, 31, 47, 58, 59):
+        assert media.frame_at_index(long_gop_clip, index).tobytes() == frames[index].tobytes(), index
+
+
+def test_frame_at_index_outside_the_clip_is_refused(long_gop_clip):
+    for index in (-1, 60, 1000):
+        with pytest.raises(media.FrameOutOfRange, match="not in this clip: it has 60 frames"):
+            media.frame_at_index(long_gop_clip, index)
+    assert issubclass(media.FrameOutOfRange, IndexError)
+
+
+def test_last_frame_of_a_clip_with_many_keyframes_equals_the_full_decode(long_gop_clip):
+    assert media.last_frame(long_gop_clip).tobytes() == decode_all(long_gop_clip)[-1].tobytes()
+
+
+def test_frame_strip_is_the_last_second_ending_on_the_true_last_frame(long_gop_clip):
+    frames = decode_all(long_gop_clip)
+    strip = media.frame_strip(long_gop_clip)
+    assert [f.index for f in strip] == list(range(36, 60))  # 24 fps: a second is 24 frames
+    assert strip[-1].image.tobytes() == frames[-1].tobytes()
+    for frame in strip:
+        assert frame.image.tobytes() == frames[frame.index].tobytes()
+        assert frame.time == pytest.approx(frame.index / 24, abs=1e-6)
+    # The blurred frame scores lowest; its neighbours, alike in content, score alike.
+    scores = {f.index: f.sharpness for f in strip}
+    assert min(scores, key=scores.get) == BLURRED
+    assert scores[BLURRED] < 0.5 * min(scores[BLURRED - 1], scores[BLURRED + 1])
+
+
+def test_frame_strip_has_at_least_min_frames_or_all_there_are(long_gop_clip, tmp_path):
+    assert len(media.frame_strip(long_gop_clip, seconds=0.25)) == 12
+    assert len(media.frame_strip(long_gop_clip, seconds=0.25, min_frames=20)) == 20
+    short = tmp_path / "short.mp4"
+    render(short, "A blink", "1:1", 1, None)
+    strip = media.frame_strip(short, seconds=2)
+    assert [f.index for f in strip] == list(range(24))
+
+
+def test_sharpness_is_lower_for_a_blurred_picture():
+    picture = Image.open(io.BytesIO(striped_png((200, 120))))
+    assert media.sharpness(picture.filter(ImageFilter.GaussianBlur(2))) < 0.5 * media.sharpness(picture)
+    assert media.sharpness(Image.new("RGB", (50, 50), (90, 90, 90))) == 0
