@@ -439,6 +439,53 @@ def check_video(path: Path) -> VideoInfo:
     return info
 
 
+# --- Sound ----------------------------------------------------------------------------------
+
+AUDIO_RATE = 48000  # the studio's sound: AAC at 48 kHz, stereo
+
+
+def _pcm(stream, packets) -> tuple[np.ndarray, int] | None:
+    """Decoded and resampled to 48 kHz stereo: (samples, source sample of the first), or
+    None when nothing decodes. FFmpeg's errors pass through (corrupt sound)."""
+    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
+    chunks, start = [], None
+    for packet in [*packets, None]:
+        for frame in stream.decode(packet):
+            if start is None:
+                start = round(frame.pts * frame.time_base * AUDIO_RATE) if frame.pts is not None else 0
+            chunks += [piece.to_ndarray() for piece in resampler.resample(frame)]
+    chunks += [piece.to_ndarray() for piece in resampler.resample(None)]
+    if not chunks:
+        return None
+    pcm = np.concatenate(chunks, axis=1).astype(np.float32)
+    # The last unit decodes in full, but the track ends where its packets say: past that is
+    # the encoder's padding, not sound.
+    last = max(packets, key=lambda p: p.pts)
+    if last.duration:
+        end = round((last.pts + last.duration) * last.time_base * AUDIO_RATE)
+        pcm = pcm[:, : max(0, end - start)]
+    return pcm, start
+
+
+def sound_samples(path: Path) -> np.ndarray | None:
+    """The sound of a video as 48 kHz stereo samples (2, n) from its time 0, or None when it
+    has none that can be decoded."""
+    with _reading(path) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        try:
+            decoded = _pcm(stream, [p for p in container.demux(stream) if p.size])
+        except (av.error.FFmpegError, ValueError):
+            return None
+    if decoded is None:
+        return None
+    pcm, start = decoded
+    if start >= 0:
+        return np.concatenate([np.zeros((2, start), dtype=np.float32), pcm], axis=1)
+    return pcm[:, -start:]
+
+
 # --- Joining a chain into one video ---------------------------------------------------------
 
 # Decoders whose output we can encode again with a wheel-provided encoder; anything else is

@@ -2,8 +2,10 @@
 colour measures, colour matching, repeats in extend results, the simulator, image checks."""
 
 import io
+import math
 
 import av
+import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
@@ -239,3 +241,68 @@ def test_sharpness_is_lower_for_a_blurred_picture():
     picture = Image.open(io.BytesIO(striped_png((200, 120))))
     assert media.sharpness(picture.filter(ImageFilter.GaussianBlur(2))) < 0.5 * media.sharpness(picture)
     assert media.sharpness(Image.new("RGB", (50, 50), (90, 90, 90))) == 0
+
+
+# --- The simulator's sound, extend and end frame --------------------------------------------
+
+
+def dominant_pitch(pcm):
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    return np.argmax(spectrum) * 48000 / len(pcm)
+
+
+def test_simulator_soundtrack_follows_the_picture_and_lasts_as_long(tmp_path):
+    path = tmp_path / "sound.mp4"
+    render(path, "A humming machine", "16:9", 4, None, audio=True)
+    info = media.probe(path)
+    assert (info.has_audio, info.audio_codec, info.audio_sample_rate, info.audio_channels) == (
+        True,
+        "aac",
+        48000,
+        2,
+    )
+    pcm = media.sound_samples(path)
+    assert pcm.shape[1] / 48000 == pytest.approx(4.0, abs=1 / 24)
+    with av.open(str(path)) as container:
+        audio = container.streams.audio[0]
+        assert float(audio.duration * audio.time_base) == pytest.approx(4.0, abs=1e-3)
+    # The pitch follows the first shape across its orbit (see _procedural_frame): an octave
+    # above 220 Hz at its right-most, falling as it swings left.
+    for start in (0.0, 1.5, 2.5, 3.7):
+        middle = start + 0.1
+        position = 0.5 + 0.5 * math.cos(middle * 0.6)  # the shape's x, 0 (left) to 1 (right)
+        pitch = dominant_pitch(pcm[0, int(start * 48000) : int(start * 48000) + 9600])
+        assert pitch == pytest.approx(220 * 2**position, rel=0.03)
+    # ...and its balance: louder on the right while the shape is right of centre.
+    early, late = pcm[:, :48000], pcm[:, 3 * 48000 :]
+    assert (
+        np.abs(early[1]).mean() > np.abs(early[0]).mean() and np.abs(late[1]).mean() < np.abs(late[0]).mean()
+    )
+
+
+def test_simulator_without_audio_has_no_sound_stream(clip_path):
+    assert not media.probe(clip_path).has_audio
+
+
+def test_simulator_end_frame_is_the_last_picture(tmp_path):
+    end = tmp_path / "end.png"
+    end.write_bytes(striped_png())
+    path = tmp_path / "to-end.mp4"
+    render(path, "Towards the end picture", "16:9", 2, None, end_frame=end)
+    assert mean_abs_diff(media.last_frame(path), Image.open(end)) < 3
+    assert mean_abs_diff(media.frame_at(path, 0.5), Image.open(end)) > 20
+
+
+def test_simulator_extend_starts_with_the_source_then_continues_from_its_last_frame(tmp_path):
+    source = tmp_path / "source.mp4"
+    render(source, "A slow pan over a mountain lake", "16:9", 1, None, audio=True)
+    extended = tmp_path / "extended.mp4"
+    render(extended, "The pan goes on", "16:9", 1, None, audio=True, extend_source=source)
+    original, result = decode_all(source), decode_all(extended)
+    assert len(result) == 48
+    assert max(mean_abs_diff(a, b) for a, b in zip(original, result)) < 2
+    assert mean_abs_diff(result[24], original[-1]) < 2  # the new segment starts where it ended
+    assert mean_abs_diff(result[-1], original[-1]) > 4  # ...and moves on
+    sound, repeated = media.sound_samples(extended), media.sound_samples(source)
+    assert sound.shape[1] / 48000 == pytest.approx(2, abs=1 / 24)
+    assert np.abs(sound[:, 4800:40000] - repeated[:, 4800:40000]).max() < 0.05  # its sound too
