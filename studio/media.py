@@ -439,6 +439,270 @@ def check_video(path: Path) -> VideoInfo:
     return info
 
 
+# --- Measures of frames and seams -----------------------------------------------------------
+
+# Figures of a seam are taken on both pictures scaled to this width (the height follows the
+# first picture's shape): small enough to be fast and to ignore compression noise and a
+# pixel or two of motion, large enough to see a jump.
+SEAM_WIDTH = 160
+
+# Thresholds measured on continued 854x480 simulator clips (bench/media.py seams; figures in
+# bench/RESULTS.md, "Seam thresholds"), difference / colour shift, min-max:
+#   consecutive frames of one clip (570)        0.05-2.6    0.00-0.59
+#   a true hand-off (last, or picked and cut)   1.1-1.4     0.41-0.55
+#   hand-off from 6 / 12 / 24 frames earlier    9.2-26      1.6-3.8
+#   colour-drifted continuation, 2 / 4 / 8 %    0.6-7.1     0.15-4.2  (8 %: 5.4+, 2.5+)
+#   a cut to a different clip                   49-53       32-69
+# A seam jumps above either threshold: the difference one sits twice above any smooth seam
+# and below every backward jump; the colour one is the usual just-noticeable ΔE76 (2.3),
+# four times any smooth seam, under every 8 % grade change.
+SEAM_JUMP_DIFFERENCE = 5.0
+SEAM_JUMP_COLOUR = 2.3
+# drift() of step k against step 1, continuing a photo-like shot with the simulator's push-in
+# (steps 2-5): no grade 0.9 1.8 3.1 7.2; a 2 % grade per hop 1.1 2.4 4.5 8.3; 4 % per hop
+# 1.9 3.7 6.7 10.6. Two frames cannot tell a grade from new content (the push-in compounds to
+# 1.75x by step 5, and a scene of moving shapes measures 6 from step 2 on), so this warns
+# from the third hop on where a 4 % grade per hop is, and a faithful chain is not, for three hops.
+DRIFT_WARN = 3.5
+
+
+# sRGB (D65) to CIE XYZ, and the D65 white point.
+_XYZ_FROM_RGB = np.array(
+    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]],
+    dtype=np.float32,
+)
+_RGB_FROM_XYZ = np.linalg.inv(_XYZ_FROM_RGB).astype(np.float32)
+_WHITE = np.array([0.95047, 1.0, 1.08883], dtype=np.float32)
+_EPSILON = (6 / 29) ** 3
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """CIE Lab of sRGB values 0-255 (any shape ending in 3)."""
+    c = np.asarray(rgb, dtype=np.float32) / 255
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _XYZ_FROM_RGB.T / _WHITE
+    f = np.where(xyz > _EPSILON, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1
+    )
+
+
+def _rgb_from_lab(lab: np.ndarray) -> np.ndarray:
+    """sRGB 0-255 (not clipped) of CIE Lab values."""
+    fy = (lab[..., 0] + 16) / 116
+    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
+    xyz = np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE
+    linear = xyz @ _RGB_FROM_XYZ.T
+    c = np.where(
+        linear <= 0.0031308, 12.92 * linear, 1.055 * np.maximum(linear, 0.0031308) ** (1 / 2.4) - 0.055
+    )
+    return c * 255
+
+
+def _small(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """The picture scaled (area average) and, if its shape differs, centre-cropped to size."""
+    picture = image.convert("RGB")
+    if picture.size != size:
+        picture = ImageOps.fit(picture, size, Image.Resampling.BOX)
+    return np.asarray(picture, dtype=np.float32)
+
+
+def _seam_size(image: Image.Image) -> tuple[int, int]:
+    return SEAM_WIDTH, max(1, round(SEAM_WIDTH * image.height / image.width))
+
+
+@dataclass
+class SeamFigures:
+    difference: float  # mean absolute difference, 0-255
+    colour_shift: float  # distance between the mean colours in CIE Lab (ΔE76)
+    jumps: bool  # above SEAM_JUMP_DIFFERENCE or SEAM_JUMP_COLOUR
+
+
+def seam_figures(before: Image.Image, after: Image.Image) -> SeamFigures:
+    """How much the picture changes across a seam: `before` is the parent's hand-off frame,
+    `after` the next clip's first frame."""
+    size = _seam_size(before)
+    a, b = _small(before, size), _small(after, size)
+    difference = float(np.abs(a - b).mean())
+    shift = float(np.linalg.norm(_lab(a).reshape(-1, 3).mean(0) - _lab(b).reshape(-1, 3).mean(0)))
+    jumps = difference > SEAM_JUMP_DIFFERENCE or shift > SEAM_JUMP_COLOUR
+    return SeamFigures(round(difference, 3), round(shift, 3), jumps)
+
+
+def drift(reference: Image.Image, image: Image.Image) -> float:
+    """How far a step's look has wandered from step 1's: the distance between the mean
+    colours in Lab (ΔE76) plus the change in contrast (spread of L). Compare with DRIFT_WARN;
+    new content moves it too (see there)."""
+    looks = []
+    for picture in (reference, image):
+        lab = _lab(_small(picture, _seam_size(picture))).reshape(-1, 3)
+        looks.append((lab.mean(0), lab[:, 0].std()))
+    (mean_a, spread_a), (mean_b, spread_b) = looks
+    return round(float(np.linalg.norm(mean_a - mean_b) + abs(spread_a - spread_b)), 3)
+
+
+# --- Matching colour to the previous clip ---------------------------------------------------
+
+# What the studio encodes (a colour-matched clip, a re-encoded join): x264 at a fast preset
+# and a quality close to the source's.
+ENCODE_PRESET = "veryfast"
+ENCODE_CRF = "18"
+_X264_FORMATS = ("yuv420p", "yuvj420p", "yuv422p", "yuv444p")
+
+# A correction may push at most this fraction of channel values into 0 or 255 beyond what
+# the picture already had; a stronger one is weakened until it fits.
+CLIP_LIMIT = 0.002
+# A flat channel stretched to a busy one (or the reverse) would mostly amplify noise.
+_SPREAD_RATIO = (0.5, 2.0)
+_LUT_SIZE = 33  # grid of the 3D table that carries a correction to every frame of a clip
+
+
+@dataclass
+class _Correction:
+    """Per-channel mean and spread transfer in Lab: lab' = (lab - mean) * scale + target."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    target: np.ndarray
+
+    def rgb(self, rgb: np.ndarray) -> np.ndarray:
+        return _rgb_from_lab((_lab(rgb) - self.mean) * self.scale + self.target)
+
+    def weakened(self, strength: float) -> _Correction:
+        return _Correction(
+            self.mean, 1 + strength * (self.scale - 1), self.mean + strength * (self.target - self.mean)
+        )
+
+
+def _clipped(rgb: np.ndarray) -> float:
+    """Fraction of channel values at 0 or 255 (after rounding)."""
+    return float(((rgb < 0.5) | (rgb >= 254.5)).mean())
+
+
+def _fit_correction(image: Image.Image, reference: Image.Image) -> _Correction:
+    """The transfer that gives `image` the colour statistics of `reference`, weakened (by
+    bisection on its strength) until it clips no more than CLIP_LIMIT."""
+    source = _small(image, (256, max(1, round(256 * image.height / image.width))))
+    lab_s = _lab(source).reshape(-1, 3)
+    lab_r = _lab(_small(reference, (256, max(1, round(256 * reference.height / reference.width))))).reshape(
+        -1, 3
+    )
+    spread_s, spread_r = lab_s.std(0), lab_r.std(0)
+    scale = np.clip(spread_r / np.maximum(spread_s, 1e-3), *_SPREAD_RATIO)
+    full = _Correction(lab_s.mean(0), scale, lab_r.mean(0))
+    already = _clipped(source)
+
+    def fits(correction: _Correction) -> bool:
+        return _clipped(correction.rgb(source)) - already <= CLIP_LIMIT
+
+    if fits(full):
+        return full
+    low, high = 0.0, 1.0
+    for _ in range(8):
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(full.weakened(middle)) else (low, middle)
+    return full.weakened(low)
+
+
+def colour_transfer(image: Image.Image, reference: Image.Image) -> Image.Image:
+    """`image` with the mean colour and contrast of `reference` (per-channel mean and spread
+    transfer in Lab), weakened where it would clip."""
+    correction = _fit_correction(image, reference)
+    rgb = correction.rgb(np.asarray(image.convert("RGB"), dtype=np.float32))
+    return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
+
+
+def _cube(correction: _Correction, path: Path) -> None:
+    """Write the correction as a 3D table (.cube, red fastest) for FFmpeg's lut3d filter."""
+    steps = np.linspace(0, 255, _LUT_SIZE, dtype=np.float32)
+    b, g, r = np.meshgrid(steps, steps, steps, indexing="ij")
+    grid = np.stack([r, g, b], axis=-1).reshape(-1, 3)
+    table = np.clip(correction.rgb(grid) / 255, 0, 1)
+    with path.open("w") as out:
+        out.write(f"LUT_3D_SIZE {_LUT_SIZE}\n")
+        np.savetxt(out, table, fmt="%.6f")
+
+
+@dataclass
+class ColourMatchResult:
+    before: float  # seam difference of the clip's first frame against the reference
+    after: float  # ...and of the corrected copy's first frame
+    clipped: float  # fraction of channel values the correction pushed to 0 or 255
+
+
+def colour_match_video(source: Path, reference: Image.Image, out: Path, progress=None) -> ColourMatchResult:
+    """A copy of the clip at `out` corrected towards `reference` (the parent's hand-off
+    frame): the correction is fitted once, on the clip's first frame, and the same one is
+    applied to every frame, so the clip keeps its own movement of light. The sound is
+    copied as it is."""
+    with tempfile.TemporaryDirectory(prefix="colour-") as tmp, _reading(source) as container:
+        stream = _video(container)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        cc = stream.codec_context
+        pix_fmt = cc.pix_fmt if cc.pix_fmt in _X264_FORMATS else "yuv420p"
+        total = stream.frames or 0
+        result, graph, done = None, None, 0  # result: set on the first frame
+        with av.open(str(out), "w", format="mp4") as output:
+            video_out = output.add_stream("libx264", rate=_rate(stream))
+            video_out.width, video_out.height, video_out.pix_fmt = cc.width, cc.height, pix_fmt
+            video_out.codec_context.time_base = stream.time_base
+            video_out.options = {"preset": ENCODE_PRESET, "crf": ENCODE_CRF}
+            video_out.codec_context.thread_type = "FRAME"
+            audio_out = output.add_stream_from_template(audio) if audio is not None else None
+            for packet in container.demux(*([stream] + ([audio] if audio is not None else []))):
+                if packet.stream.type == "audio":  # (the end-of-file packets carry no index)
+                    if packet.size:
+                        packet.stream = audio_out
+                        output.mux(packet)
+                    continue
+                for frame in stream.decode(packet):
+                    rgb = frame.reformat(format="rgb24")
+                    if graph is None:
+                        first = rgb.to_image()
+                        correction = _fit_correction(first, reference)
+                        cube = Path(tmp) / "match.cube"
+                        _cube(correction, cube)
+                        graph = _lut_graph(cube, rgb, stream.time_base)
+                    graph.push(rgb)
+                    corrected = graph.pull()
+                    # lut3d tags its output full-range RGB; left so, the way back to YUV
+                    # would keep full range under a limited-range stream (washed colours).
+                    corrected.colorspace, corrected.color_range = rgb.colorspace, rgb.color_range
+                    if result is None:
+                        shown = np.asarray(corrected.to_image())
+                        clipped = max(0.0, _clipped(shown) - _clipped(np.asarray(first)))
+                        result = ColourMatchResult(
+                            seam_figures(reference, first).difference, 0.0, round(clipped, 5)
+                        )
+                    yuv = corrected.reformat(format=pix_fmt)
+                    yuv.pts, yuv.time_base = frame.pts, frame.time_base
+                    for out_packet in video_out.encode(yuv):
+                        output.mux(out_packet)
+                    done += 1
+                    if progress and total:
+                        progress(min(1.0, done / total))
+            for out_packet in video_out.encode():
+                output.mux(out_packet)
+    if result is None:
+        raise MediaError("The video has no frames.")
+    # Measured on the file as written: what the seam will really show.
+    result.after = seam_figures(reference, first_frame(out)).difference
+    return result
+
+
+def _lut_graph(cube: Path, template, time_base):
+    graph = av.filter.Graph()
+    source = graph.add_buffer(
+        width=template.width, height=template.height, format="rgb24", time_base=time_base
+    )
+    lut = graph.add("lut3d", file=str(cube), interp="tetrahedral")
+    sink = graph.add("buffersink")
+    source.link_to(lut)
+    lut.link_to(sink)
+    graph.configure()
+    return graph
+
+
 # --- Sound ----------------------------------------------------------------------------------
 
 AUDIO_RATE = 48000  # the studio's sound: AAC at 48 kHz, stereo

@@ -306,3 +306,74 @@ def test_simulator_extend_starts_with_the_source_then_continues_from_its_last_fr
     sound, repeated = media.sound_samples(extended), media.sound_samples(source)
     assert sound.shape[1] / 48000 == pytest.approx(2, abs=1 / 24)
     assert np.abs(sound[:, 4800:40000] - repeated[:, 4800:40000]).max() < 0.05  # its sound too
+
+
+# --- Seams, drift and colour matching ---------------------------------------------------------
+
+
+def graded(image, gain=(1.12, 1.0, 0.88), lift=8):
+    """The same picture warmer and lifted: the drift a continuation typically shows."""
+    array = np.asarray(image, dtype=np.float32) * np.array(gain) + lift
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def test_seam_figures_tell_a_smooth_seam_from_a_jump(clip_path, tmp_path):
+    frames = decode_all(clip_path)
+    smooth = media.seam_figures(frames[60], frames[61])
+    assert not smooth.jumps and smooth.difference < media.SEAM_JUMP_DIFFERENCE
+    other = tmp_path / "other.mp4"
+    render(other, "Something else entirely", "16:9", 1, None)
+    cut = media.seam_figures(frames[-1], media.first_frame(other))
+    assert cut.jumps and cut.difference > 4 * media.SEAM_JUMP_DIFFERENCE
+    drifted = media.seam_figures(frames[60], graded(frames[60]))
+    assert drifted.jumps and drifted.colour_shift > media.SEAM_JUMP_COLOUR
+
+
+def test_drift_grows_with_the_grade(clip_path):
+    step1 = decode_all(clip_path)[10]
+    assert media.drift(step1, step1) == 0
+    assert media.drift(step1, graded(step1, (1.02, 1, 0.98), 2)) < media.DRIFT_WARN
+    assert media.drift(step1, graded(step1)) > media.DRIFT_WARN
+
+
+def test_colour_transfer_undoes_a_drift_without_clipping(clip_path):
+    reference = decode_all(clip_path)[40]
+    drifted = graded(reference)
+    before = media.seam_figures(reference, drifted)
+    corrected = media.colour_transfer(drifted, reference)
+    after = media.seam_figures(reference, corrected)
+    assert after.difference < 0.5 * before.difference and after.colour_shift < 0.3 * before.colour_shift
+    assert not after.jumps
+    clipped = np.isin(np.asarray(corrected), (0, 255)).mean() - np.isin(np.asarray(drifted), (0, 255)).mean()
+    assert clipped <= media.CLIP_LIMIT
+
+
+def test_colour_transfer_holds_back_a_correction_that_would_clip():
+    # A dark, flat picture asked to match a bright, contrasty one: the full transfer would
+    # push much of it to white.
+    dark = Image.fromarray(np.random.default_rng(1).integers(20, 60, (60, 80, 3)).astype(np.uint8))
+    bright = Image.fromarray(np.random.default_rng(2).integers(120, 256, (60, 80, 3)).astype(np.uint8))
+    corrected = np.asarray(media.colour_transfer(dark, bright))
+    assert np.isin(corrected, (0, 255)).mean() <= media.CLIP_LIMIT
+    assert corrected.mean() > np.asarray(dark).mean() + 20  # ...and still moves towards it
+
+
+def test_colour_match_video_corrects_every_frame_and_keeps_the_sound(tmp_path):
+    parent = tmp_path / "parent.mp4"
+    render(parent, "A lantern over the lake", "16:9", 1, None, audio=True)
+    handoff = media.last_frame(parent)
+    graded(handoff).save(tmp_path / "drifted.png")
+    child = tmp_path / "child.mp4"
+    render(child, "The lantern drifts", "16:9", 1, tmp_path / "drifted.png", audio=True)
+    out = tmp_path / "matched.mp4"
+    progress = []
+    result = media.colour_match_video(child, handoff, out, progress=progress.append)
+    assert result.after < 0.5 * result.before and result.clipped <= media.CLIP_LIMIT
+    assert media.seam_figures(handoff, media.first_frame(child)).jumps
+    assert not media.seam_figures(handoff, media.first_frame(out)).jumps
+    assert media.frame_count(out) == media.frame_count(child) and progress[-1] == 1.0
+    # The same correction on every frame: the last frame moves as much as the first.
+    child_last, out_last = media.last_frame(child), media.last_frame(out)
+    assert media.drift(handoff, out_last) < 0.5 * media.drift(handoff, child_last)
+    with av.open(str(child)) as a, av.open(str(out)) as b:
+        assert [bytes(p) for p in a.demux(audio=0)] == [bytes(p) for p in b.demux(audio=0)]
