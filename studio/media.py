@@ -5,6 +5,7 @@ No ffmpeg binary is called: PyAV's wheel carries what we need (NOTES.md).
 
 from __future__ import annotations
 
+import bisect
 import io
 import itertools
 import math
@@ -13,8 +14,9 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -751,6 +753,14 @@ def sound_samples(path: Path) -> np.ndarray | None:
 
 
 # --- Joining a chain into one video ---------------------------------------------------------
+# Each input is read once: its packets are held while its part is written. The picture is
+# stream-copied when every clip shares its codec parameters. A cut that falls inside a group
+# of pictures (the parent cut after its hand-off frame, repeated leading frames left out)
+# re-encodes only the frames between the cut and the nearest clean group boundary; in H.264
+# those frames carry their own parameter sets, listed next to the clips' own in the one
+# avc1 sample description (see _Splicer). Sound is AAC 48 kHz stereo: AAC units are copied
+# where a clip's own sound plays untouched, and only the units around each seam (where the
+# crossfade is) or of clips in another format are encoded (see _Soundtrack).
 
 # Decoders whose output we can encode again with a wheel-provided encoder; anything else is
 # re-encoded to H.264, which every browser plays.
@@ -760,186 +770,860 @@ ENCODER_FOR = {"h264": "libx264", "hevc": "libx265"}
 @dataclass
 class JoinPart:
     path: Path
-    # Frame 0 repeats the previous part's last frame (a clip continued from it): show it once.
+    # Keep only frames 0..keep_frames-1: the parent is cut right after its hand-off frame.
+    keep_frames: int | None = None
+    # Leave out this many leading frames: 1 when frame 0 repeats the hand-off frame, more
+    # when an extend result repeats its source clip (see repeated_source_frames).
+    skip_frames: int = 0
+    # Frame 0 repeats the previous part's last kept frame: show that picture once. Unlike
+    # skip_frames=1 the join may leave out either copy, whichever keeps more of the stream
+    # copy; ignored when skip_frames is set.
     drop_seam: bool = False
 
 
 @dataclass
 class JoinResult:
-    method: str  # "copy" or "reencode"
-    reason: str  # why re-encoded ("" for a stream copy)
+    method: str  # "copy", "smartcut" (a copy with the frames next to cuts re-encoded) or "reencode"
+    reason: str  # why anything was re-encoded ("" for a plain stream copy)
     frames: int
-    duration: float
-    dropped: int  # seam frames left out
+    duration: float  # of the picture, seconds
+    dropped: int  # repeated frames left out (skip_frames and drop_seam)
+    has_audio: bool = False
+    audio_duration: float = 0.0
+    silent_parts: list[int] = field(default_factory=list)  # parts (0-based) that play silence
+    notes: list[str] = field(default_factory=list)  # plain sentences for the creator
 
 
-@dataclass
-class _PacketScan:
-    signature: tuple
-    time_base: Fraction
-    first_pts: int
-    frame_ticks: int  # one frame, in time_base units
-    end_pts: int  # max pts + one frame
-    last_is_final: bool  # the last packet in decoding order is the last frame shown
+class _Restart(Exception):
+    """The stream copy cannot be frame-exact after all: join again by re-encoding."""
 
 
-def _scan(path: Path) -> _PacketScan:
-    """Codec parameters and packet timing of a video, without decoding it."""
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            cc = stream.codec_context
-            rate = stream.average_rate or stream.guessed_rate or Fraction(24)
-            tb = stream.time_base
-            frame_ticks = max(1, round(1 / (rate * tb)))
-            signature = (
-                cc.name,
-                cc.profile,
-                cc.width,
-                cc.height,
-                cc.pix_fmt,
-                bytes(cc.extradata or b""),
-                Fraction(rate),
-            )
-            first_pts, max_pts, last_pts, last_duration = None, None, None, None
-            for packet in container.demux(stream):
-                if packet.size == 0 or packet.pts is None:
+class _Clip:
+    """One part of a join, open: header facts at once, its packets after read()."""
+
+    def __init__(self, number: int, part: JoinPart, container):
+        self.number, self.part, self.container = number, part, container
+        self.video = _video(container)
+        self.audio = container.streams.audio[0] if container.streams.audio else None
+        self.index = _index(self.video)
+        self.packets: list = []  # video, in decode order
+        self.audio_packets: list = []
+
+    @property
+    def label(self) -> str:
+        return f"clip {self.number + 1}"
+
+    def signature(self) -> tuple:
+        cc = self.video.codec_context
+        return (
+            cc.name,
+            cc.profile,
+            cc.width,
+            cc.height,
+            cc.pix_fmt,
+            bytes(cc.extradata or b""),
+            _rate(self.video),
+        )
+
+    def read(self) -> None:
+        streams = [self.video] + ([self.audio] if self.audio is not None else [])
+        try:
+            for packet in self.container.demux(*streams):
+                if not packet.size or packet.pts is None:
                     continue
-                first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
-                if max_pts is None or packet.pts >= max_pts:
-                    max_pts, last_duration = packet.pts, packet.duration
-                last_pts = packet.pts
-    except (av.error.FFmpegError, IndexError) as exc:
-        raise MediaError("A clip of the chain could not be read; the file may be damaged.") from exc
-    if max_pts is None:
-        raise MediaError("A clip of the chain has no frames.")
-    return _PacketScan(
-        signature, tb, first_pts, frame_ticks, max_pts + (last_duration or frame_ticks), last_pts == max_pts
-    )
+                if packet.stream_index == self.video.index:
+                    self.packets.append(packet)
+                else:
+                    self.audio_packets.append(packet)
+        except av.error.FFmpegError as exc:
+            raise MediaError(
+                f"Clip {self.number + 1} of the chain could not be read; the file may be damaged."
+            ) from exc
+        if not self.packets:
+            raise MediaError(f"Clip {self.number + 1} of the chain has no frames.")
+        self.order = sorted(packet.pts for packet in self.packets)
+        if len(set(self.order)) != len(self.order):
+            raise _Restart(f"the frames of {self.label} have ambiguous timestamps")
+        last = max(self.packets, key=lambda p: p.pts)
+        self.end = last.pts + (last.duration or round(1 / (_rate(self.video) * self.video.time_base)))
+
+    @property
+    def count(self) -> int:
+        return len(self.packets)
+
+    def pts_at(self, number: int) -> int:
+        """Presentation time of frame `number` (as read: the join retimes the packets
+        themselves); the clip's end for number == count."""
+        return self.order[number] if number < self.count else self.end
+
+    def kept(self, extra_head: int, extra_tail: int) -> tuple[int, int]:
+        """Frames a..b-1 of this clip that the join shows."""
+        part = self.part
+        b = self.count if part.keep_frames is None else part.keep_frames
+        if b > self.count:
+            raise FrameOutOfRange(
+                f"The hand-off frame {b - 1} is not in {self.label}: it has {self.count} frames."
+            )
+        a, b = part.skip_frames + extra_head, b - extra_tail
+        if a >= b:
+            raise MediaError(
+                f"No frame of {self.label} is left to show once the repeated frames are left out."
+            )
+        return a, b
+
+    def head_cost(self) -> int:
+        """Frames to re-encode if frame 0 is left out in a stream copy: up to the next
+        keyframe (from the index, without reading the clip)."""
+        later = sorted(n for n in (self.index.keyframes.values() if self.index else ()) if n > 0)
+        return (later[0] if later else self.index.count if self.index else 10**9) - 1
 
 
-def join_plan(parts: list[JoinPart]) -> tuple[str, str, list[_PacketScan]]:
-    """Stream copy when every part has the same codec parameters and each seam frame can be
-    left out without breaking another frame; otherwise re-encode (and say why)."""
-    scans = [_scan(part.path) for part in parts]
-    if any(scan.signature != scans[0].signature for scan in scans):
-        return "reencode", "the clips differ in codec, size or frame rate", scans
-    for previous, part in zip(scans, parts[1:]):
-        # A continued clip starts on a keyframe every later frame depends on, so in a stream
-        # copy the repeated picture is left out at the end of the previous clip instead. That
-        # is only safe when no other frame refers to it: when it is the last packet decoded
-        # (no B-frames after it). Otherwise only decoding and encoding again can remove it.
-        if part.drop_seam and not previous.last_is_final:
-            return "reencode", "the seam frames are referenced by other frames (B-frames)", scans
-    return "copy", "", scans
+def _check_parts(parts: list[JoinPart]) -> None:
+    for number, part in enumerate(parts, 1):
+        if part.keep_frames is not None and part.keep_frames < 1:
+            raise MediaError(f"Clip {number} of the chain would keep no frames.")
+        if part.skip_frames < 0:
+            raise MediaError(f"Clip {number} of the chain cannot skip a negative number of frames.")
 
 
 def join_videos(parts: list[JoinPart], out_path: Path, progress=None) -> JoinResult:
-    """Join videos end to end into one MP4 at `out_path` (video only), leaving out the
-    repeated seam frames. `progress(fraction)` is called as the work goes on."""
+    """Join videos end to end into one MP4 at `out_path`, with sound, showing frames
+    skip_frames..keep_frames-1 of each part (a repeated seam picture once). `progress(fraction)`
+    is called as the work goes on."""
     if not parts:
         raise MediaError("There is nothing to join.")
-    method, reason, scans = join_plan(parts)
-    if method == "copy":
-        dropped = _join_by_copy(parts, scans, out_path, progress)
-    else:
-        dropped = _join_by_reencode(parts, out_path, progress)
-    info = probe(out_path)
-    frames = info.frames or _count_frames(out_path)
-    return JoinResult(method, reason, frames, info.duration, dropped)
+    _check_parts(parts)
+    try:
+        return _join(parts, out_path, progress, None)
+    except _Restart as restart:
+        return _join(parts, out_path, progress, str(restart))
 
 
-def _count_frames(path: Path) -> int:
-    with av.open(str(path)) as container:
-        return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
-
-
-def _join_by_copy(parts, scans, out_path: Path, progress) -> int:
-    """Copy the packets, shifting their timestamps so each part starts where the last ended
-    (the NOTES.md recipe: guard against non-increasing dts, which B-frame clips produce)."""
-    tb = scans[0].time_base
-    offset = 0  # where the current part starts, in `tb`
-    last_dts = None
-    dropped = 0
-    with av.open(str(parts[0].path)) as first, av.open(str(out_path), "w", format="mp4") as out:
-        out_stream = out.add_stream_from_template(first.streams.video[0])
-        for index, (part, scan) in enumerate(zip(parts, scans)):
-            drop_last = index + 1 < len(parts) and parts[index + 1].drop_seam
-            last_pts = scan.end_pts - scan.frame_ticks
-            with av.open(str(part.path)) as container:
-                stream = container.streams.video[0]
-                scale = stream.time_base / tb
-                for packet in container.demux(stream):
-                    if packet.size == 0 or packet.pts is None:
-                        continue
-                    if drop_last and packet.pts == last_pts:
-                        dropped += 1
-                        continue
-                    pts = offset + round((packet.pts - scan.first_pts) * scale)
-                    dts = offset + round(
-                        ((packet.dts if packet.dts is not None else packet.pts) - scan.first_pts) * scale
-                    )
-                    if last_dts is not None and dts <= last_dts:
-                        dts = last_dts + 1
-                    pts = max(pts, dts)
-                    packet.pts, packet.dts = pts, dts
-                    packet.duration = round((packet.duration or scan.frame_ticks) * scale)
-                    packet.time_base = tb
-                    packet.stream = out_stream
-                    out.mux(packet)
-                    last_dts = dts
-            span = scan.end_pts - scan.first_pts - (scan.frame_ticks if drop_last else 0)
-            offset += round(span * scans[index].time_base / tb)
-            if progress:
-                progress((index + 1) / len(parts))
-    return dropped
-
-
-def _join_by_reencode(parts, out_path: Path, progress) -> int:
-    """Decode every part and encode one video in the first part's format (codec, size,
-    pixel format, frame rate), skipping the repeated seam frames."""
-    with av.open(str(parts[0].path)) as first:
-        stream = first.streams.video[0]
-        cc = stream.codec_context
-        width, height, pix_fmt = cc.width, cc.height, cc.pix_fmt or "yuv420p"
-        rate = Fraction(stream.average_rate or stream.guessed_rate or 24)
-        encoder = ENCODER_FOR.get(cc.name, "libx264")
-    if encoder not in av.codecs_available:
-        encoder = "libx264"
-    if encoder == "libx264" and pix_fmt not in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p"):
-        pix_fmt = "yuv420p"
-    dropped = 0
-    index = 0
-    frame_tb = 1 / rate
-    with av.open(str(out_path), "w", format="mp4") as out:
-        out_stream = out.add_stream(encoder, rate=rate)
-        out_stream.width, out_stream.height, out_stream.pix_fmt = width, height, pix_fmt
-        if encoder in ("libx264", "libx265"):
-            out_stream.options = {"preset": "veryfast", "crf": "18"}
+def _join(parts, out_path: Path, progress, reencode_reason: str | None) -> JoinResult:
+    with ExitStack() as stack:
+        clips = []
         for number, part in enumerate(parts):
-            try:
-                with av.open(str(part.path)) as container:
-                    for position, frame in enumerate(container.decode(container.streams.video[0])):
-                        if position == 0 and part.drop_seam and number > 0:
-                            dropped += 1
-                            continue
-                        if (frame.width, frame.height, frame.format.name) != (width, height, pix_fmt):
-                            frame = frame.reformat(width=width, height=height, format=pix_fmt)
-                        frame.pts = index
-                        frame.time_base = frame_tb
-                        frame.pict_type = av.video.frame.PictureType.NONE
-                        index += 1
-                        for packet in out_stream.encode(frame):
-                            out.mux(packet)
-            except av.error.FFmpegError as exc:
-                raise MediaError(f"Clip {number + 1} of the chain could not be decoded.") from exc
+            container = stack.enter_context(_reading(part.path, f"Clip {number + 1} of the chain"))
+            clips.append(_Clip(number, part, container))
+        reason = reencode_reason
+        if reason is None and any(c.signature() != clips[0].signature() for c in clips):
+            reason = "the clips differ in codec, size or frame rate"
+        output = stack.enter_context(av.open(str(out_path), "w", format="mp4"))
+        writer = _CopyWriter(clips, output) if reason is None else _EncodeWriter(clips, output, reason)
+        soundtrack = _Soundtrack(output) if any(c.audio is not None for c in clips) else None
+        # A part's sound is decoded (to catch corrupt sound) on a second thread while its
+        # picture is written: PyAV lets go of the GIL in both.
+        sound_reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        dropped = 0
+        for clip in clips:
+            following = clips[clip.number + 1] if clip.number + 1 < len(clips) else None
+            clip.read()
+            sound = sound_reader.submit(_decode_sound, clip) if soundtrack is not None else None
+            head, tail = writer.seam_drops(clip, following)
+            a, b = clip.kept(head, tail)
+            dropped += head + tail + clip.part.skip_frames
+            start, end = writer.position_seconds(), writer.seconds_after(clip, a, b)
+            writer.write(clip, a, b)
+            if soundtrack is not None:
+                soundtrack.add(clip, a, start, end, sound.result())
+                writer.mux(soundtrack.take())
+            clip.packets = clip.audio_packets = []  # done with them: let them go
             if progress:
-                progress((number + 1) / len(parts) * 0.98)
-        for packet in out_stream.encode():
-            out.mux(packet)
-    if index == 0:
-        raise MediaError("The chain has no frames to join.")
-    return dropped
+                progress((clip.number + 1) / len(clips) * 0.99)
+        if soundtrack is not None:
+            writer.mux(soundtrack.finish())
+        writer.close()
+        method, reason = writer.method()
+        result = JoinResult(
+            method, reason, writer.frames, round(float(writer.position_seconds()), 6), dropped
+        )
+    if soundtrack is not None:
+        soundtrack.report(result)
+    else:
+        result.notes.append("None of the clips has sound, so the joined video is silent.")
+    return result
+
+
+class _Writer:
+    """The picture side of a join: where the output stands, and how each part is written."""
+
+    def __init__(self, output):
+        self.output = output
+        self.frames = 0
+
+    def mux(self, packets) -> None:
+        for packet in packets:
+            self.output.mux(packet)
+
+
+class _CopyWriter(_Writer):
+    """Stream copy: packets keep their bytes and get new timestamps."""
+
+    def __init__(self, clips: list[_Clip], output):
+        super().__init__(output)
+        template = clips[0].video
+        self.stream = output.add_stream_from_template(template)
+        self.time_base = template.time_base
+        self.rate = _rate(template)
+        self.offset = 0  # where the next part starts, in time_base
+        self.last_dts = None
+        self.reencoded = 0
+        self.pending_head = 0  # the next part leaves out its frame 0 (a seam decided here)
+        self.splicer, self.splice_problem = None, ""
+        if any(c.part.keep_frames is not None or c.part.skip_frames or c.part.drop_seam for c in clips):
+            self.splicer, self.splice_problem = _Splicer.for_stream(template)
+            if self.splicer is not None:
+                self.stream.codec_context.extradata = self.splicer.config
+
+    def position_seconds(self) -> Fraction:
+        return self.offset * self.time_base
+
+    def _span(self, clip: _Clip, a: int, b: int) -> int:
+        return round((clip.pts_at(b) - clip.pts_at(a)) * clip.video.time_base / self.time_base)
+
+    def seconds_after(self, clip: _Clip, a: int, b: int) -> Fraction:
+        return (self.offset + self._span(clip, a, b)) * self.time_base
+
+    def seam_drops(self, clip: _Clip, following: _Clip | None) -> tuple[int, int]:
+        """(frames left out at this clip's start, at its end) for repeated seam pictures:
+        either copy of the picture may go, so take the one that re-encodes fewer frames."""
+        head, tail, self.pending_head = self.pending_head, 0, 0
+        if following is not None and following.part.drop_seam and not following.part.skip_frames:
+            a, b = clip.kept(head, 0)
+            extra = self._to_encode(clip, a, b - 1) - self._to_encode(clip, a, b)
+            if b - 1 > a and extra <= following.head_cost():
+                tail = 1
+            else:
+                self.pending_head = 1
+        return head, tail
+
+    def _to_encode(self, clip: _Clip, a: int, b: int) -> int:
+        core = _copy_core(clip, a, b)
+        return b - a if core is None else (core[2] - a) + (b - core[3])
+
+    def write(self, clip: _Clip, a: int, b: int) -> None:
+        # Integer arithmetic: Fractions per packet cost a tenth of a copy join's time.
+        num, den = (clip.video.time_base / self.time_base).as_integer_ratio()
+        base, offset = clip.pts_at(a), self.offset
+
+        def rescaled(value: int) -> int:
+            return value if num == den else (2 * value * num + den) // (2 * den)
+
+        def at(pts: int) -> int:
+            return offset + rescaled(pts - base)
+
+        core = _copy_core(clip, a, b)
+        segments = [(a, b)] if core is None else [(a, core[2]), (core[3], b)]
+        segments = [(start, stop) for start, stop in segments if start < stop]
+        encoded = {}
+        if segments:
+            if self.splicer is None:
+                raise _Restart(
+                    f"a cut in {clip.label} falls inside a group of pictures and {self.splice_problem}"
+                )
+            encoded = self.splicer.encode(clip, segments, at)
+            self.reencoded += sum(stop - start for start, stop in segments)
+        copied = []
+        if core is not None:
+            ticks = round(1 / (self.rate * self.time_base))
+            for packet in clip.packets[core[0] : core[1]]:
+                dts = packet.dts if packet.dts is not None else packet.pts
+                packet.pts, packet.dts = at(packet.pts), at(dts)
+                packet.duration = rescaled(packet.duration) if packet.duration else ticks
+                packet.time_base = self.time_base
+                copied.append(packet)
+        if core is None:
+            ordered = encoded.get((a, b), [])
+        else:
+            ordered = encoded.get((a, core[2]), []) + copied + encoded.get((core[3], b), [])
+        for packet in ordered:
+            self._mux_video(packet)
+        self.offset += self._span(clip, a, b)
+        self.frames += b - a
+
+    def _mux_video(self, packet) -> None:
+        # Parts whose decoders run with different delays (B-frames) would give the muxer a
+        # decode time that goes back at the join; nudge it forward, never past its display.
+        if self.last_dts is not None and packet.dts <= self.last_dts:
+            packet.dts = self.last_dts + 1
+        packet.pts = max(packet.pts, packet.dts)
+        self.last_dts = packet.dts
+        packet.stream = self.stream
+        self.output.mux(packet)
+
+    def close(self) -> None:
+        pass
+
+    def method(self) -> tuple[str, str]:
+        if not self.reencoded:
+            return "copy", ""
+        count = self.reencoded
+        frames = f"{count} frame next to a cut was" if count == 1 else f"{count} frames next to the cuts were"
+        return "smartcut", f"{frames} re-encoded; the rest is a stream copy"
+
+
+def _copy_core(clip: _Clip, a: int, b: int) -> tuple[int, int, int, int] | None:
+    """(x, y, c0, c1): packets x..y-1 in decode order show exactly frames c0..c1-1, with
+    a <= c0 and c1 <= b, and decode on their own: x starts a closed group (its frame number
+    is its decode position, and it is an IDR picture when x > 0). The longest such run, or
+    None when no clean group starts among frames a..b-1."""
+    rank = {pts: number for number, pts in enumerate(clip.order)}
+    ranks = [rank[packet.pts] for packet in clip.packets]
+    x = next(
+        (
+            x
+            for x, packet in enumerate(clip.packets)
+            if ranks[x] == x >= a and packet.is_keyframe and (x == 0 or _starts_clean(clip, packet))
+        ),
+        None,
+    )
+    if x is None or ranks[x] >= b:
+        return None
+    y, top = x + 1, -1
+    for j in range(x, len(ranks)):
+        top = max(top, ranks[j])
+        if top >= b:
+            break
+        if top == ranks[x] + j - x:  # x..j show a gapless run of frames
+            y = j + 1
+    return x, y, ranks[x], ranks[x] + y - x
+
+
+def _starts_clean(clip: _Clip, packet) -> bool:
+    """No later packet refers to one before this keyframe (an H.264 IDR picture). Other
+    codecs' keyframes are taken at their word."""
+    if clip.video.codec_context.name != "h264":
+        return True
+    config = bytes(clip.video.codec_context.extradata or b"")
+    size = (config[4] & 3) + 1 if len(config) > 4 and config[0] == 1 else 4
+    data, position = bytes(packet), 0
+    while position + size < len(data):
+        length = int.from_bytes(data[position : position + size], "big")
+        if data[position + size] & 0x1F == 5:
+            return True
+        position += size + length
+    return False
+
+
+class _EncodeWriter(_Writer):
+    """Decode every part and encode one video in the first part's format (codec, size,
+    pixel format, frame rate), frame threads on both sides (NOTES.md)."""
+
+    def __init__(self, clips: list[_Clip], output, reason: str):
+        super().__init__(output)
+        self.reason = reason
+        first = clips[0].video
+        cc = first.codec_context
+        self.rate = _rate(first)
+        encoder = ENCODER_FOR.get(cc.name, "libx264")
+        if encoder not in av.codecs_available:
+            encoder = "libx264"
+        pix_fmt = cc.pix_fmt or "yuv420p"
+        if encoder == "libx264" and pix_fmt not in _X264_FORMATS:
+            pix_fmt = "yuv420p"
+        self.shape = (cc.width, cc.height, pix_fmt)
+        self.stream = output.add_stream(encoder, rate=self.rate)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = self.shape
+        if encoder in ("libx264", "libx265"):
+            self.stream.options = {"preset": ENCODE_PRESET, "crf": ENCODE_CRF}
+        self.stream.codec_context.thread_type = "FRAME"
+        self.time_base = 1 / self.rate
+
+    def position_seconds(self) -> Fraction:
+        return self.frames / self.rate
+
+    def seconds_after(self, clip: _Clip, a: int, b: int) -> Fraction:
+        return (self.frames + b - a) / self.rate
+
+    def seam_drops(self, clip: _Clip, following: _Clip | None) -> tuple[int, int]:
+        # Everything is decoded anyway: the parent ends on its hand-off frame and the
+        # child's repeat of it goes.
+        return (1 if clip.number and clip.part.drop_seam and not clip.part.skip_frames else 0), 0
+
+    def write(self, clip: _Clip, a: int, b: int) -> None:
+        number = 0
+        try:
+            for packet in [*clip.packets, None]:
+                for frame in clip.video.decode(packet):
+                    if a <= number < b:
+                        if (frame.width, frame.height, frame.format.name) != self.shape:
+                            frame = frame.reformat(
+                                width=self.shape[0], height=self.shape[1], format=self.shape[2]
+                            )
+                        frame.pts, frame.time_base = self.frames, self.time_base
+                        frame.pict_type = av.video.frame.PictureType.NONE
+                        self.frames += 1
+                        self.mux(self.stream.encode(frame))
+                    number += 1
+                if number >= b:
+                    break
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"Clip {clip.number + 1} of the chain could not be decoded.") from exc
+        if number < b:
+            raise MediaError(f"Only {number} frames of {clip.label} could be decoded.")
+
+    def close(self) -> None:
+        self.mux(self.stream.encode())
+
+    def method(self) -> tuple[str, str]:
+        return "reencode", self.reason
+
+
+# --- H.264 frames that sit between copied ones ---------------------------------------------
+
+_X264_PROFILES = {66: "baseline", 77: "main", 100: "high"}
+
+
+def _annexb_units(data: bytes) -> list[bytes]:
+    # A NAL unit never contains 00 00 01 (emulation prevention) nor ends in a zero byte.
+    return [unit.rstrip(b"\x00") for unit in data.split(b"\x00\x00\x01") if unit.rstrip(b"\x00")]
+
+
+def _exp_golomb(data: bytes, count: int) -> list[int]:
+    """The first `count` unsigned Exp-Golomb values of an RBSP."""
+    bits = "".join(f"{byte:08b}" for byte in data.replace(b"\x00\x00\x03", b"\x00\x00")[:16])
+    values, position = [], 0
+    for _ in range(count):
+        zeros = bits.index("1", position) - position
+        values.append(int(bits[position + zeros : position + 2 * zeros + 1], 2) - 1)
+        position += 2 * zeros + 1
+    return values
+
+
+def _avc_sets(config: bytes) -> tuple[list[bytes], list[bytes], bytes]:
+    """SPS list, PPS list and what follows them, from an avcC record."""
+    sets, position = [], 5
+    for mask in (0x1F, 0xFF):  # the SPS count shares its byte with reserved bits
+        count = config[position] & mask
+        position += 1
+        units = []
+        for _ in range(count):
+            length = int.from_bytes(config[position : position + 2], "big")
+            units.append(config[position + 2 : position + 2 + length])
+            position += 2 + length
+        sets.append(units)
+    return sets[0], sets[1], config[position:]
+
+
+class _Splicer:
+    """Encodes the frames between a cut and the nearest clean group boundary so they can sit
+    in the same H.264 track as stream-copied packets. libx264 cannot reproduce another
+    encoder's parameter sets, so its frames use parameter sets of their own, under ids the
+    clips do not use (x264's sps-id), listed next to the clips' in the one avc1 sample
+    description: every frame finds its sets there, and the switches happen at IDR pictures,
+    where H.264 allows them."""
+
+    def __init__(self, template, options: dict, config: bytes, headers: bytes):
+        cc = template.codec_context
+        self.width, self.height, self.pix_fmt = cc.width, cc.height, cc.pix_fmt
+        self.rate, self.time_base = _rate(template), template.time_base
+        self.options, self.config, self.headers = options, config, headers
+        self.length_size = (config[4] & 3) + 1
+
+    @classmethod
+    def for_stream(cls, template) -> tuple[_Splicer | None, str]:
+        """A splicer for clips shaped like `template`, or None and why there is none."""
+        cc = template.codec_context
+        config = bytes(cc.extradata or b"")
+        if cc.name != "h264" or "libx264" not in av.codecs_available:
+            return None, f"only H.264 can be re-encoded around a cut (these clips are {cc.name})"
+        if len(config) < 7 or config[0] != 1 or config[1] not in _X264_PROFILES or config[3] < 10:
+            return None, "the clips' H.264 profile cannot be matched"
+        if cc.pix_fmt not in ("yuv420p", "yuvj420p"):
+            return None, f"the clips' pixel format ({cc.pix_fmt}) cannot be matched"
+        sps, pps, rest = _avc_sets(config)
+        used = {_exp_golomb(unit[4:], 1)[0] for unit in sps} | {_exp_golomb(unit[1:], 1)[0] for unit in pps}
+        free = min(set(range(1, 32)) - used)
+        options = {
+            "preset": ENCODE_PRESET,
+            "crf": ENCODE_CRF,
+            "profile": _X264_PROFILES[config[1]],
+            "level": f"{config[3] / 10:.1f}",
+            "x264-params": f"sps-id={free}",
+        }
+        splicer = cls(template, options, config, b"")
+        encoder = splicer._encoder()
+        splicer.headers = bytes(encoder.extradata or b"")
+        units = _annexb_units(splicer.headers)
+        ours_sps = [u for u in units if u[0] & 0x1F == 7]
+        ours_pps = [u for u in units if u[0] & 0x1F == 8]
+        if (
+            len(ours_sps) != 1
+            or len(ours_pps) != 1
+            or ours_sps[0][1] != config[1]
+            or ours_sps[0][3] > config[3]
+            or _exp_golomb(ours_sps[0][4:], 1)[0] != free
+        ):
+            return None, "the frames re-encoded for it would not fit the clips' H.264 profile and level"
+
+        def record(units: list[bytes]) -> bytes:
+            return b"".join(len(unit).to_bytes(2, "big") + unit for unit in units)
+
+        splicer.config = (
+            config[:5]
+            + bytes([0xE0 | (len(sps) + 1)])
+            + record(sps + ours_sps)
+            + bytes([len(pps) + 1])
+            + record(pps + ours_pps)
+            + rest
+        )
+        return splicer, ""
+
+    def _encoder(self):
+        encoder = av.CodecContext.create("libx264", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = self.width, self.height, self.pix_fmt
+        encoder.time_base, encoder.framerate = self.time_base, self.rate
+        encoder.options = dict(self.options)
+        # Parameter sets out of band (in `extradata`), as MP4 wants them.
+        encoder.flags |= av.codec.context.Flags.global_header
+        encoder.thread_type = "FRAME"
+        encoder.open()
+        return encoder
+
+    def encode(self, clip: _Clip, segments: list[tuple[int, int]], at) -> dict:
+        """Packets for each (start, stop) range of frames, timed by at(pts), from one decode
+        pass starting at the last clean keyframe before the first range."""
+        rank = {pts: number for number, pts in enumerate(clip.order)}
+        first = min(start for start, _ in segments)
+        begin = max(
+            x
+            for x, packet in enumerate(clip.packets)
+            if x == 0
+            or (packet.is_keyframe and rank[packet.pts] == x <= first and _starts_clean(clip, packet))
+        )
+        results = {segment: [] for segment in segments}
+        encoders, left = {}, len(segments)
+        try:
+            for packet in [*clip.packets[begin:], None]:
+                for frame in clip.video.decode(packet):
+                    number = rank.get(frame.pts, -1)
+                    segment = next((s for s in segments if s[0] <= number < s[1]), None)
+                    if segment is None:
+                        continue
+                    if segment not in encoders:
+                        encoders[segment] = self._encoder()
+                        if bytes(encoders[segment].extradata or b"") != self.headers:
+                            raise _Restart("the re-encoded frames came out with other parameter sets")
+                    frame.pts, frame.time_base = at(frame.pts), self.time_base
+                    frame.pict_type = av.video.frame.PictureType.NONE
+                    results[segment] += encoders[segment].encode(frame)
+                    if number == segment[1] - 1:
+                        results[segment] += encoders[segment].encode(None)
+                        left -= 1
+                if not left:
+                    break
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"Clip {clip.number + 1} of the chain could not be decoded.") from exc
+        if left:
+            raise MediaError(f"Some frames of {clip.label} could not be decoded.")
+        ticks = round(1 / (self.rate * self.time_base))
+        return {segment: [self._packet(p, ticks) for p in packets] for segment, packets in results.items()}
+
+    def _packet(self, encoded, ticks: int):
+        units = [u for u in _annexb_units(bytes(encoded)) if u[0] & 0x1F not in (7, 8, 9)]
+        packet = av.Packet(b"".join(len(u).to_bytes(self.length_size, "big") + u for u in units))
+        packet.pts, packet.dts = encoded.pts, encoded.dts
+        packet.duration = encoded.duration or ticks
+        packet.time_base = self.time_base
+        packet.is_keyframe = encoded.is_keyframe
+        return packet
+
+
+# --- The joined sound ----------------------------------------------------------------------
+# One AAC 48 kHz stereo track on the picture's timeline. Each part's sound is placed where
+# its first kept frame lands and plays for exactly as long as its kept frames; a part
+# without usable sound plays silence that long. Seams get a raised-cosine crossfade; where a
+# part has no sound beyond its edge (a clip used to its end), its edge is mirrored, which
+# keeps the waveform continuous through the fade.
+#
+# AAC unit n of the output covers samples [n*1024 - 1024, n*1024) once decoded, and is built
+# from the 2048 samples from n*1024 - 1024 on (MDCT halves overlap-add). A unit is copied as
+# it is when those 2048 samples are one part's own sound, untouched; the others (around
+# seams, and the whole of parts in another format or without sound) are encoded from the
+# mixed timeline, each run of them starting _PREROLL units early so the encoder's window
+# choice has settled when the copied neighbour's overlap is met (measured: starting cold
+# leaves an error of 0.13 on a 0.2 tone in the first unit; two units early, 0.009, the
+# level of AAC's own noise). Copying needs every part's units on one 1024-sample grid, so a
+# copied part's sound moves by up to 512 samples (10.7 ms, under a frame) and no more:
+# the shift does not add up along a chain.
+
+_UNIT = 1024  # samples per AAC unit
+CROSSFADE = 240  # samples each side of a seam: a 10 ms crossfade
+_PREROLL = 2
+_RUN_LIMIT = 512  # units per encoding session, to bound memory on long encoded runs
+_AAC_LC_48K_STEREO = b"\x11\x90"  # AudioSpecificConfig: AAC-LC, 48 kHz, 2 channels
+_AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
+
+
+class _Pcm:
+    """A part's decoded sound at 48 kHz stereo, in pieces by source sample. AAC already at
+    48 kHz stereo keeps its decoded frames as they are: they become arrays only where a
+    seam is mixed, which is all of a copied part that is ever looked at."""
+
+    def __init__(self, pieces: list, end: int):
+        self.starts = [start for start, _ in pieces]
+        self.pieces = [piece for _, piece in pieces]
+        self.start = self.starts[0] if pieces else 0
+        self.end = end
+
+    @classmethod
+    def decoded(cls, clip: _Clip) -> _Pcm | None:
+        """Decode the whole track (so that corrupt sound shows here, not in the output).
+        FFmpeg's errors pass through."""
+        cc = clip.audio.codec_context
+        if cc.name == "aac" and (cc.sample_rate, cc.channels) == (AUDIO_RATE, 2):
+            pieces = []
+            num, den = clip.audio.time_base.as_integer_ratio()
+            for packet in [*clip.audio_packets, None]:
+                for frame in clip.audio.decode(packet):
+                    start = (frame.pts * num * AUDIO_RATE + den // 2) // den if frame.pts is not None else 0
+                    pieces.append((start, frame))
+            if not pieces:
+                return None
+            end = pieces[-1][0] + pieces[-1][1].samples
+        else:
+            decoded = _pcm(clip.audio, clip.audio_packets)
+            if decoded is None:
+                return None
+            pieces, end = [(decoded[1], decoded[0])], decoded[1] + decoded[0].shape[1]
+        # The last unit decodes in full, but the track ends where its packets say: past
+        # that is the encoder's padding, not sound.
+        last = max(clip.audio_packets, key=lambda p: p.pts)
+        if last.duration:
+            end = min(end, round((last.pts + last.duration) * last.time_base * AUDIO_RATE))
+        return cls(pieces, end)
+
+    def read(self, low: int, high: int) -> np.ndarray:
+        """Samples low..high-1 (zero where there are none)."""
+        out = np.zeros((2, high - low), dtype=np.float32)
+        first = max(0, bisect.bisect_right(self.starts, low) - 1)
+        for number in range(first, len(self.pieces)):
+            start = self.starts[number]
+            if start >= min(high, self.end):
+                break
+            piece = self.pieces[number]
+            if isinstance(piece, av.AudioFrame):
+                piece = self.pieces[number] = piece.to_ndarray()
+            a, b = max(low, start), min(high, start + piece.shape[1], self.end)
+            if a < b:
+                out[:, a - low : b - low] = piece[:, a - start : b - start]
+        return out
+
+
+@dataclass
+class _Sound:
+    start: int  # output samples where the part begins and ends
+    end: int
+    offset: int  # output sample = source sample + offset
+    pcm: _Pcm | None
+    units: dict | None  # the part's AAC units by source sample, when they can be copied
+    fade_in: int = 0
+    fade_out: int | None = None  # None while the next part is unknown
+
+    def clean(self) -> tuple[int, int]:
+        """Output samples where this part's own sound plays alone and untouched."""
+        if self.pcm is None:
+            return 0, 0
+        low = max(self.start + self.fade_in, self.pcm.start + self.offset)
+        fade_out = CROSSFADE if self.fade_out is None else self.fade_out
+        return low, min(self.end - fade_out, self.pcm.end + self.offset)
+
+
+def _decode_sound(clip: _Clip) -> tuple[_Pcm | None, str]:
+    """(the sound, state): state is "none", "corrupt", "resampled" or "ok"."""
+    if clip.audio is None or not clip.audio_packets:
+        return None, "none"
+    try:
+        pcm = _Pcm.decoded(clip)
+    except (av.error.FFmpegError, ValueError):
+        return None, "corrupt"
+    if pcm is None:
+        return None, "corrupt"
+    cc = clip.audio.codec_context
+    return pcm, "ok" if (cc.sample_rate, cc.channels) == (AUDIO_RATE, 2) else "resampled"
+
+
+def _aac_units(clip: _Clip) -> dict | None:
+    """The clip's AAC units by source sample when they can go into the joined track as they
+    are: AAC-LC 48 kHz stereo, one unit after another."""
+    cc = clip.audio.codec_context
+    if cc.name != "aac" or bytes(cc.extradata or b"")[:2] != _AAC_LC_48K_STEREO:
+        return None
+    units, expected = {}, None
+    num, den = clip.audio.time_base.as_integer_ratio()
+    for packet in clip.audio_packets:
+        sample, remainder = divmod(packet.pts * num * AUDIO_RATE, den)
+        if remainder or (expected is not None and sample != expected):
+            return None
+        units[sample] = packet
+        expected = sample + _UNIT
+    return units
+
+
+def _raised_cosine(u: np.ndarray) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(np.pi * np.clip(u, 0, 1))
+
+
+def _encode_units(pcm: np.ndarray, first: int, count: int) -> list:
+    """AAC units `first`..`first + count - 1` of a fresh encoding of `pcm`."""
+    encoder = av.CodecContext.create("aac", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = AUDIO_RATE, "stereo", "fltp"
+    encoder.time_base, encoder.bit_rate = _AUDIO_TIME_BASE, 128000
+    encoder.open()
+    packets = []
+    for position in range(0, pcm.shape[1], _UNIT):
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm[:, position : position + _UNIT]), format="fltp", layout="stereo"
+        )
+        frame.sample_rate, frame.pts = AUDIO_RATE, position
+        packets += encoder.encode(frame)
+    packets += encoder.encode(None)
+    return packets[first : first + count]
+
+
+class _Soundtrack:
+    def __init__(self, output):
+        self.stream = output.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
+        self.stream.codec_context.bit_rate = 128000
+        self.parts: list[_Sound] = []
+        self.next_unit = 0  # the first output unit not decided yet
+        self.run: list[int] = []  # undecided units to be encoded together
+        self.ready: list = []
+        self.total: int | None = None
+        self.copied = self.encoded = 0
+        self.states: list[str] = []
+
+    def add(self, clip: _Clip, first: int, start: Fraction, end: Fraction, decoded: tuple) -> None:
+        """Place the sound of `clip` (`decoded` by _decode_sound), whose frame `first` lands
+        at output time `start`."""
+        begin, stop = round(start * AUDIO_RATE), round(end * AUDIO_RATE)
+        pcm, state = decoded
+        units = _aac_units(clip) if state == "ok" else None
+        offset = round(begin - clip.pts_at(first) * clip.video.time_base * AUDIO_RATE)
+        if units:
+            misfit = (min(units) + offset) % _UNIT
+            offset += -misfit if misfit <= _UNIT // 2 else _UNIT - misfit
+        sound = _Sound(begin, stop, offset, pcm, units)
+        if self.parts:
+            previous = self.parts[-1]
+            half = min(CROSSFADE, (previous.end - previous.start) // 2, (stop - begin) // 2)
+            previous.fade_out = sound.fade_in = half
+        self.parts.append(sound)
+        self.states.append(state)
+        self._decide(stop - CROSSFADE)
+
+    def take(self) -> list:
+        ready, self.ready = self.ready, []
+        return ready
+
+    def finish(self) -> list:
+        self.parts[-1].fade_out = 0
+        self.total = self.parts[-1].end
+        self._decide(None)
+        self._encode_run()
+        return self.take()
+
+    def _decide(self, known: int | None) -> None:
+        """Decide units whose samples are all known (up to `known`; None: the end)."""
+        while True:
+            first_sample = self.next_unit * _UNIT - _UNIT
+            if known is None and first_sample >= self.total:
+                break
+            if known is not None and first_sample + 2 * _UNIT > known:
+                break
+            unit = self._copyable(first_sample)
+            if unit is None:
+                self.run.append(self.next_unit)
+                if len(self.run) >= _RUN_LIMIT:
+                    self._encode_run()
+            else:
+                self._encode_run()
+                self._emit(unit, self.next_unit)
+                self.copied += 1
+            self.next_unit += 1
+        # Parts wholly behind what is still to be encoded are no longer needed.
+        horizon = (self.run[0] if self.run else self.next_unit) * _UNIT - (_PREROLL + 1) * _UNIT
+        for sound in self.parts[:-1]:
+            if sound.end + (sound.fade_out or 0) < horizon:
+                sound.pcm = sound.units = None
+
+    def _copyable(self, first_sample: int):
+        for sound in reversed(self.parts):  # the unit is (nearly always) the newest part's
+            if sound.pcm is None:
+                continue
+            low, high = sound.clean()
+            if sound.units and low <= first_sample and first_sample + 2 * _UNIT <= high:
+                return sound.units.get(first_sample - sound.offset)
+        return None
+
+    def _encode_run(self) -> None:
+        if not self.run:
+            return
+        first, count = self.run[0], len(self.run)
+        begin = first * _UNIT - _UNIT - _PREROLL * _UNIT
+        pcm = self._mix(begin, begin + (_PREROLL + count + 1) * _UNIT)
+        units = _encode_units(pcm, _PREROLL + 1, count)
+        if len(units) != count:
+            raise MediaError("The sound of the chain could not be encoded.")
+        for number, unit in zip(self.run, units):
+            self._emit(unit, number)
+        self.encoded += count
+        self.run = []
+
+    def _emit(self, packet, number: int) -> None:
+        first_sample = number * _UNIT - _UNIT
+        packet.pts = packet.dts = first_sample
+        packet.duration = _UNIT if self.total is None else min(_UNIT, self.total - first_sample)
+        packet.time_base = _AUDIO_TIME_BASE
+        packet.stream = self.stream
+        self.ready.append(packet)
+
+    def _mix(self, begin: int, end: int) -> np.ndarray:
+        """The timeline's samples begin..end-1: every part's sound under its envelope."""
+        out = np.zeros((2, end - begin), dtype=np.float32)
+        for sound in self.parts:
+            if sound.pcm is None:
+                continue
+            fade_out = CROSSFADE if sound.fade_out is None else sound.fade_out
+            low, high = max(begin, sound.start - sound.fade_in), min(end, sound.end + fade_out)
+            if low >= high:
+                continue
+            t = np.arange(low, high)
+            # Past its edges a part plays its own sound if it has more, else its edge mirrored.
+            source = t - sound.offset
+            outside = (t < sound.start) | (t >= sound.end)
+            missing = outside & ((source < sound.pcm.start) | (source >= sound.pcm.end))
+            mirrored = np.where(t < sound.start, 2 * sound.start - 1 - t, 2 * sound.end - 1 - t)
+            source = np.where(missing, mirrored - sound.offset, source)
+            first, last = int(source.min()), int(source.max()) + 1
+            values = sound.pcm.read(first, last)[:, source - first]
+            envelope = np.ones(len(t), dtype=np.float32)
+            if sound.fade_in:
+                envelope *= _raised_cosine((t - sound.start + sound.fade_in) / (2 * sound.fade_in))
+            if fade_out:
+                envelope *= 1 - _raised_cosine((t - sound.end + fade_out) / (2 * fade_out))
+            out[:, low - begin : high - begin] += values * envelope
+        return out
+
+    def report(self, result: JoinResult) -> None:
+        result.has_audio = True
+        if not any(state in ("ok", "resampled") for state in self.states):
+            result.notes.append(
+                "None of the clips' sound could be read: the joined video's sound track is silent."
+            )
+        result.audio_duration = round(self.total / AUDIO_RATE, 6)
+        for number, state in enumerate(self.states):
+            clip = f"Clip {number + 1}"
+            if state == "none":
+                result.silent_parts.append(number)
+                result.notes.append(f"{clip} has no sound: it plays silence in the joined video.")
+            elif state == "corrupt":
+                result.silent_parts.append(number)
+                result.notes.append(
+                    f"The sound of {clip.lower()} could not be read: it plays silence instead."
+                )
+            elif state == "resampled":
+                result.notes.append(f"The sound of {clip.lower()} was converted to 48 kHz stereo.")
 
 
 def is_h264_mp4(path: Path) -> bool:

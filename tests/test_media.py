@@ -377,3 +377,31 @@ def test_colour_match_video_corrects_every_frame_and_keeps_the_sound(tmp_path):
     assert media.drift(handoff, out_last) < 0.5 * media.drift(handoff, child_last)
     with av.open(str(child)) as a, av.open(str(out)) as b:
         assert [bytes(p) for p in a.demux(audio=0)] == [bytes(p) for p in b.demux(audio=0)]
+
+
+# --- Hand-off: strip -> next clip -> join ---------------------------------------------------
+
+
+def test_the_next_clip_starts_on_the_chosen_hand_off_frame_and_joins_without_a_stutter(tmp_path):
+    parent = tmp_path / "parent.mp4"
+    render(parent, "A kite over the dunes", "16:9", 2, None, audio=True)
+    strip = media.frame_strip(parent)
+    chosen = strip[-7]  # not the last: the creator picked an earlier, sharper frame
+    handoff = media.frame_at_index(parent, chosen.index)
+    assert handoff.tobytes() == chosen.image.tobytes()
+    handoff.save(tmp_path / "handoff.png")
+    child = tmp_path / "child.mp4"
+    render(child, "The kite climbs", "16:9", 2, tmp_path / "handoff.png", audio=True)
+    assert mean_abs_diff(media.first_frame(child), handoff) < 2
+
+    out = tmp_path / "chain.mp4"
+    parts = [media.JoinPart(parent, keep_frames=chosen.index + 1), media.JoinPart(child, skip_frames=1)]
+    result = media.join_videos(parts, out)
+    joined, child_frames = decode_all(out), decode_all(child)
+    assert len(joined) == result.frames == chosen.index + 1 + 47
+    # The parent ends on the hand-off frame; the next picture is the child's second frame:
+    # the repeated picture is shown once.
+    assert mean_abs_diff(joined[chosen.index], handoff) < 1.5
+    assert mean_abs_diff(joined[chosen.index + 1], child_frames[1]) < 1.5
+    assert mean_abs_diff(joined[chosen.index + 1], handoff) > mean_abs_diff(joined[chosen.index], handoff)
+    assert result.has_audio and result.audio_duration == pytest.approx(result.duration, abs=1 / 48000)
