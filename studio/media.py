@@ -1,4 +1,6 @@
-"""Video and image work with PyAV and Pillow: probe, last frame, thumbnail, image checks.
+"""Video, sound and image work with PyAV, Pillow and numpy: probe, frames and frame strips,
+the last frame, thumbnails, seam and colour measures, colour matching, joins with sound,
+repeats in extend results, image checks.
 
 No ffmpeg binary is called: PyAV's wheel carries what we need (NOTES.md).
 """
@@ -1624,6 +1626,63 @@ class _Soundtrack:
                 )
             elif state == "resampled":
                 result.notes.append(f"The sound of {clip.lower()} was converted to 48 kHz stereo.")
+
+
+# --- Extend results that repeat their source ------------------------------------------------
+
+# Seam difference (see seam_figures) under which a frame of the result counts as the
+# source's frame re-encoded. Measured (bench/media.py seams, bench/RESULTS.md): a repeat
+# measures 1.1-1.3 against its source frame; the source's first frame against a
+# continuation's first (the source's last) 9 and up. Neighbouring frames of slow motion can
+# measure as little as 1.6, so the end of the repeat is found by alignment, not by the
+# threshold alone.
+REPEAT_DIFFERENCE = 3.0
+_REPEAT_CHECKED = 3  # frames aligned at the end of the repeat
+
+
+def repeated_source_frames(source: Path, result: Path, requested_seconds: float | None = None) -> int:
+    """How many leading frames of an extend `result` repeat its `source` clip (0 when it
+    holds only the new segment). A repeat must be long enough to hold the source and more;
+    when `requested_seconds` is given, last nearer source + requested than requested alone;
+    and show the source's first, middle and last pictures where its length puts them. The
+    repeat ends where the source's last frames align best (within two frames of where the
+    frame rates put it)."""
+    with _reading(source) as container:
+        source_rate = _rate(_video(container))
+    with _reading(result) as container:
+        result_rate = _rate(_video(container))
+    source_count, result_count = frame_count(source), frame_count(result)
+    expected = round(source_count * result_rate / source_rate)
+    if result_count <= expected:
+        return 0
+    if requested_seconds is not None:
+        seconds = result_count / result_rate
+        if abs(seconds - requested_seconds) < abs(seconds - source_count / source_rate - requested_seconds):
+            return 0
+
+    def same(a: Image.Image, b: Image.Image) -> float:
+        return seam_figures(a, b).difference
+
+    if same(first_frame(source), first_frame(result)) > REPEAT_DIFFERENCE:
+        return 0
+    middle = source_count // 2
+    if same(
+        frame_at_index(source, middle), frame_at_index(result, round(middle * result_rate / source_rate))
+    ) > (REPEAT_DIFFERENCE):
+        return 0
+    checked = min(_REPEAT_CHECKED, source_count)
+    tail = [frame.to_image() for _, frame in _frames(source, source_count - checked)[0]]
+    low, high = max(checked, expected - 2), min(expected + 2, result_count - 1)
+    window = {n: frame.to_image() for n, frame in _frames(result, low - checked, high)[0]}
+    scores = {
+        end: max(same(tail[k], window[end - checked + k]) for k in range(checked))
+        for end in range(low, high + 1)
+        if all(end - checked + k in window for k in range(checked))
+    }
+    if not scores:
+        return 0
+    end = min(scores, key=scores.get)
+    return end if scores[end] <= REPEAT_DIFFERENCE else 0
 
 
 def is_h264_mp4(path: Path) -> bool:

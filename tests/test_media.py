@@ -405,3 +405,34 @@ def test_the_next_clip_starts_on_the_chosen_hand_off_frame_and_joins_without_a_s
     assert mean_abs_diff(joined[chosen.index + 1], child_frames[1]) < 1.5
     assert mean_abs_diff(joined[chosen.index + 1], handoff) > mean_abs_diff(joined[chosen.index], handoff)
     assert result.has_audio and result.audio_duration == pytest.approx(result.duration, abs=1 / 48000)
+
+
+# --- Extend results that repeat their source ------------------------------------------------
+
+
+def test_an_extend_result_that_repeats_its_source_is_detected(tmp_path):
+    source = tmp_path / "source.mp4"
+    render(source, "A slow pan over a mountain lake", "16:9", 2, None, audio=True)
+    extended = tmp_path / "extended.mp4"
+    render(extended, "The pan goes on", "16:9", 1, None, audio=True, extend_source=source)
+    assert media.frame_count(extended) == 48 + 24
+    assert media.repeated_source_frames(source, extended, requested_seconds=1) == 48
+    assert media.repeated_source_frames(source, extended) == 48
+    # Joined after its source, the source plays once.
+    out = tmp_path / "chain.mp4"
+    result = media.join_videos([media.JoinPart(source), media.JoinPart(extended, skip_frames=48)], out)
+    assert result.frames == 72 and result.dropped == 48
+
+
+def test_an_extend_result_with_only_the_new_segment_is_not_mistaken(tmp_path):
+    source = tmp_path / "source.mp4"
+    render(source, "A slow pan over a mountain lake", "16:9", 2, None)
+    media.last_frame(source).save(tmp_path / "last.png")
+    continued = tmp_path / "continued.mp4"
+    render(continued, "The pan goes on", "16:9", 3, tmp_path / "last.png")
+    assert media.repeated_source_frames(source, continued, requested_seconds=3) == 0
+    assert media.repeated_source_frames(source, continued) == 0
+    # A result as long as source + requested but starting elsewhere is no repeat either.
+    other = tmp_path / "other.mp4"
+    render(other, "Another place", "16:9", 3, None)
+    assert media.repeated_source_frames(source, other, requested_seconds=1) == 0
