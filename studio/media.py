@@ -827,35 +827,45 @@ class _Clip:
             _rate(self.video),
         )
 
-    def read(self) -> None:
+    def demuxed(self):
+        """The video packets in decode order, read once (the sound's go to audio_packets);
+        count, first and end are set once the last has been read. Times are noted before
+        a packet is handed on: the join retimes packets in place."""
         streams = [self.video] + ([self.audio] if self.audio is not None else [])
+        self.count, self.first, last, last_duration = 0, None, None, 0
         try:
             for packet in self.container.demux(*streams):
                 if not packet.size or packet.pts is None:
                     continue
-                if packet.stream_index == self.video.index:
-                    self.packets.append(packet)
-                else:
+                if packet.stream_index != self.video.index:
                     self.audio_packets.append(packet)
+                    continue
+                pts = packet.pts
+                self.count += 1
+                self.first = pts if self.first is None else min(self.first, pts)
+                if last is None or pts > last:
+                    last, last_duration = pts, packet.duration
+                yield packet
         except av.error.FFmpegError as exc:
             raise MediaError(
                 f"Clip {self.number + 1} of the chain could not be read; the file may be damaged."
             ) from exc
-        if not self.packets:
+        if not self.count:
             raise MediaError(f"Clip {self.number + 1} of the chain has no frames.")
+        self.end = last + (last_duration or round(1 / (_rate(self.video) * self.video.time_base)))
+
+    def read(self) -> None:
+        """Hold all the video packets: a part with cuts is planned from them."""
+        self.packets = list(self.demuxed())
         self.order = sorted(packet.pts for packet in self.packets)
         if len(set(self.order)) != len(self.order):
             raise _Restart(f"the frames of {self.label} have ambiguous timestamps")
-        last = max(self.packets, key=lambda p: p.pts)
-        self.end = last.pts + (last.duration or round(1 / (_rate(self.video) * self.video.time_base)))
-
-    @property
-    def count(self) -> int:
-        return len(self.packets)
 
     def pts_at(self, number: int) -> int:
         """Presentation time of frame `number` (as read: the join retimes the packets
         themselves); the clip's end for number == count."""
+        if number == 0:
+            return self.first
         return self.order[number] if number < self.count else self.end
 
     def kept(self, extra_head: int, extra_tail: int) -> tuple[int, int]:
@@ -910,28 +920,39 @@ def _join(parts, out_path: Path, progress, reencode_reason: str | None) -> JoinR
         reason = reencode_reason
         if reason is None and any(c.signature() != clips[0].signature() for c in clips):
             reason = "the clips differ in codec, size or frame rate"
-        output = stack.enter_context(av.open(str(out_path), "w", format="mp4"))
+        # The muxer interleaves sound and picture however far the sound lags (see below).
+        output = stack.enter_context(
+            av.open(str(out_path), "w", format="mp4", container_options={"max_interleave_delta": "0"})
+        )
         writer = _CopyWriter(clips, output) if reason is None else _EncodeWriter(clips, output, reason)
         soundtrack = _Soundtrack(output) if any(c.audio is not None for c in clips) else None
-        # A part's sound is decoded (to catch corrupt sound) on a second thread while its
-        # picture is written: PyAV lets go of the GIL in both.
-        sound_reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
-        dropped = 0
+        # A part's sound (decoded whole, to catch corrupt sound, and its seam encoded) is
+        # worked out on a second thread while the next part's picture is written: PyAV
+        # lets go of the GIL in both.
+        sound_worker = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        dropped, waiting = 0, None
         for clip in clips:
             following = clips[clip.number + 1] if clip.number + 1 < len(clips) else None
-            clip.read()
-            sound = sound_reader.submit(_decode_sound, clip) if soundtrack is not None else None
-            head, tail = writer.seam_drops(clip, following)
-            a, b = clip.kept(head, tail)
-            dropped += head + tail + clip.part.skip_frames
-            start, end = writer.position_seconds(), writer.seconds_after(clip, a, b)
-            writer.write(clip, a, b)
+            start = writer.position_seconds()
+            if writer.can_stream(clip, following):
+                a, b = writer.copy_whole(clip)
+            else:
+                clip.read()
+                head, tail = writer.seam_drops(clip, following)
+                a, b = clip.kept(head, tail)
+                dropped += head + tail + clip.part.skip_frames
+                writer.write(clip, a, b)
+                clip.packets = []  # done with them: let them go
+            sound = None
             if soundtrack is not None:
-                soundtrack.add(clip, a, start, end, sound.result())
-                writer.mux(soundtrack.take())
-            clip.packets = clip.audio_packets = []  # done with them: let them go
+                sound = sound_worker.submit(soundtrack.add, clip, a, start, writer.position_seconds())
+            if waiting is not None:
+                writer.mux(waiting.result())
+            waiting = sound
             if progress:
                 progress((clip.number + 1) / len(clips) * 0.99)
+        if waiting is not None:
+            writer.mux(waiting.result())
         if soundtrack is not None:
             writer.mux(soundtrack.finish())
         writer.close()
@@ -957,6 +978,9 @@ class _Writer:
         for packet in packets:
             self.output.mux(packet)
 
+    def can_stream(self, clip: _Clip, following: _Clip | None) -> bool:
+        return False
+
 
 class _CopyWriter(_Writer):
     """Stream copy: packets keep their bytes and get new timestamps."""
@@ -980,11 +1004,31 @@ class _CopyWriter(_Writer):
     def position_seconds(self) -> Fraction:
         return self.offset * self.time_base
 
-    def _span(self, clip: _Clip, a: int, b: int) -> int:
-        return round((clip.pts_at(b) - clip.pts_at(a)) * clip.video.time_base / self.time_base)
+    def can_stream(self, clip: _Clip, following: _Clip | None) -> bool:
+        """Whether the clip is copied whole (no cut at either end), so its packets can go
+        straight from the reader to the muxer instead of being held."""
+        part = clip.part
+        seam = following is not None and following.part.drop_seam and not following.part.skip_frames
+        return (
+            clip.index is not None
+            and not (self.pending_head or part.skip_frames or seam)
+            and part.keep_frames in (None, clip.index.count)
+        )
 
-    def seconds_after(self, clip: _Clip, a: int, b: int) -> Fraction:
-        return (self.offset + self._span(clip, a, b)) * self.time_base
+    def copy_whole(self, clip: _Clip) -> tuple[int, int]:
+        packets = clip.demuxed()
+        # Frame 0 is shown first but need not be decoded first: B-frames reorder only a few
+        # frames, so the first packets hold it (checked once all have been read).
+        ahead = list(itertools.islice(packets, 16))
+        base = min(packet.pts for packet in ahead)
+        retime, _ = self._retimer(clip, base)
+        for packet in itertools.chain(ahead, packets):
+            self._mux_video(retime(packet))
+        if clip.first != base:
+            raise _Restart(f"the frames of {clip.label} are stored far out of order")
+        self.offset += self._span_ticks(clip, clip.first, clip.end)
+        self.frames += clip.count
+        return 0, clip.count
 
     def seam_drops(self, clip: _Clip, following: _Clip | None) -> tuple[int, int]:
         """(frames left out at this clip's start, at its end) for repeated seam pictures:
@@ -1003,17 +1047,29 @@ class _CopyWriter(_Writer):
         core = _copy_core(clip, a, b)
         return b - a if core is None else (core[2] - a) + (b - core[3])
 
-    def write(self, clip: _Clip, a: int, b: int) -> None:
-        # Integer arithmetic: Fractions per packet cost a tenth of a copy join's time.
+    def _retimer(self, clip: _Clip, base: int):
+        """(retime a packet, output time of a pts) for `clip`, its time `base` landing where
+        the output stands. Integer arithmetic: Fractions per packet cost a tenth of a copy."""
         num, den = (clip.video.time_base / self.time_base).as_integer_ratio()
-        base, offset = clip.pts_at(a), self.offset
+        offset, ticks = self.offset, round(1 / (self.rate * self.time_base))
 
         def rescaled(value: int) -> int:
             return value if num == den else (2 * value * num + den) // (2 * den)
 
-        def at(pts: int) -> int:
-            return offset + rescaled(pts - base)
+        def retime(packet):
+            dts = packet.dts if packet.dts is not None else packet.pts
+            packet.pts, packet.dts = offset + rescaled(packet.pts - base), offset + rescaled(dts - base)
+            packet.duration = rescaled(packet.duration) if packet.duration else ticks
+            packet.time_base = self.time_base
+            return packet
 
+        return retime, lambda pts: offset + rescaled(pts - base)
+
+    def _span_ticks(self, clip: _Clip, start: int, stop: int) -> int:
+        return round((stop - start) * clip.video.time_base / self.time_base)
+
+    def write(self, clip: _Clip, a: int, b: int) -> None:
+        retime, at = self._retimer(clip, clip.pts_at(a))
         core = _copy_core(clip, a, b)
         segments = [(a, b)] if core is None else [(a, core[2]), (core[3], b)]
         segments = [(start, stop) for start, stop in segments if start < stop]
@@ -1025,22 +1081,14 @@ class _CopyWriter(_Writer):
                 )
             encoded = self.splicer.encode(clip, segments, at)
             self.reencoded += sum(stop - start for start, stop in segments)
-        copied = []
-        if core is not None:
-            ticks = round(1 / (self.rate * self.time_base))
-            for packet in clip.packets[core[0] : core[1]]:
-                dts = packet.dts if packet.dts is not None else packet.pts
-                packet.pts, packet.dts = at(packet.pts), at(dts)
-                packet.duration = rescaled(packet.duration) if packet.duration else ticks
-                packet.time_base = self.time_base
-                copied.append(packet)
         if core is None:
             ordered = encoded.get((a, b), [])
         else:
+            copied = [retime(packet) for packet in clip.packets[core[0] : core[1]]]
             ordered = encoded.get((a, core[2]), []) + copied + encoded.get((core[3], b), [])
         for packet in ordered:
             self._mux_video(packet)
-        self.offset += self._span(clip, a, b)
+        self.offset += self._span_ticks(clip, clip.pts_at(a), clip.pts_at(b))
         self.frames += b - a
 
     def _mux_video(self, packet) -> None:
@@ -1133,9 +1181,6 @@ class _EncodeWriter(_Writer):
 
     def position_seconds(self) -> Fraction:
         return self.frames / self.rate
-
-    def seconds_after(self, clip: _Clip, a: int, b: int) -> Fraction:
-        return (self.frames + b - a) / self.rate
 
     def seam_drops(self, clip: _Clip, following: _Clip | None) -> tuple[int, int]:
         # Everything is decoded anyway: the parent ends on its hand-off frame and the
@@ -1471,6 +1516,9 @@ def _encode_units(pcm: np.ndarray, first: int, count: int) -> list:
     encoder = av.CodecContext.create("aac", "w")
     encoder.sample_rate, encoder.layout, encoder.format = AUDIO_RATE, "stereo", "fltp"
     encoder.time_base, encoder.bit_rate = _AUDIO_TIME_BASE, 128000
+    # The default coder spends ~17 ms on the few units of a seam, starting cold; "fast"
+    # halves that, and a few milliseconds of sound lose nothing audible by it.
+    encoder.options = {"aac_coder": "fast"}
     encoder.open()
     packets = []
     for position in range(0, pcm.shape[1], _UNIT):
@@ -1495,11 +1543,11 @@ class _Soundtrack:
         self.copied = self.encoded = 0
         self.states: list[str] = []
 
-    def add(self, clip: _Clip, first: int, start: Fraction, end: Fraction, decoded: tuple) -> None:
-        """Place the sound of `clip` (`decoded` by _decode_sound), whose frame `first` lands
-        at output time `start`."""
+    def add(self, clip: _Clip, first: int, start: Fraction, end: Fraction) -> list:
+        """Place the sound of `clip`, whose frame `first` lands at output time `start`, and
+        return the units that are now decided. Parts come in order, from one thread."""
         begin, stop = round(start * AUDIO_RATE), round(end * AUDIO_RATE)
-        pcm, state = decoded
+        pcm, state = _decode_sound(clip)
         units = _aac_units(clip) if state == "ok" else None
         offset = round(begin - clip.pts_at(first) * clip.video.time_base * AUDIO_RATE)
         if units:
@@ -1512,7 +1560,9 @@ class _Soundtrack:
             previous.fade_out = sound.fade_in = half
         self.parts.append(sound)
         self.states.append(state)
+        clip.audio_packets = []  # the units to copy are held in `units`
         self._decide(stop - CROSSFADE)
+        return self.take()
 
     def take(self) -> list:
         ready, self.ready = self.ready, []
