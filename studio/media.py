@@ -228,16 +228,21 @@ def _decode_range(container, stream, index: _Index | None, start: int, stop: int
     return wanted
 
 
-def _frames(path: Path, start: int, stop: int | None = None) -> tuple[list, float]:
-    """(number, VideoFrame) pairs for frames start..stop-1 and the time of frame 0."""
+def _frames(path: Path, span) -> tuple[list, float, float]:
+    """(number, VideoFrame) pairs for the frames span(count, fps) -> (start, stop) names
+    (stop None: to the end), the time of frame 0 and the frame rate. The file is opened once when its
+    index can be trusted (each open decodes a frame to learn the stream's shape)."""
     with _reading(path) as container:
         stream = _video(container)
-        origin = float((stream.start_time or 0) * stream.time_base)
-        frames = _decode_range(container, stream, _index(stream), start, stop)
-    if frames is None:
-        with _reading(path) as container:
-            frames = _decode_range(container, _video(container), None, start, stop)
-    return frames, origin
+        origin, fps = float((stream.start_time or 0) * stream.time_base), float(_rate(stream))
+        index = _index(stream)
+        if index is not None:
+            frames = _decode_range(container, stream, index, *span(index.count, fps))
+            if frames is not None:
+                return frames, origin, fps
+    wanted = span(frame_count(path), fps)
+    with _reading(path) as container:
+        return _decode_range(container, _video(container), None, *wanted), origin, fps
 
 
 def frame_count(path: Path) -> int:
@@ -250,13 +255,16 @@ def frame_count(path: Path) -> int:
         return sum(1 for packet in container.demux(stream) if packet.size and not packet.is_discard)
 
 
+def _last(count: int, wanted: int = 1) -> tuple[int, None]:
+    if not count:
+        raise MediaError("The video has no frames.")
+    return max(0, count - wanted), None
+
+
 def last_frame(path: Path) -> Image.Image:
     """The real last decoded frame of a video: one seek to the last keyframe, then decoding
     to the end on frame threads (same pixels as decoding everything)."""
-    count = frame_count(path)
-    if not count:
-        raise MediaError("The video has no frames.")
-    frames, _ = _frames(path, count - 1)
+    frames = _frames(path, lambda count, fps: _last(count))[0]
     if not frames:
         raise MediaError("The video has no frames.")
     return frames[-1][1].to_image()
@@ -264,10 +272,15 @@ def last_frame(path: Path) -> Image.Image:
 
 def frame_at_index(path: Path, index: int) -> Image.Image:
     """Frame number `index` (0 = the first shown), or FrameOutOfRange."""
-    count = frame_count(path)
-    if not 0 <= index < count:
-        raise FrameOutOfRange(f"Frame {index} is not in this clip: it has {count} frames (0 to {count - 1}).")
-    frames, _ = _frames(path, index, index + 1)
+
+    def span(count: int, fps: float) -> tuple[int, int]:
+        if not 0 <= index < count:
+            raise FrameOutOfRange(
+                f"Frame {index} is not in this clip: it has {count} frames (0 to {count - 1})."
+            )
+        return index, index + 1
+
+    frames = _frames(path, span)[0]
     if not frames:
         raise FrameOutOfRange(f"Frame {index} could not be decoded from this clip.")
     return frames[0][1].to_image()
@@ -285,11 +298,11 @@ def frame_strip(path: Path, seconds: float = 1.0, min_frames: int = 12) -> list[
     """The last `seconds` of a clip, at least `min_frames` frames (all the clip has if it is
     shorter), in order and ending with the true last frame: the candidates for a hand-off.
     One seek and one decode pass."""
-    with _reading(path) as container:
-        fps = float(_rate(_video(container)))
-    count = frame_count(path)
-    wanted = min(count, max(min_frames, math.ceil(seconds * fps - 1e-6)))
-    frames, origin = _frames(path, count - wanted)
+
+    def span(count: int, fps: float) -> tuple[int, None]:
+        return _last(count, max(min_frames, math.ceil(seconds * fps - 1e-6)))
+
+    frames, origin, fps = _frames(path, span)
     strip = []
     for number, frame in frames:
         image = frame.to_image()
@@ -1721,9 +1734,11 @@ def repeated_source_frames(source: Path, result: Path, requested_seconds: float 
     ) > (REPEAT_DIFFERENCE):
         return 0
     checked = min(_REPEAT_CHECKED, source_count)
-    tail = [frame.to_image() for _, frame in _frames(source, source_count - checked)[0]]
+    tail = [frame.to_image() for _, frame in _frames(source, lambda count, fps: _last(count, checked))[0]]
     low, high = max(checked, expected - 2), min(expected + 2, result_count - 1)
-    window = {n: frame.to_image() for n, frame in _frames(result, low - checked, high)[0]}
+    window = {
+        n: frame.to_image() for n, frame in _frames(result, lambda count, fps: (low - checked, high))[0]
+    }
     scores = {
         end: max(same(tail[k], window[end - checked + k]) for k in range(checked))
         for end in range(low, high + 1)

@@ -237,6 +237,24 @@ def test_frame_strip_has_at_least_min_frames_or_all_there_are(long_gop_clip, tmp
     assert [f.index for f in strip] == list(range(24))
 
 
+def test_frames_of_a_file_without_a_full_index_are_found_by_decoding(long_gop_clip, tmp_path):
+    # Matroska indexes only its cues: frames are then counted and numbered from the start.
+    path = tmp_path / "gop.mkv"
+    with av.open(str(long_gop_clip)) as source, av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(video=0):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+    frames = decode_all(long_gop_clip)
+    with av.open(str(path)) as container:
+        assert len(container.streams.video[0].index_entries) < 60
+    assert media.frame_count(path) == 60
+    assert media.last_frame(path).tobytes() == frames[-1].tobytes()
+    assert media.frame_at_index(path, 33).tobytes() == frames[33].tobytes()
+    assert [f.index for f in media.frame_strip(path)] == list(range(36, 60))
+
+
 def test_sharpness_is_lower_for_a_blurred_picture():
     picture = Image.open(io.BytesIO(striped_png((200, 120))))
     assert media.sharpness(picture.filter(ImageFilter.GaussianBlur(2))) < 0.5 * media.sharpness(picture)
