@@ -178,6 +178,24 @@ def test_drop_seam_keeps_one_copy_of_the_repeated_picture(tmp_path):
     assert picture_difference(pictures(out)[23], pictures(b)[0]) == 0
 
 
+def test_drop_seam_after_a_clip_ending_in_b_frames_re_encodes_only_its_last_frames(tmp_path):
+    # x264 ends this clip with B-frames that refer to its last frame (checked below):
+    # leaving that frame out re-encodes the few frames after the last clean point, not
+    # the whole chain.
+    a = make_clip(tmp_path / "a.mp4", 20, bframes=3)
+    with av.open(str(a)) as container:
+        times = [p.pts for p in container.demux(video=0) if p.size]
+    assert times[-1] != max(times)  # the last frame shown is not the last decoded
+    b = make_clip(tmp_path / "b.mp4", 24, bframes=3)
+    out = tmp_path / "out.mp4"
+    result = media.join_videos([media.JoinPart(a), media.JoinPart(b, drop_seam=True)], out)
+    assert result.method == "smartcut" and (result.frames, result.dropped) == (43, 1)
+    assert 1 <= int(result.reason.split()[0]) <= 3
+    expected = pictures(a)[:19] + pictures(b)
+    joined = pictures(out)
+    assert len(joined) == 43 and max(picture_difference(x, y) for x, y in zip(joined, expected)) < 1.5
+
+
 def test_clips_of_other_sizes_and_rates_are_re_encoded_to_the_first_clips_format(tmp_path):
     a = make_clip(tmp_path / "a.mp4", 24, size=(160, 96))
     b = make_clip(tmp_path / "b.mp4", 30, fps=30, size=(192, 108))
