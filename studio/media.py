@@ -1695,10 +1695,10 @@ class _Soundtrack:
 
 # Seam difference (see seam_figures) under which a frame of the result counts as the
 # source's frame re-encoded. Measured (bench/media.py seams, bench/RESULTS.md): a repeat
-# measures 1.1-1.3 against its source frame; the source's first frame against a
-# continuation's first (the source's last) 9 and up. Neighbouring frames of slow motion can
-# measure as little as 1.6, so the end of the repeat is found by alignment, not by the
-# threshold alone.
+# measures 1.25-1.41 against its source frame, 1.59-2.62 against the source's next frame;
+# a clip's first frame against its last (where a plain continuation starts) 11-12. So the
+# first and middle frames are checked against this threshold, and the end of the repeat is
+# found by alignment, not by the threshold alone.
 REPEAT_DIFFERENCE = 3.0
 _REPEAT_CHECKED = 3  # frames aligned at the end of the repeat
 
