@@ -56,7 +56,21 @@ lint: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev browser axe lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Install a Debian package when its command is missing and apt can (as root):
+# $(call debian-package,COMMAND,PACKAGE,what happens without it)
+define debian-package
+	@if command -v $(1) >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Debian's $(2)..."; \
+		(apt-get install -y -qq $(2) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(2) >/dev/null)) \
+		|| echo "Could not install $(2): $(3)."; \
+	else echo "$(1) is not installed and apt is not available: $(3)."; fi
+endef
+
+## Benchmarks. The media one compares the studio with Debian's ffmpeg, installed when missing
+## (only as the reference: the studio itself never calls it).
 bench: $(VENV)/.installed-dev
+	$(call debian-package,ffmpeg,ffmpeg,the media speed benchmark will stop)
 	$(PY) bench/gallery.py
 	$(PY) bench/chain.py
 	$(PY) bench/media.py

@@ -8,7 +8,6 @@ interval, or finished twice. The work that calls providers or decodes video is i
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 import secrets
@@ -562,11 +561,14 @@ class Cut:
     place the rule lives).
 
     Frames are counted from the clip's frame 0: `skip_frames` leading frames are left out,
-    and only frames before `keep_frames` are kept (None: to the end)."""
+    and only frames before `keep_frames` are kept (None: to the end). `repeats_previous`: the
+    first of the skipped frames is the same picture as the previous step's last kept frame
+    (the clip was continued from it)."""
 
     clip: Clip
     skip_frames: int = 0
     keep_frames: int | None = None
+    repeats_previous: bool = False
 
     @property
     def fps(self) -> float:
@@ -592,16 +594,12 @@ class Cut:
         return max(0.0, self.end - self.start)
 
     def join_part(self, path: Path) -> media.JoinPart:
-        """This step as the join takes it."""
-        fields = {f.name for f in dataclasses.fields(media.JoinPart)}
-        if "skip_frames" in fields:
-            return media.JoinPart(path, keep_frames=self.keep_frames, skip_frames=self.skip_frames)
-        # The join that only knows "leave out the repeated seam frame" (drop_seam). It shows
-        # that picture once either way (by leaving out the parent's copy when it stream-
-        # copies), so the joined film is as long as the sequence the player plays.
-        if self.keep_frames is not None or self.skip_frames > 1:
-            raise media.MediaError("This version of the studio cannot cut a clip there yet.")
-        return media.JoinPart(path, drop_seam=self.skip_frames == 1)
+        """This step as the join takes it. A lone repeated picture is left to the join to drop
+        (drop_seam): it may leave out either copy, whichever re-encodes less, and the picture
+        shows once either way, so the film is as long as what the player plays."""
+        if self.repeats_previous and self.skip_frames == 1:
+            return media.JoinPart(path, keep_frames=self.keep_frames, drop_seam=True)
+        return media.JoinPart(path, keep_frames=self.keep_frames, skip_frames=self.skip_frames)
 
 
 def sequence_cuts(clips: list[Clip]) -> list[Cut]:
@@ -611,7 +609,7 @@ def sequence_cuts(clips: list[Clip]) -> list[Cut]:
     cuts = []
     for index, clip in enumerate(clips):
         repeats = index > 0 and clip.continues_seamlessly(clips[index - 1])
-        cuts.append(Cut(clip, skip_frames=1 if repeats else 0))
+        cuts.append(Cut(clip, skip_frames=1 if repeats else 0, repeats_previous=repeats))
     return cuts
 
 

@@ -26,6 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import av
+import numpy as np
 from django.conf import settings
 from PIL import Image, ImageDraw, ImageFont
 
@@ -231,17 +232,30 @@ def _moving_from(start: Image.Image, t: float, duration: float) -> Image.Image:
     return start.resize(start.size, Image.Resampling.BILINEAR, box=box)
 
 
-def render(path: Path, prompt: str, aspect_ratio: str, duration: int, first_frame: Path | None) -> None:
+def render(
+    path: Path,
+    prompt: str,
+    aspect_ratio: str,
+    duration: int,
+    first_frame: Path | None,
+    *,
+    audio: bool = False,
+    extend_source: Path | None = None,
+    end_frame: Path | None = None,
+) -> None:
     """Encode an H.264 MP4 of `duration` seconds at `aspect_ratio`, the prompt as caption.
 
     With a first frame, frame 0 is that picture, uncaptioned, so a clip continued from
     another's last frame starts exactly where the other ended. The caption fades out
-    before the end, so the last frame (the next clip's first) carries no old caption."""
+    before the end, so the last frame (the next clip's first) carries no old caption.
+
+    `audio`: an AAC 48 kHz stereo soundtrack exactly as long as the picture, a tone whose
+    pitch and balance follow the motion. `extend_source`: the result starts with that
+    clip's frames (and sound), then `duration` seconds continuing from its last frame, as
+    Veo's extend does. `end_frame`: the picture eases into that image, its last frame."""
     size = frame_size(aspect_ratio)
-    start = None
-    if first_frame is not None:
-        with Image.open(first_frame) as image:
-            start = media.fit_cover(image, size)
+    start = _picture(first_frame, size) if first_frame is not None else None
+    finish = _picture(end_frame, size) if end_frame is not None else None
     caption = _caption_layer(prompt, size)
     palette = _palette(prompt)
     total = int(duration * FPS)
@@ -250,21 +264,125 @@ def render(path: Path, prompt: str, aspect_ratio: str, duration: int, first_fram
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "veryfast", "crf": "20"}
+        sound = _SoundWriter(container) if audio else None
+
+        def put(picture: Image.Image, samples=None) -> None:
+            for packet in stream.encode(av.VideoFrame.from_image(picture)):
+                container.mux(packet)
+            if sound is not None:
+                sound.write(samples)
+
+        if extend_source is not None:
+            repeated = 0
+            source_sound = media.sound_samples(extend_source) if audio else None
+            for picture in _source_pictures(extend_source, size):
+                put(picture, _frame_samples(source_sound, repeated))
+                start, repeated = picture, repeated + 1
+        tone = _tone(total, duration, follows_image=start is not None) if audio else None
         for index in range(total):
             t = index / FPS
             if start is not None:
                 picture = _moving_from(start, t, duration)
             else:
                 picture = _procedural_frame(size, palette, t)
+            if finish is not None:
+                picture = _towards(picture, finish, index, total)
             strength = _caption_strength(index, total, fade_in=start is not None)
             if strength > 0:
                 layer = caption if strength >= 1 else _faded(caption, strength)
                 picture = Image.alpha_composite(picture.convert("RGBA"), layer).convert("RGB")
-            frame = av.VideoFrame.from_image(picture)
-            for packet in stream.encode(frame):
-                container.mux(packet)
+            put(picture, _frame_samples(tone, index))
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None:
+            sound.close()
+
+
+def _picture(path: Path, size: tuple[int, int]) -> Image.Image:
+    with Image.open(path) as image:
+        return media.fit_cover(image, size)
+
+
+def _source_pictures(path: Path, size: tuple[int, int]):
+    """The frames of `path` at FPS (the nearest earlier frame when its rate differs), fitted
+    to `size`."""
+    rate = float(media.probe(path).fps or FPS)
+    wanted = round(media.frame_count(path) * FPS / rate)
+    emitted = 0
+    with av.open(str(path)) as container:
+        for number, frame in enumerate(container.decode(container.streams.video[0])):
+            picture = None
+            while emitted < wanted and int(emitted * rate / FPS + 1e-9) <= number:
+                picture = picture or media.fit_cover(frame.to_image(), size)
+                yield picture
+                emitted += 1
+
+
+SAMPLES_PER_FRAME = media.AUDIO_RATE // FPS
+
+
+def _frame_samples(samples, index: int):
+    """The sound of frame `index` (silence where `samples` has none)."""
+    piece = np.zeros((2, SAMPLES_PER_FRAME), dtype=np.float32)
+    if samples is not None:
+        part = samples[:, index * SAMPLES_PER_FRAME : (index + 1) * SAMPLES_PER_FRAME]
+        piece[:, : part.shape[1]] = part
+    return piece
+
+
+def _tone(frames: int, duration: float, follows_image: bool) -> np.ndarray:
+    """A tone for `frames` frames, an octave above 220 Hz at most, rising as the picture
+    moves: with a start image, its push-in and sideways drift (see _moving_from); without,
+    the first shape's place on its orbit (see _procedural_frame). It pans with it too."""
+    t = np.arange(frames * SAMPLES_PER_FRAME) / media.AUDIO_RATE
+    if follows_image:
+        motion = 0.5 * np.sin(t / duration * math.pi) + 0.5 * (t / duration)
+    else:
+        motion = 0.5 + 0.5 * np.cos(t * 0.6)
+    phase = 2 * math.pi * np.cumsum(220 * 2**motion) / media.AUDIO_RATE
+    wave = 0.2 * np.sin(phase) + 0.05 * np.sin(2 * phase)
+    return np.stack([wave * (1 - 0.5 * motion), wave * (0.5 + 0.5 * motion)]).astype(np.float32)
+
+
+class _SoundWriter:
+    """AAC 48 kHz stereo in units of 1024 samples, fed a frame's worth at a time."""
+
+    def __init__(self, container):
+        self.container = container
+        self.stream = container.add_stream("aac", rate=media.AUDIO_RATE, layout="stereo")
+        self.pending = np.zeros((2, 0), dtype=np.float32)
+        self.written = 0
+
+    def write(self, samples: np.ndarray) -> None:
+        self.pending = np.concatenate([self.pending, samples], axis=1)
+        while self.pending.shape[1] >= 1024:
+            self._encode(self.pending[:, :1024])
+            self.pending = self.pending[:, 1024:]
+
+    def close(self) -> None:
+        if self.pending.shape[1]:
+            self._encode(self.pending)  # a short last unit: the track ends with the picture
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+
+    def _encode(self, samples: np.ndarray) -> None:
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = media.AUDIO_RATE, self.written
+        self.written += samples.shape[1]
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+
+def _towards(picture: Image.Image, finish: Image.Image, index: int, total: int) -> Image.Image:
+    """Ease `picture` into `finish` over the last second, reaching it on the last frame."""
+    span = min(FPS, total - 1)
+    into = index - (total - 1 - span)
+    if span <= 0 or into >= span:
+        return finish.copy()
+    if into <= 0:
+        return picture
+    weight = into / span
+    return Image.blend(picture, finish, weight * weight * (3 - 2 * weight))
 
 
 def _caption_strength(index: int, total: int, fade_in: bool) -> float:

@@ -126,7 +126,7 @@ def render_clip(aspect_ratio: str, first_frame: bytes | None = None) -> bytes:
             if first_frame is not None:
                 start = Path(tmp) / "first"
                 start.write_bytes(first_frame)
-            render(path, "A fake OpenRouter clip", aspect_ratio, 1, start)
+            render(path, "A fake OpenRouter clip", aspect_ratio, 1, start, audio=True)
             content = path.read_bytes()
         if cache_key is not None:
             _RENDERS[cache_key] = content

@@ -60,7 +60,7 @@ def rendered(aspect_ratio: str) -> tuple[bytes, bytes, bytes]:
 
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "clip.mp4"
-                render(path, "A fake Pictory clip", aspect_ratio, 1, None)
+                render(path, "A fake Pictory clip", aspect_ratio, 1, None, audio=True)
                 last = media.last_frame(path)
                 png = io.BytesIO()
                 last.save(png, "PNG")
