@@ -577,7 +577,10 @@ def _take_card(take: Clip, step, number: int, confirm, adds, form_fields: str, l
             f'<video id="player-{take.pk}" hx-preserve controls preload="metadata" playsinline '
             f'poster="{poster}" src="{video}" aria-label="{label}"></video>'
         )
-        data = f' data-src="{video}" data-poster="{poster}" data-start="{step.cut.start:.4f}"'
+        data = (
+            f' data-src="{video}" data-poster="{poster}" data-start="{step.cut.start:.4f}"'
+            f' data-continue-url="{e(links["more"])}"'
+        )
     elif take.ended_without_video:
         media_html = f'<div class="placeholder placeholder--failed"><span>{status_label}</span></div>'
     else:

@@ -243,11 +243,13 @@ def test_gallery_and_chain_shortcuts(page, start_studio):
     expect(dialog).to_be_hidden()
     page.keyboard.press("c")
     page.get_by_role("heading", name=re.compile(r"Continue clip #\d+")).wait_for()
-    # In the chain view, j moves along the sequence and space plays a step in place.
-    page.goto(studio.url + f"/clips/{newest.split('-')[1]}/chain/")
+    # In the chain view, j moves along the takes and space plays one in place.
+    pk = newest.split("-")[1]
+    page.goto(studio.url + f"/clips/{pk}/chain/")
     page.keyboard.press("j")
-    assert page.evaluate("document.activeElement.id") == "step-1"
+    assert page.evaluate("document.activeElement.id") == f"take-{pk}"
     page.keyboard.press(" ")
     page.wait_for_function(
-        "document.querySelector('#step-1 video') && !document.querySelector('#step-1 video').paused"
+        "id => document.querySelector(id + ' video') && !document.querySelector(id + ' video').paused",
+        arg=f"#take-{pk}",
     )
