@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Asset, Clip
+from .models import Asset, Clip, ModelOverride
 
 
 @admin.register(Clip)
@@ -17,3 +17,13 @@ class AssetAdmin(admin.ModelAdmin):
     list_display = ("pk", "owner", "kind", "source", "original_name", "width", "height", "created_at")
     list_filter = ("kind", "source")
     readonly_fields = ("public_token", "storage_key")
+
+
+@admin.register(ModelOverride)
+class ModelOverrideAdmin(admin.ModelAdmin):
+    """Per model, what the provider's list does not say: whether it takes reference images,
+    and whether a last frame may go without a first frame."""
+
+    list_display = ("provider", "model_key", "reference_images", "max_reference_images", "last_frame_alone")
+    list_filter = ("provider",)
+    search_fields = ("model_key", "note")

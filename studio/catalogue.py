@@ -15,7 +15,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from .models import ProviderModelCache
+from .models import ModelOverride, ProviderModelCache
 from .providers import ModelSpec, Provider, ProviderError, enabled_providers
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,25 @@ _parsed: dict[str, tuple[object, list[ModelSpec]]] = {}
 
 
 def models_of(provider: Provider) -> list[ModelSpec]:
+    """Every model of the provider as the studio knows it: its list, with what the admin
+    set per model (ModelOverride) applied."""
+    return _with_overrides(provider, _listed(provider))
+
+
+def offered(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """The models a creator can use: not those that need a video to work on (upscalers,
+    editors), which the Providers page lists as not supported yet."""
+    return [spec for spec in specs if not spec.needs_video_input]
+
+
+def _with_overrides(provider: Provider, specs: list[ModelSpec]) -> list[ModelSpec]:
+    if not specs:
+        return specs
+    overrides = {o.model_key: o for o in ModelOverride.objects.filter(provider=provider.name)}
+    return [overrides[s.key].apply(s) if s.key in overrides else s for s in specs]
+
+
+def _listed(provider: Provider) -> list[ModelSpec]:
     if not provider.publishes_models:
         return provider.models()
     row = ProviderModelCache.objects.filter(provider=provider.name).first()
@@ -50,7 +69,7 @@ def models_of(provider: Provider) -> list[ModelSpec]:
 
 def model_groups() -> list[tuple[Provider, list[ModelSpec]]]:
     """The enabled providers with their models, in registry order (empty lists left out)."""
-    groups = [(provider, models_of(provider)) for provider in enabled_providers()]
+    groups = [(provider, offered(models_of(provider))) for provider in enabled_providers()]
     return [(provider, specs) for provider, specs in groups if specs]
 
 
@@ -63,7 +82,7 @@ def find_model(ref: str) -> ModelSpec | None:
     provider_name, _, key = (ref or "").partition(":")
     for provider in enabled_providers():
         if provider.name == provider_name:
-            return next((m for m in models_of(provider) if m.key == key), None)
+            return next((m for m in offered(models_of(provider)) if m.key == key), None)
     return None
 
 
@@ -103,8 +122,12 @@ def note(provider: Provider) -> str:
             f"Could not read {provider.label}'s model list: {row.error} No {provider.label} model is "
             "offered until it can be read; try “Refresh models”."
         )
-    count = len(models_of(provider))
-    text = f"{count} video model{'s' if count != 1 else ''}, list read {timesince(row.fetched_at)} ago."
+    listed = models_of(provider)
+    count, unsupported = len(listed), len(listed) - len(offered(listed))
+    text = f"{count} video model{'s' if count != 1 else ''}"
+    if unsupported:
+        text += f" ({unsupported} not supported yet)"
+    text += f", list read {timesince(row.fetched_at)} ago."
     if row.error:
         text += f" The last try to read it again failed: {row.error}"
     return text

@@ -13,7 +13,6 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 from django.http import QueryDict
-from django.urls import reverse
 
 from . import catalogue, keys
 from .models import Asset, Chain, Clip
@@ -99,7 +98,9 @@ def duration_label(seconds: int) -> str:
 
 
 class GenerateForm(forms.Form):
-    model = forms.ChoiceField(label="Model")
+    model = forms.ChoiceField(
+        label="Model", error_messages={"invalid_choice": "Choose one of the models in the list."}
+    )
     prompt = forms.CharField(
         label="Prompt",
         widget=forms.Textarea(
@@ -207,18 +208,10 @@ class GenerateForm(forms.Form):
         if not spec.last_frame:
             del self.fields["last_frame_asset"]
         if spec.second_prices:
-            # The price depends on these too: show the estimate again when they change.
+            # The price depends on these too: the form's one listener redraws the estimate.
             for name in ("resolution", "generate_audio"):
                 if name in self.fields:
-                    self.fields[name].widget.attrs.update(
-                        {
-                            "hx-get": reverse("form_options"),
-                            "hx-target": "#model-options",
-                            "hx-swap": "outerHTML",
-                            "hx-include": "closest form",
-                            "hx-trigger": "change",
-                        }
-                    )
+                    self.fields[name].widget.attrs["data-redraw"] = ""
         modes = start_modes(spec)
         if len(modes) > 1:
             self.fields["start_mode"].choices = modes
@@ -418,6 +411,20 @@ class GenerateForm(forms.Form):
             field = "first_frame_asset" if "first_frame_asset" in self.fields else "last_frame_asset"
             what = "first" if field == "first_frame_asset" else "last"
             self.add_error(field, f"Choose a picture for the {what} frame, or choose “Text only”.")
+        elif (
+            mode == FIRST_FRAME
+            and cleaned.get("last_frame_asset")
+            and not cleaned.get("first_frame_asset")
+            and not self.spec.last_frame_alone
+            and "first_frame_asset" in self.fields
+        ):
+            # Providers document a last frame only together with a first one (a lone one is
+            # refused, or ignored, on a paid clip), unless this model is known to take it alone.
+            self.add_error(
+                "first_frame_asset",
+                f"{self.spec.label} takes a last frame only together with a first frame: add the "
+                "picture the clip starts from.",
+            )
         if mode == REFERENCES and not self.errors.get("reference_assets"):
             count = len(cleaned.get("reference_assets") or [])
             most = self.spec.max_reference_images
@@ -508,21 +515,41 @@ class GenerateForm(forms.Form):
     # --- Display ------------------------------------------------------------------------
 
     def cost_text(self) -> str:
+        """The estimate of exactly what Generate would send now: the options as shown (a
+        select shows its first choice until another is picked), the way the clip starts and
+        the images held. jobs.start_clip prices the saved clip with the same ModelSpec.estimate,
+        so the form and the queued card agree."""
         spec = self.spec
         if spec is None:
             return ""
         if spec.is_free:
             return spec.free_note or "Free."
-        duration = self.current_duration()
-        resolution, audio = self.current_value("resolution"), self.current_value("generate_audio")
+        audio = self.current_value("generate_audio")
         audio = (
             None if "generate_audio" not in self.fields else audio not in (None, "", False, "false", "off")
         )
-        cost = spec.estimate_cost(duration, resolution or "", audio)
-        if cost is None:
-            return "The price is not known in advance: the real cost is shown once the clip is made."
-        per_second = f"{spec.rate_for(resolution or '', audio).normalize():f}"
-        return f"Estimated cost: {cost.normalize():f} {spec.cost_unit} ({duration} s × {per_second} {spec.cost_unit}/s)"
+        mode = self.current_mode()
+        frames = len(self.first_frame_held()) + len(self.last_frame_held()) if mode == FIRST_FRAME else 0
+        estimate = spec.estimate(
+            self.current_duration(),
+            self.current_choice("resolution"),
+            audio,
+            start_mode=mode,
+            frames=frames,
+            references=len(self.reference_previews()) if mode == REFERENCES else 0,
+        )
+        if estimate is None:
+            return "The price is not known in advance: the real cost is known after the clip is made."
+        return f"Estimated cost: {estimate.amount.normalize():f} {spec.cost_unit} ({estimate.breakdown})"
+
+    def current_choice(self, name: str) -> str:
+        """A select's value as the page shows it: the one sent or set when it is one of the
+        choices, otherwise the first choice (what a browser shows). "" without the field."""
+        if name not in self.fields:
+            return ""
+        choices = [str(value) for value, _ in self.fields[name].choices]
+        value = str(self.current_value(name) or "")
+        return value if value in choices else (choices[0] if choices else "")
 
     def current_duration(self) -> int | None:
         if "duration" not in self.fields:

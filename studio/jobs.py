@@ -9,9 +9,12 @@ model (one conditional UPDATE), so a second run finds nothing left to do.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -19,15 +22,24 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from . import catalogue, media
-from .models import Asset, ChainExport, Clip, Lease, WebhookDelivery, sequence_cuts
-from .providers import ModelSpec, ProviderError, RemoteStatus, Submission, enabled_providers, get_provider
+from .models import LATE_LOOK_EVERY, Asset, ChainExport, Clip, Lease, WebhookDelivery, sequence_cuts
+from .providers import (
+    ModelSpec,
+    Provider,
+    ProviderError,
+    RemoteStatus,
+    Submission,
+    all_providers,
+    enabled_providers,
+    get_provider,
+)
 from .providers.base import ImageInput
 
 log = logging.getLogger(__name__)
@@ -38,7 +50,20 @@ SWEEP_LEASE = "poll-sweep"
 SUBMIT_STALE_AFTER = timedelta(minutes=3)
 # A finish (download, probe, frames) still claimed after this long died with its worker.
 FINISH_STALE_AFTER = timedelta(minutes=12)
-FINISH_MAX_ATTEMPTS = 3
+# Copies of a made clip tried (with backoff from FINISH_BACKOFF_SECONDS, about ten minutes
+# in all) before it shows as made-but-not-copied; it is still looked for after that.
+FINISH_MAX_ATTEMPTS = 6
+FINISH_BACKOFF_SECONDS = 10.0
+# A create refused by the provider's firewall (nothing reached it) is tried this many times.
+EDGE_TRIES = 3
+# A create the provider's docs ask us to resend (ProviderError.resend_documented) is sent at most this many
+# times, each after looking for a job made by the one before.
+RESEND_MAX_TRIES = 5
+# Due clips claimed per batch of polls.
+POLL_BATCH = 500
+# How often a sweep claims what has come due and applies the answers that are in (seconds).
+SWEEP_TICK = 0.2
+UNCERTAIN_HEADLINE = "The provider may have started this clip."
 # How long a queued clip (or export, or brought video) waits for its on-commit task before a
 # sweep sends it again.
 QUEUE_GRACE = timedelta(seconds=30)
@@ -73,7 +98,8 @@ def enqueue_prepare(pk: int) -> None:
     async_task("studio.jobs.prepare_video", pk, task_name=f"prepare video {pk}", group="inputs")
 
 
-def _deadline() -> timedelta:
+def _send_deadline() -> timedelta:
+    """How long the studio keeps trying to send a clip that providers refuse for now."""
     return timedelta(minutes=settings.CLIP_DEADLINE_MINUTES)
 
 
@@ -87,6 +113,10 @@ def provider_label(name: str) -> str:
         return get_provider(name).label
     except LookupError:
         return name
+
+
+def _provider_or_none(name: str) -> Provider | None:
+    return next((p for p in all_providers() if p.name == name), None)
 
 
 # --- Starting a clip ------------------------------------------------------------------------
@@ -109,16 +139,18 @@ def start_clip(owner, spec: ModelSpec, **fields) -> Clip:
             provider=spec.provider,
             model_key=spec.key,
             model_label=spec.label,
-            cost_estimate=spec.estimate_cost(
-                fields.get("duration"), fields.get("resolution") or "", fields.get("generate_audio")
-            ),
             cost_unit=spec.cost_unit,
             next_poll_at=now + QUEUE_GRACE,
-            deadline_at=now + _deadline(),
+            # Until the provider accepts it: how long sending may keep being retried. From
+            # acceptance on, the provider's own deadline replaces it (_accept).
+            deadline_at=now + _send_deadline(),
             **fields,
         )
         if references:
             clip.reference_images.set(references)
+        # Priced from the saved clip (its inputs included), as the form priced the same options.
+        clip.cost_estimate = clip.estimate_with(spec)
+        Clip.objects.filter(pk=clip.pk).update(cost_estimate=clip.cost_estimate)
         transaction.on_commit(lambda: enqueue_submit(clip.pk))
     return clip
 
@@ -193,7 +225,7 @@ def cannot_cancel_message(provider_name: str) -> str:
 
 def retry_clip(clip: Clip) -> bool:
     """Send a failed clip again with the same settings, as the same clip."""
-    if not clip.reset_for_retry(QUEUE_GRACE, _deadline()):
+    if not clip.reset_for_retry(QUEUE_GRACE, _send_deadline()):
         return False
     transaction.on_commit(lambda: enqueue_submit(clip.pk))
     return True
@@ -243,11 +275,15 @@ def webhook_url(clip: Clip) -> str:
 
 
 def submit_clip(pk: int) -> None:
-    """Send the clip to its provider, exactly once.
+    """Send the clip to its provider, never twice for one paid job.
 
-    The claim (queued → submitting) makes a second run of this task a no-op. If the process
-    dies after the provider answered but before we saved, the clip stays in `submitting`,
-    and recovery fails it rather than risk a second paid job."""
+    The claim (queued → submitting) makes a second run of this task a no-op. A create is
+    sent again only when the answer proved that no job was made (a 429, a refused
+    connection, a firewall refusal) or when the provider's docs ask for it (resend_documented),
+    and then only after looking in the provider's list of recent jobs for one made by the
+    earlier try. Any other uncertain answer ends "may have started" (_lost_answer). If the
+    process dies after the provider answered but before we saved, the clip stays in
+    `submitting`, and recovery treats it as a lost answer too."""
     clip = Clip.objects.filter(pk=pk).first()
     if clip is None:
         return
@@ -260,103 +296,386 @@ def submit_clip(pk: int) -> None:
         return
     try:
         provider = get_provider(clip.provider)
-        remote_id = provider.submit(build_submission(clip))
-    except ProviderError as exc:
-        _after_submit_error(clip, exc)
-        return
     except LookupError as exc:
-        _fail(clip, str(exc))
+        _fail(clip, str(exc))  # nothing was sent
         return
+    try:
+        submission = build_submission(clip)
+        if clip.look_before_send:
+            found = _look_for_job(clip, provider, submission)
+            if found is not None:
+                _accept(clip, provider, found.remote_id, {"status": Clip.Status.SUBMITTING}, found.created_at)
+                return
+        remote_id = provider.submit(submission)
+    except ProviderError as exc:
+        _after_submit_error(clip, provider, exc)
+        return
+    _accept(clip, provider, remote_id, {"status": Clip.Status.SUBMITTING})
+
+
+def _accept(clip: Clip, provider: Provider, remote_id: str, expected: dict, accepted_at=None) -> bool:
+    """The provider has the job: from now on its deadline counts (time in our queue and
+    retries before this do not), and the clip is polled."""
     now = timezone.now()
-    clip.claim(
-        {"status": Clip.Status.SUBMITTING},
+    accepted = min(accepted_at or now, now)
+    if not clip.claim(
+        expected,
         status=Clip.Status.RUNNING,
         remote_id=remote_id,
-        submitted_at=now,
-        next_poll_at=now + timedelta(seconds=provider.poll_interval),
+        submitted_at=accepted,
+        deadline_at=accepted + timedelta(minutes=provider.deadline_minutes),
+        # A job found in the provider's list may be done already: poll it at once.
+        next_poll_at=now + timedelta(seconds=0 if accepted_at else provider.poll_interval),
         poll_failures=0,
-    )
-    log.info("clip %s submitted to %s as %s", clip.pk, clip.provider, remote_id)
+        error="",
+        notice="",
+        failure_kind="",
+        finished_at=None,
+        look_before_send=False,
+    ):
+        return False
+    log.info("clip %s accepted by %s as %s", clip.pk, clip.provider, remote_id)
     # Start polling now rather than at the scheduler's next wake-up (~30-60 s away).
     enqueue_sweep()
+    return True
 
 
-def _after_submit_error(clip: Clip, exc: ProviderError) -> None:
+def _after_submit_error(clip: Clip, provider: Provider, exc: ProviderError) -> None:
     if exc.permanent:
-        _fail(clip, exc.message, field_errors=exc.field_errors)
-    elif exc.outcome_unknown:
-        _fail(clip, unknown_outcome_message(clip))
+        # The request itself was refused (bad input, refused key): no job was made.
+        _fail(clip, exc.message, field_errors=exc.field_errors, expected_status=Clip.Status.SUBMITTING)
+    elif exc.kind == ProviderError.EDGE:
+        # Refused at the firewall in front of the API: nothing reached the provider.
+        if clip.submit_attempts >= EDGE_TRIES:
+            _fail(clip, exc.message, expected_status=Clip.Status.SUBMITTING)
+        else:
+            _requeue(clip, exc)
+    elif not exc.outcome_unknown:
+        _requeue(clip, exc)  # the answer proves no job was made (429, no connection)
+    elif exc.resend_documented and clip.submit_attempts < RESEND_MAX_TRIES:
+        _requeue(clip, exc, look_before_send=True)  # the docs ask for it; look first
     else:
-        # The provider answered and took nothing (429, 5xx): safe to send again later.
-        delay = exc.retry_after or _backoff(clip.submit_attempts)
-        clip.claim(
-            {"status": Clip.Status.SUBMITTING},
-            status=Clip.Status.QUEUED,
-            next_poll_at=timezone.now() + timedelta(seconds=delay),
-            error=f"Waiting to retry: {exc.message}",
-        )
-        log.info("clip %s: submit will be retried in %.0f s (%s)", clip.pk, delay, exc.message)
+        _lost_answer(clip, provider, exc.message)
 
 
-def _fail(clip: Clip, message: str, field_errors: dict | None = None, expected_status: str | None = None):
-    if clip.fail(message, field_errors, expected_status):
+def _requeue(clip: Clip, exc: ProviderError, look_before_send: bool = False) -> None:
+    delay = exc.retry_after if exc.retry_after is not None else _backoff(clip.submit_attempts)
+    clip.claim(
+        {"status": Clip.Status.SUBMITTING},
+        status=Clip.Status.QUEUED,
+        next_poll_at=timezone.now() + timedelta(seconds=delay),
+        notice=f"Waiting to retry: {exc.message}",
+        look_before_send=look_before_send or clip.look_before_send,
+    )
+    log.info("clip %s: submit will be retried in %.0f s (%s)", clip.pk, delay, exc.message)
+
+
+def _look_for_job(clip: Clip, provider: Provider, submission: Submission):
+    """A job in the provider's list that an earlier, unanswered create of this clip made,
+    or None. Jobs other clips already follow are not taken, and while another clip with the
+    same prompt is being sent the list cannot tell the two apart: ask again later."""
+    if not provider.can_find_jobs:
+        return None
+    twin = (
+        Clip.objects.filter(provider=clip.provider, prompt=clip.prompt, status=Clip.Status.SUBMITTING)
+        .exclude(pk=clip.pk)
+        .exists()
+    )
+    if twin:
+        raise ProviderError("Another clip with the same prompt is being sent; looking again shortly.")
+    found = provider.find_jobs(submission, clip.created_at)
+    taken = set(
+        Clip.objects.filter(provider=clip.provider, remote_id__in=[job.remote_id for job in found])
+        .exclude(pk=clip.pk)
+        .values_list("remote_id", flat=True)
+    )
+    job = next((job for job in found if job.remote_id not in taken), None)
+    if job is not None:
+        log.info("clip %s: found job %s in %s's list; following it", clip.pk, job.remote_id, clip.provider)
+    return job
+
+
+def _lost_answer(clip: Clip, provider: Provider | None, reason: str = "") -> None:
+    """A create whose answer never came (a timeout, a dropped connection, a 5xx the docs do
+    not ask us to resend, a worker killed mid-call). Look for the job where the provider
+    lists them; otherwise the clip says it may have started, and for such providers the
+    studio keeps looking (look_for_lost_jobs)."""
+    listing = provider is not None and provider.can_find_jobs
+    if listing:
+        try:
+            found = _look_for_job(clip, provider, build_submission(clip))
+        except ProviderError as exc:
+            log.info("clip %s: could not look for its job now (%s)", clip.pk, exc.message)
+            found = None
+        if found is not None:
+            _accept(clip, provider, found.remote_id, {"status": Clip.Status.SUBMITTING}, found.created_at)
+            return
+    _fail(
+        clip,
+        uncertain_message(clip, reason),
+        expected_status=Clip.Status.SUBMITTING,
+        kind=Clip.Failure.UNCERTAIN,
+        keep_looking=listing,
+    )
+
+
+def _fail(
+    clip: Clip, message: str, field_errors: dict | None = None, expected_status: str | None = None, **how
+):
+    if clip.fail(message, field_errors, expected_status, **how):
         log.info("clip %s failed: %s", clip.pk, clip.error)
         return True
     return False
 
 
-def unknown_outcome_message(clip: Clip) -> str:
+def uncertain_message(clip: Clip, reason: str = "") -> str:
     provider = provider_label(clip.provider)
+    what = f" What came back: {reason.rstrip('.')}." if reason else ""
     return (
-        f"We lost contact with {provider} while sending this clip, so we cannot tell whether it "
-        f"was accepted. Check your {provider} account before trying again, so you are not "
-        "charged twice."
+        f"{UNCERTAIN_HEADLINE} We lost contact with {provider} while sending it, so we cannot tell "
+        f"whether it was accepted.{what} Check your {provider} account before trying again: sending "
+        "it again may be billed twice."
     )
 
 
-def timeout_message(clip: Clip) -> str:
-    minutes = int(settings.CLIP_DEADLINE_MINUTES)
-    return f"Timed out: {provider_label(clip.provider)} did not finish this clip within {minutes} minutes."
+def timeout_message(clip: Clip, provider: Provider | None = None) -> str:
+    provider = provider or _provider_or_none(clip.provider)
+    minutes = provider.deadline_minutes if provider else settings.CLIP_DEADLINE_MINUTES
+    label = provider.label if provider else clip.provider
+    return f"Timed out: {label} did not finish this clip within {minutes:g} minutes."
 
 
 # --- Polling --------------------------------------------------------------------------------
+# A sweep claims the due clips of each provider in one batch (one conditional UPDATE moves
+# their next poll an interval ahead, so no other sweep or worker takes them), polls them on
+# a pool of threads (each waits on the network; only the main thread touches the database),
+# and writes only what changed. Failed clips that may still be delivered (timed out, or made
+# but not copied) are polled too, every LATE_LOOK_EVERY, for CLIP_LATE_DELIVERY_HOURS.
+
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """One pool per process (a forked worker makes its own), sized by POLL_CONCURRENCY."""
+    global _pool
+    size = settings.POLL_CONCURRENCY
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] != size:
+            _pool = (os.getpid(), size, ThreadPoolExecutor(size, thread_name_prefix="poll"))
+        return _pool[2]
+
+
+def claim_due(provider: Provider, now=None, limit: int = POLL_BATCH, pks=None) -> list[Clip]:
+    """Claim up to `limit` due clips of `provider` for one poll each: running clips (their
+    next poll an interval ahead) and failed ones still looked for (LATE_LOOK_EVERY ahead).
+    Only rows still due when the UPDATE runs are taken, so two sweeps never share a clip."""
+    now = now or timezone.now()
+    token = uuid.uuid4().hex
+    looked_for = Q(
+        status=Clip.Status.FAILED,
+        failure_kind__in=[Clip.Failure.TIMED_OUT, Clip.Failure.COPY],
+        deadline_at__gte=now - Clip.late_delivery_window(),
+    )
+    due = (
+        Clip.objects.filter(Q(status=Clip.Status.RUNNING) | looked_for, provider=provider.name)
+        .filter(next_poll_at__lte=now)
+        .exclude(remote_id="")
+    )
+    if pks is not None:
+        due = due.filter(pk__in=pks)
+    ids = list(due.order_by("next_poll_at").values_list("pk", flat=True)[:limit])
+    if not ids:
+        return []
+    for status, ahead in (
+        (Clip.Status.RUNNING, timedelta(seconds=provider.poll_interval)),
+        (Clip.Status.FAILED, LATE_LOOK_EVERY),
+    ):
+        Clip.objects.filter(pk__in=ids, status=status, next_poll_at__lte=now).update(
+            next_poll_at=now + ahead, poll_token=token
+        )
+    return list(Clip.objects.filter(pk__in=ids, poll_token=token))
+
+
+class Polls:
+    """Polls in flight on the pool, their answers applied in this (the calling) thread as they
+    come. A slow answer holds only its own thread. A BaseException in a poll (a worker being
+    killed) stops everything: the clips not yet applied were claimed, so the next interval
+    polls them again."""
+
+    def __init__(self):
+        self.in_flight: dict[Future, tuple[Clip, Provider]] = {}
+
+    def start(self, provider: Provider, clips: list[Clip]) -> int:
+        for clip in clips:
+            self.in_flight[_executor().submit(_poll_once, provider, clip)] = (clip, provider)
+        return len(clips)
+
+    def start_due(self, room: int) -> int:
+        """Claim and start the due clips of every enabled provider, at most `room` of them."""
+        started = 0
+        for provider in enabled_providers():
+            if room - started <= 0:
+                break
+            started += self.start(provider, claim_due(provider, limit=room - started))
+        return started
+
+    def apply_done(self, timeout: float | None) -> None:
+        """Apply the answers that are in, waiting up to `timeout` (None: as long as it takes)
+        for the first of them."""
+        if not self.in_flight:
+            return
+        done, _ = wait(self.in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+        try:
+            for future in done:
+                clip, provider = self.in_flight.pop(future)
+                _after_poll(clip, provider, future.result())
+        except BaseException:
+            self.cancel()
+            raise
+
+    def drain(self) -> None:
+        while self.in_flight:
+            self.apply_done(None)
+
+    def cancel(self) -> None:
+        for future in self.in_flight:
+            future.cancel()
+        self.in_flight.clear()
+
+
+def poll_batch(provider: Provider, clips: list[Clip]) -> None:
+    """Poll claimed clips and apply each answer (one clip: in this thread, no pool)."""
+    if len(clips) == 1:
+        _after_poll(clips[0], provider, _poll_once(provider, clips[0]))
+    elif clips:
+        polls = Polls()
+        polls.start(provider, clips)
+        polls.drain()
+
+
+def _poll_once(provider: Provider, clip: Clip) -> RemoteStatus | ProviderError:
+    """The provider's answer, or the ProviderError it gave. Threads only call the network;
+    a database connection one opened anyway (a key read from the database) is closed here,
+    so pool threads never hold connections."""
+    try:
+        return provider.poll(clip.remote_id)
+    except ProviderError as exc:
+        return exc
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            for connection in connections.all(initialized_only=True):
+                connection.close()
 
 
 def poll_clip(clip: Clip) -> None:
-    """Ask the provider once how the job is going, if this clip is due and nobody else is
-    polling it right now."""
+    """Poll this one clip now, if it is due and nobody else is polling it."""
+    provider = _provider_or_none(clip.provider)
+    if provider is None or not provider.is_enabled():
+        pause_clips_of_disabled_providers()
+        return
+    poll_batch(provider, claim_due(provider, pks=[clip.pk]))
+
+
+def _after_poll(clip: Clip, provider: Provider, outcome: RemoteStatus | ProviderError) -> None:
     now = timezone.now()
-    if clip.status != Clip.Status.RUNNING or not clip.next_poll_at or clip.next_poll_at > now:
+    if clip.status == Clip.Status.FAILED:
+        _after_late_poll(clip, outcome)
         return
-    if clip.deadline_at and now >= clip.deadline_at:
-        _fail(clip, timeout_message(clip), expected_status=Clip.Status.RUNNING)
+    past_deadline = clip.deadline_at is not None and now >= clip.deadline_at
+    if isinstance(outcome, ProviderError):
+        _after_poll_error(clip, provider, outcome, past_deadline)
         return
-    try:
-        provider = get_provider(clip.provider)
-    except LookupError as exc:
-        _fail(clip, str(exc), expected_status=Clip.Status.RUNNING)
+    if clip.paused_at:
+        clip.resume()
+    if outcome.state == RemoteStatus.RUNNING and past_deadline:
+        # That was the last poll before the deadline ends the wait; the clip is still looked
+        # for afterwards, in case it is delivered late.
+        _time_out(clip, provider)
+    else:
+        apply_remote_status(clip, outcome)
+
+
+def _time_out(clip: Clip, provider: Provider) -> None:
+    _fail(
+        clip,
+        timeout_message(clip, provider),
+        expected_status=Clip.Status.RUNNING,
+        kind=Clip.Failure.TIMED_OUT,
+        keep_looking=True,
+    )
+
+
+def _after_poll_error(clip: Clip, provider: Provider, exc: ProviderError, past_deadline: bool) -> None:
+    retry_at = timezone.now() + timedelta(seconds=provider.poll_interval)
+    if exc.kind == ProviderError.AUTH:
+        # The job runs on and is billed whatever our key: wait for a key that works.
+        clip.pause(waiting_for_key(provider), key_notice(provider, exc), retry_at)
+        log.warning("clip %s: %s refused the key while polling; waiting", clip.pk, provider.name)
+    elif exc.kind == ProviderError.EDGE and clip.poll_failures + 1 >= EDGE_TRIES:
+        clip.pause(f"Waiting for {provider.vendor}'s firewall", exc.message, retry_at)
+        clip.claim({"status": Clip.Status.RUNNING}, poll_failures=F("poll_failures") + 1)
+    elif exc.permanent:
+        _fail(clip, exc.message, expected_status=Clip.Status.RUNNING)
+    elif past_deadline:
+        _time_out(clip, provider)  # the last poll got no answer either
+    else:
+        delay = max(exc.retry_after or 0, _backoff(clip.poll_failures + 1, provider.poll_interval))
+        clip.claim(
+            {"status": Clip.Status.RUNNING},
+            poll_failures=F("poll_failures") + 1,
+            next_poll_at=timezone.now() + timedelta(seconds=delay),
+        )
+        log.info("clip %s: poll failed (%s), next in %.0f s", clip.pk, exc.message, delay)
+
+
+def _after_late_poll(clip: Clip, outcome: RemoteStatus | ProviderError) -> None:
+    """A clip that timed out (or could not be copied), polled again: delivered after all, it
+    is revived; failed at the provider, its reason replaces ours and the looking stops."""
+    mine = {"status": Clip.Status.FAILED, "poll_token": clip.poll_token}
+    if isinstance(outcome, ProviderError):
+        if outcome.permanent and outcome.kind != ProviderError.AUTH:
+            clip.claim(mine, next_poll_at=None)
         return
-    # Claim this poll: move next_poll_at forward only if nobody moved it first.
-    if not clip.claim(
-        {"status": Clip.Status.RUNNING, "next_poll_at": clip.next_poll_at},
-        next_poll_at=now + timedelta(seconds=provider.poll_interval),
-    ):
-        return
-    try:
-        remote = provider.poll(clip.remote_id)
-    except ProviderError as exc:
-        if exc.permanent:
-            _fail(clip, exc.message, expected_status=Clip.Status.RUNNING)
-        else:
-            delay = max(exc.retry_after or 0, _backoff(clip.poll_failures + 1, provider.poll_interval))
-            clip.claim(
-                {"status": Clip.Status.RUNNING},
-                poll_failures=F("poll_failures") + 1,
-                next_poll_at=timezone.now() + timedelta(seconds=delay),
-            )
-            log.info("clip %s: poll failed (%s), next in %.0f s", clip.pk, exc.message, delay)
-        return
-    apply_remote_status(clip, remote)
+    if outcome.state == RemoteStatus.SUCCEEDED:
+        # A clip whose copy failed gets one more try per look; a late delivery the full set.
+        attempts = FINISH_MAX_ATTEMPTS - 1 if clip.failure_kind == Clip.Failure.COPY else 0
+        changes = _finishing_changes(outcome)
+        if clip.claim(
+            mine,
+            **changes,
+            error="",
+            field_errors={},
+            failure_kind="",
+            finished_at=None,
+            finish_attempts=attempts,
+            finish_claimed_at=None,
+        ):
+            log.info("clip %s was delivered late by %s; finishing it", clip.pk, clip.provider)
+            transaction.on_commit(lambda: enqueue_finish(clip.pk))
+    elif outcome.state == RemoteStatus.FAILED:
+        clip.claim(mine, error=outcome.error or clip.error, failure_kind="", next_poll_at=None)
+
+
+def _finishing_changes(remote: RemoteStatus) -> dict:
+    changes = {
+        "status": Clip.Status.FINISHING,
+        "remote_result": {
+            "video_url": remote.video_url,
+            "fallback_video_url": remote.fallback_video_url,
+            "thumbnail_url": remote.thumbnail_url,
+            "last_frame_url": remote.last_frame_url,
+            "received_at": timezone.now().isoformat(),
+        },
+        "poll_failures": 0,
+        # Finishing is driven by its task and recovery, not by the poll rhythm.
+        "next_poll_at": None,
+    }
+    if remote.cost is not None:
+        changes["cost_actual"] = remote.cost
+        if remote.cost_unit:
+            changes["cost_unit"] = remote.cost_unit
+    return changes
 
 
 def apply_remote_status(clip: Clip, remote: RemoteStatus) -> None:
@@ -367,31 +686,68 @@ def apply_remote_status(clip: Clip, remote: RemoteStatus) -> None:
             expected_status=Clip.Status.RUNNING,
         )
     elif remote.state == RemoteStatus.SUCCEEDED:
-        result = {
-            "video_url": remote.video_url,
-            "thumbnail_url": remote.thumbnail_url,
-            "last_frame_url": remote.last_frame_url,
-            "received_at": timezone.now().isoformat(),
-        }
-        changes = {"status": Clip.Status.FINISHING, "remote_result": result, "poll_failures": 0}
-        if remote.cost is not None:
-            changes["cost_actual"] = remote.cost
-            if remote.cost_unit:
-                changes["cost_unit"] = remote.cost_unit
-        if clip.claim({"status": Clip.Status.RUNNING}, **changes):
+        if clip.claim({"status": Clip.Status.RUNNING}, **_finishing_changes(remote), notice=""):
             transaction.on_commit(lambda: enqueue_finish(clip.pk))
-    else:
-        clip.claim({"status": Clip.Status.RUNNING}, poll_failures=0)
+    elif clip.poll_failures or clip.notice:
+        # Still running: nothing to write unless an earlier trouble is now over.
+        clip.claim({"status": Clip.Status.RUNNING}, poll_failures=0, notice="")
+
+
+def waiting_for_key(provider: Provider) -> str:
+    return provider.waiting_label()
+
+
+def key_notice(provider: Provider, exc: ProviderError) -> str:
+    """What a clip waiting for a key says: what happened, that nothing is lost, what to do."""
+    return (
+        f"{exc.message} {provider.vendor} goes on making this clip, and will bill it, so the clip is "
+        f"kept. Whoever runs the studio should check the {provider.vendor} key; the studio asks again "
+        "by itself and carries on as soon as the key works."
+    )
+
+
+def pause_clips_of_disabled_providers() -> int:
+    """Clips running at a provider the studio no longer has a key for (it was removed, or the
+    environment lost it) wait for it instead of failing: the jobs are paid for. They carry
+    on by themselves once the provider is on again."""
+    paused = 0
+    for provider in all_providers():
+        if provider.is_enabled():
+            continue
+        waiting = Clip.objects.filter(
+            provider=provider.name,
+            status__in=[Clip.Status.RUNNING, Clip.Status.FINISHING],
+            paused_at__isnull=True,
+        )
+        # Read first: an UPDATE takes SQLite's write lock even when it changes nothing.
+        if not waiting.exists():
+            continue
+        paused += waiting.update(
+            paused_at=timezone.now(),
+            pause_label=waiting_for_key(provider),
+            notice=(
+                f"{provider.label} was switched off in the studio while it made this clip. The clip is "
+                f"kept: once whoever runs the studio connects {provider.label} again, it carries on by itself."
+            ),
+        )
+    return paused
 
 
 def poll_due_once() -> int:
-    """Poll every running clip that is due; return how many were polled."""
-    due = Clip.objects.filter(status=Clip.Status.RUNNING, next_poll_at__lte=timezone.now())
+    """Poll every clip due now, once, and wait for the answers; return how many. (The sweep
+    keeps polls flowing instead: poll_due_clips.)"""
     count = 0
-    for clip in due.order_by("next_poll_at")[:200]:
-        poll_clip(clip)
-        count += 1
-    return count
+    polls = Polls()
+    pause_clips_of_disabled_providers()
+    try:
+        while True:
+            started = polls.start_due(POLL_BATCH)
+            polls.drain()
+            count += started
+            if started < POLL_BATCH:
+                return count
+    finally:
+        polls.cancel()
 
 
 def _active_clips() -> bool:
@@ -413,13 +769,7 @@ def poll_due_clips(seconds: float | None = None) -> str:
         if not Lease.acquire(SWEEP_LEASE, holder, lease_seconds):
             return f"another sweep is running; polled {polled}"
         try:
-            while True:
-                recover_stale_clips()
-                polled += poll_due_once()
-                if not _active_clips() or time.monotonic() >= deadline:
-                    break
-                Lease.acquire(SWEEP_LEASE, holder, lease_seconds)
-                time.sleep(0.5)
+            polled += _sweep(deadline, holder, lease_seconds)
         finally:
             Lease.release(SWEEP_LEASE, holder)
         # A clip submitted while we were letting go may have found the lease taken.
@@ -427,6 +777,68 @@ def poll_due_clips(seconds: float | None = None) -> str:
             break
     close_old_connections()
     return f"polled {polled}"
+
+
+def _sweep(deadline: float, holder: str, lease_seconds: float) -> int:
+    """Keep polls flowing until `deadline`: every SWEEP_TICK, claim what has come due (as
+    much as the pool can start soon) and apply the answers that are in. A clip is polled
+    within a tick of coming due, so the gap between two of its polls stays close to the
+    interval, and a slow answer never holds back the others. Stale work is recovered, lost
+    jobs looked for and the lease renewed once a second."""
+    polls = Polls()
+    polled, housekeeping, first = 0, 0.0, True
+    room = settings.POLL_CONCURRENCY * 2
+    try:
+        while True:
+            now = time.monotonic()
+            housekept = now >= housekeeping
+            if housekept:
+                recover_stale_clips()
+                look_for_lost_jobs()
+                pause_clips_of_disabled_providers()
+                Lease.acquire(SWEEP_LEASE, holder, lease_seconds)
+                housekeeping = now + 1.0
+            if now < deadline or first:  # one pass at least, however short the sweep
+                polled += polls.start_due(room - len(polls.in_flight))
+                first = False
+            if polls.in_flight:
+                polls.apply_done(SWEEP_TICK)
+            elif now >= deadline or (housekept and not _active_clips()):
+                return polled
+            else:
+                time.sleep(SWEEP_TICK)
+    finally:
+        polls.drain()
+
+
+def look_for_lost_jobs() -> int:
+    """Clips that may have started, at providers that list recent jobs: look for each in
+    the list every LATE_LOOK_EVERY while CLIP_LATE_DELIVERY_HOURS last, and follow the job
+    when it shows up (the clip is then generating again, with no second job)."""
+    now = timezone.now()
+    names = [p.name for p in enabled_providers() if p.can_find_jobs]
+    found = 0
+    for clip in Clip.objects.filter(
+        status=Clip.Status.FAILED,
+        failure_kind=Clip.Failure.UNCERTAIN,
+        provider__in=names,
+        next_poll_at__lte=now,
+        deadline_at__gte=now - Clip.late_delivery_window(),
+    )[:POLL_BATCH]:
+        expected = {"status": Clip.Status.FAILED, "next_poll_at": clip.next_poll_at}
+        if not clip.claim(expected, next_poll_at=now + LATE_LOOK_EVERY):
+            continue
+        provider = get_provider(clip.provider)
+        try:
+            job = _look_for_job(clip, provider, build_submission(clip))
+        except ProviderError as exc:
+            log.info("clip %s: could not look for its job (%s)", clip.pk, exc.message)
+            continue
+        if job is not None and _accept(
+            clip, provider, job.remote_id, {"status": Clip.Status.FAILED}, job.created_at
+        ):
+            found += 1
+    return found
 
 
 def wake_by_webhook(provider: str, token: str, delivery_key: str = "") -> bool | None:
@@ -447,6 +859,10 @@ def wake_by_webhook(provider: str, token: str, delivery_key: str = "") -> bool |
 
 
 # --- Finishing ------------------------------------------------------------------------------
+# A clip the provider reported complete is never timed out while its files are copied:
+# copying is tried again with backoff; an expired link is replaced (another address the
+# provider gave, or a fresh poll); a refused key pauses it. After FINISH_MAX_ATTEMPTS the
+# clip shows as made-but-not-copied and is still looked for (a fresh poll gives fresh links).
 
 
 def finish_clip(pk: int) -> None:
@@ -459,25 +875,56 @@ def finish_clip(pk: int) -> None:
         {"status": Clip.Status.FINISHING, "finish_attempts": attempts},
         finish_attempts=attempts + 1,
         finish_claimed_at=timezone.now(),
+        next_poll_at=None,
     ):
         return
     try:
         _copy_results(clip)
     except (ProviderError, media.MediaError) as exc:
-        # An unreadable video is fetched again: a transfer damaged on the way looks the
-        # same as a broken file, and a second download costs nothing.
-        permanent = isinstance(exc, ProviderError) and exc.permanent
-        if permanent or clip.finish_attempts >= FINISH_MAX_ATTEMPTS:
-            message = exc.message if isinstance(exc, ProviderError) else str(exc)
-            _fail(
-                clip,
-                f"The clip was made but could not be copied into the studio: {message}",
-                expected_status=Clip.Status.FINISHING,
-            )
-        else:
-            # Let the next sweep try again soon.
-            clip.claim({"status": Clip.Status.FINISHING}, finish_claimed_at=None)
-        log.warning("clip %s: finishing failed: %s", clip.pk, exc)
+        _after_copy_error(clip, exc)
+
+
+def _after_copy_error(clip: Clip, exc: ProviderError | media.MediaError) -> None:
+    message = exc.message if isinstance(exc, ProviderError) else str(exc)
+    kind = exc.kind if isinstance(exc, ProviderError) else ""
+    provider = _provider_or_none(clip.provider)
+    mine = {"status": Clip.Status.FINISHING, "finish_claimed_at": clip.finish_claimed_at}
+    log.warning("clip %s: copying failed (attempt %s): %s", clip.pk, clip.finish_attempts, message)
+    if kind == ProviderError.AUTH and provider is not None:
+        # Not the file's fault: wait for the key, without using up the tries.
+        if clip.claim(mine, finish_attempts=F("finish_attempts") - 1, finish_claimed_at=None):
+            retry_at = timezone.now() + timedelta(seconds=provider.poll_interval)
+            clip.pause(waiting_for_key(provider), key_notice(provider, exc), retry_at)
+        return
+    if clip.finish_attempts >= FINISH_MAX_ATTEMPTS:
+        _fail(
+            clip,
+            f"The clip was made but could not be copied into the studio: {message}",
+            expected_status=Clip.Status.FINISHING,
+            kind=Clip.Failure.COPY,
+            keep_looking=True,
+        )
+    elif kind == ProviderError.EXPIRED:
+        # Result links expire: a fresh poll of the job hands out new ones.
+        if clip.claim(mine, status=Clip.Status.RUNNING, next_poll_at=timezone.now(), finish_claimed_at=None):
+            transaction.on_commit(enqueue_sweep)
+    else:
+        # A damaged transfer looks the same as a broken file, and a second download costs nothing.
+        delay = _backoff(clip.finish_attempts, FINISH_BACKOFF_SECONDS)
+        clip.claim(mine, finish_claimed_at=None, next_poll_at=timezone.now() + timedelta(seconds=delay))
+
+
+def _download_video(provider: Provider, result: dict, destination: Path) -> None:
+    """The video, from its URL, or from the provider's other address for it when the first
+    link has expired (RemoteStatus.fallback_video_url: a content endpoint, with the key)."""
+    try:
+        provider.download(result["video_url"], destination)
+    except ProviderError as exc:
+        fallback = result.get("fallback_video_url")
+        if exc.kind != ProviderError.EXPIRED or not fallback:
+            raise
+        log.info("the video's link has expired (%s); using %s's other address", exc.message, provider.name)
+        provider.download(fallback, destination)
 
 
 def _copy_results(clip: Clip) -> None:
@@ -486,7 +933,7 @@ def _copy_results(clip: Clip) -> None:
     with tempfile.TemporaryDirectory(prefix="clip-") as tmp:
         tmp = Path(tmp)
         video_path = tmp / "video.mp4"
-        provider.download(result["video_url"], video_path)
+        _download_video(provider, result, video_path)
         info = media.probe(video_path)
         last = _provider_image(clip, provider, result.get("last_frame_url"), tmp / "last_frame")
         if last is None:
@@ -517,6 +964,10 @@ def _copy_results(clip: Clip) -> None:
             clip.video_frames = info.frames or None
             clip.status = Clip.Status.READY
             clip.error = ""
+            clip.failure_kind = ""
+            clip.notice = ""
+            clip.paused_at, clip.pause_label = None, ""
+            clip.next_poll_at = None
             clip.finished_at = timezone.now()
             clip.save()
     log.info("clip %s ready (%sx%s, %.2f s)", clip.pk, clip.video_width, clip.video_height, info.duration)
@@ -544,13 +995,36 @@ def recover_stale_clips() -> None:
     for clip in Clip.objects.filter(
         status=Clip.Status.SUBMITTING, submitting_since__lt=now - SUBMIT_STALE_AFTER
     ):
-        _fail(clip, unknown_outcome_message(clip), expected_status=Clip.Status.SUBMITTING)
-    for clip in Clip.objects.filter(
-        status__in=[Clip.Status.QUEUED, Clip.Status.FINISHING], deadline_at__lte=now
-    ):
-        _fail(clip, timeout_message(clip), expected_status=clip.status)
-    for clip in Clip.objects.filter(status=Clip.Status.RUNNING, deadline_at__lte=now):
-        _fail(clip, timeout_message(clip), expected_status=Clip.Status.RUNNING)
+        # The worker died while sending: whether the provider took it cannot be known.
+        _lost_answer(clip, _provider_or_none(clip.provider), "the studio was interrupted while sending it")
+    for clip in Clip.objects.filter(status=Clip.Status.QUEUED, deadline_at__lte=now):
+        if clip.look_before_send:
+            # A 500 left it unknown whether a job exists: never a plain "nothing was sent".
+            if clip.claim(
+                {"status": Clip.Status.QUEUED}, status=Clip.Status.SUBMITTING, submitting_since=now
+            ):
+                _lost_answer(
+                    clip, _provider_or_none(clip.provider), clip.notice.removeprefix("Waiting to retry: ")
+                )
+        else:
+            reason = clip.notice.removeprefix("Waiting to retry: ") or "it was not accepted in time"
+            _fail(
+                clip,
+                f"Could not send this clip to {provider_label(clip.provider)}: {reason} Nothing was "
+                "charged; try again later.",
+                expected_status=Clip.Status.QUEUED,
+            )
+    # Running clips past their deadline are polled once more before they time out (read
+    # first: this runs every second, and an UPDATE takes SQLite's write lock even for nothing).
+    overdue = list(
+        Clip.objects.filter(
+            status=Clip.Status.RUNNING, deadline_at__lte=now, next_poll_at__gt=now
+        ).values_list("pk", flat=True)
+    )
+    if overdue:
+        Clip.objects.filter(pk__in=overdue, status=Clip.Status.RUNNING, next_poll_at__gt=now).update(
+            next_poll_at=now
+        )
     # Queued clips whose submit task never ran, or whose retry time has come. The claim
     # stops two sweeps from enqueueing the same clip.
     for clip in Clip.objects.filter(status=Clip.Status.QUEUED, next_poll_at__lte=now):
@@ -558,16 +1032,24 @@ def recover_stale_clips() -> None:
             {"status": Clip.Status.QUEUED, "next_poll_at": clip.next_poll_at}, next_poll_at=now + QUEUE_GRACE
         ):
             enqueue_submit(clip.pk)
-    # Finishing clips with no live finish task: never claimed, or claimed by a dead worker.
+    # Finishing clips with no live finish task: never claimed, claimed by a dead worker, or
+    # waiting for their next try (a backoff, a paused key).
     stale = now - FINISH_STALE_AFTER
     for clip in Clip.objects.filter(status=Clip.Status.FINISHING):
-        lost = clip.finish_claimed_at is None and clip.updated_at < now - QUEUE_GRACE
-        if lost or (clip.finish_claimed_at and clip.finish_claimed_at < stale):
-            if clip.claim(
-                {"status": Clip.Status.FINISHING, "finish_claimed_at": clip.finish_claimed_at},
-                finish_claimed_at=None,
-            ):
-                enqueue_finish(clip.pk)
+        if clip.finish_claimed_at is None:
+            due = clip.next_poll_at <= now if clip.next_poll_at else clip.updated_at < now - QUEUE_GRACE
+        else:
+            due = clip.finish_claimed_at < stale
+        if due and clip.claim(
+            {
+                "status": Clip.Status.FINISHING,
+                "finish_claimed_at": clip.finish_claimed_at,
+                "updated_at": clip.updated_at,
+            },
+            finish_claimed_at=None,
+            next_poll_at=None,
+        ):
+            enqueue_finish(clip.pk)
     for pk in recover_stale_exports():
         enqueue_export(pk)
     for asset in Asset.objects.filter(

@@ -112,6 +112,7 @@ def stored(provider: str) -> str:
         log.debug("provider keys could not be read", exc_info=True)
         entry = _cache.get(provider)
         return entry[1] if entry else ""
+    unreadable = False
     with _lock:
         for name in list(_cache):
             if name not in rows:
@@ -122,14 +123,16 @@ def stored(provider: str) -> str:
         entry = _cache.get(provider)
         if entry is None or entry[0] != token:
             plain = decrypt(token)
-            if not plain:
-                log.warning(
-                    "the saved key of %s cannot be decrypted (STUDIO_ENCRYPTION_KEY or SECRET_KEY "
-                    "changed); paste it again on the Providers page",
-                    provider,
-                )
+            unreadable = not plain
             entry = _cache[provider] = (token, plain)
-        return entry[1]
+    # Logged outside the lock: the log's redaction reads the keys again (this function).
+    if unreadable:
+        log.warning(
+            "the saved key of %s cannot be decrypted (STUDIO_ENCRYPTION_KEY or SECRET_KEY changed); "
+            "paste it again on the Providers page",
+            provider,
+        )
+    return entry[1]
 
 
 def saved_state(provider: str) -> str:

@@ -8,6 +8,7 @@ interval, or finished twice. The work that calls providers or decodes video is i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -27,11 +28,14 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from . import media
-from .providers.base import ImageInput
+from .providers.base import ImageInput, ModelSpec
 
 # How long a provider's own result URLs (e.g. a last-frame image) are trusted after we
 # received them. Undocumented; after this the studio's own published copy is sent instead.
 REMOTE_URL_FRESH_FOR = timedelta(minutes=30)
+# A clip that timed out (or whose copy kept failing, or that may have started) is looked
+# for again this often while CLIP_LATE_DELIVERY_HOURS last, and whenever a webhook calls.
+LATE_LOOK_EVERY = timedelta(minutes=5)
 
 # The frame rate assumed for a clip whose frame count is unknown (made before it was kept).
 DEFAULT_FPS = 24.0
@@ -199,6 +203,18 @@ class Clip(Claimable):
 
     FINAL_STATES = (Status.READY, Status.FAILED, Status.CANCELLED)
 
+    class Failure(models.TextChoices):
+        """Why a failed clip failed, where it matters for what comes next: a paid job may
+        exist (it is looked for again, and sending again warns that it may bill twice)."""
+
+        NONE = "", "Failed"
+        # Accepted by the provider, not finished within its deadline.
+        TIMED_OUT = "timed_out", "Timed out"
+        # The answer to the create was lost: the provider may have started it.
+        UNCERTAIN = "uncertain", "May have started"
+        # Made by the provider, but its files could not be copied into the studio.
+        COPY = "copy", "Made, not copied"
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="clips")
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
@@ -253,6 +269,18 @@ class Clip(Claimable):
     finish_attempts = models.PositiveIntegerField(default=0)
     finish_claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    failure_kind = models.CharField(max_length=20, choices=Failure.choices, blank=True, default="")
+    # A job running at the provider while the provider refuses our key: the clip waits (it is
+    # paid for and still being made) and carries on once a call goes through again.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    pause_label = models.CharField(max_length=120, blank=True)
+    # What the card says about an unfinished clip ("Waiting to retry: ...", what to do).
+    notice = models.TextField(blank=True)
+    # Set after an answer that may have made a job (a 500 the provider's docs ask us to
+    # resend): before anything is sent again, the provider's list of recent jobs is searched.
+    look_before_send = models.BooleanField(default=False)
+    # The batch of polls that claimed this clip last (one sweep, one interval).
+    poll_token = models.CharField(max_length=32, blank=True)
     # Indexed: a provider's webhook call finds its clip by this token alone.
     webhook_token = models.CharField(max_length=64, default=_token, editable=False, db_index=True)
 
@@ -298,7 +326,28 @@ class Clip(Claimable):
 
     @property
     def status_label(self) -> str:
+        if self.paused_at and not self.is_finished:
+            return self.pause_label or "Waiting for the provider"
+        if self.status == self.Status.FAILED and self.failure_kind:
+            return self.get_failure_kind_display()
         return self.get_status_display()
+
+    @property
+    def may_bill_twice(self) -> bool:
+        """Sending this failed clip again could start a second paid job: the provider
+        accepted it (and may still deliver it), or may have started it."""
+        return self.status == self.Status.FAILED and self.failure_kind in (
+            self.Failure.TIMED_OUT,
+            self.Failure.UNCERTAIN,
+        )
+
+    @property
+    def still_looking_until(self):
+        """Until when the studio keeps looking for this failed clip's job, or None."""
+        if self.status != self.Status.FAILED or self.next_poll_at is None or self.deadline_at is None:
+            return None
+        until = self.deadline_at + self.late_delivery_window()
+        return until if until > timezone.now() else None
 
     @property
     def is_finished(self) -> bool:
@@ -347,6 +396,18 @@ class Clip(Claimable):
         if self.pk and self.reference_images.exists():
             return "reference_images"
         return "text"
+
+    def estimate_with(self, spec: ModelSpec):
+        """What this clip's settings cost with `spec` (ModelSpec.estimate: the same
+        computation the form shows), or None when the price is only known afterwards."""
+        return spec.estimate_cost(
+            self.duration,
+            self.resolution,
+            self.generate_audio,
+            start_mode=self.start_mode,
+            frames=int(bool(self.first_frame_id)) + int(bool(self.end_frame_id)),
+            references=self.reference_images.count() if self.pk else 0,
+        )
 
     def fresh_remote_last_frame_url(self) -> str:
         """The provider's own URL of this clip's last frame while it can still be trusted to
@@ -435,9 +496,16 @@ class Clip(Claimable):
     # --- State transitions --------------------------------------------------------------
 
     def fail(
-        self, message: str, field_errors: dict | None = None, expected_status: str | None = None
+        self,
+        message: str,
+        field_errors: dict | None = None,
+        expected_status: str | None = None,
+        kind: str = "",
+        keep_looking: bool = False,
     ) -> bool:
-        """Mark failed (only from `expected_status` when given, never from a final state)."""
+        """Mark failed (only from `expected_status` when given, never from a final state).
+        `kind` says why when a paid job may exist; with `keep_looking` the studio goes on
+        looking for the job (LATE_LOOK_EVERY, for CLIP_LATE_DELIVERY_HOURS)."""
         expected = {"status": expected_status} if expected_status else {}
         now = timezone.now()
         changed = (
@@ -447,13 +515,41 @@ class Clip(Claimable):
                 status=self.Status.FAILED,
                 error=self.error_with_fields(message, field_errors),
                 finished_at=now,
-                next_poll_at=None,
+                next_poll_at=now + LATE_LOOK_EVERY if keep_looking else None,
                 updated_at=now,
                 field_errors=field_errors or {},
+                failure_kind=kind,
+                paused_at=None,
+                pause_label="",
+                notice="",
+                look_before_send=False,
             )
         )
         self.refresh_from_db()
         return bool(changed)
+
+    def pause(self, label: str, notice: str, retry_at) -> bool:
+        """The provider refuses our key (or its edge refuses us) while it makes this clip:
+        wait, showing `label` and what to do, and call again at `retry_at`. Only a running
+        or finishing clip pauses; the job at the provider goes on and is billed."""
+        return self.claim(
+            {"status__in": [self.Status.RUNNING, self.Status.FINISHING]},
+            paused_at=self.paused_at or timezone.now(),
+            pause_label=label,
+            notice=notice,
+            next_poll_at=retry_at,
+        )
+
+    def resume(self) -> bool:
+        """A call went through again: the clip is no longer waiting."""
+        if not self.paused_at:
+            return False
+        return self.claim(
+            {"paused_at__isnull": False, "status__in": [self.Status.RUNNING, self.Status.FINISHING]},
+            paused_at=None,
+            pause_label="",
+            notice="",
+        )
 
     def reset_for_retry(self, grace: timedelta, deadline: timedelta) -> bool:
         """Failed (or cancelled) → queued with the same settings, as the same clip (its card
@@ -476,6 +572,11 @@ class Clip(Claimable):
             finish_claimed_at=None,
             finished_at=None,
             cost_actual=None,
+            failure_kind="",
+            paused_at=None,
+            pause_label="",
+            notice="",
+            look_before_send=False,
         )
 
     def cancel(self, expected_status: str, message: str) -> bool:
@@ -495,14 +596,68 @@ class Clip(Claimable):
         return self.claim({"status": expected_status}, **changes)
 
     def make_due(self) -> bool:
-        """Poll this clip as soon as possible (a webhook said something happened). True when
+        """Poll this clip as soon as possible (a webhook said something happened): a running
+        clip, or a failed one the studio is still looking for (a late delivery). True when
         that moved the next poll earlier; a clip already due is left as it is."""
         now = timezone.now()
+        looked_for = Q(status=self.Status.FAILED, deadline_at__gte=now - self.late_delivery_window())
         return bool(
-            Clip.objects.filter(pk=self.pk, status=self.Status.RUNNING, next_poll_at__gt=now).update(
-                next_poll_at=now
-            )
+            Clip.objects.filter(
+                Q(status=self.Status.RUNNING) | looked_for, pk=self.pk, next_poll_at__gt=now
+            ).update(next_poll_at=now)
         )
+
+    @staticmethod
+    def late_delivery_window() -> timedelta:
+        return timedelta(hours=settings.CLIP_LATE_DELIVERY_HOURS)
+
+
+class OverrideChoice(models.TextChoices):
+    AUTO = "", "As the model list suggests"
+    YES = "yes", "Yes"
+    NO = "no", "No"
+
+
+def _override_field(help_text: str) -> models.CharField:
+    return models.CharField(
+        max_length=3, choices=OverrideChoice.choices, blank=True, default="", help_text=help_text
+    )
+
+
+class ModelOverride(models.Model):
+    """What the studio's admin knows about one model better than its provider's list: the
+    list has no structured field for reference images, and does not say whether a last
+    frame works alone. Set in the admin; applied wherever the model is offered."""
+
+    Choice = OverrideChoice
+
+    provider = models.CharField(max_length=40)
+    model_key = models.CharField(max_length=200)
+    reference_images = _override_field("Whether the model takes reference images (input_references).")
+    max_reference_images = models.PositiveSmallIntegerField(
+        default=3, help_text="How many reference images, when it takes them."
+    )
+    last_frame_alone = _override_field("Whether a last frame may be sent without a first frame.")
+    note = models.CharField(max_length=300, blank=True, help_text="Why (for the next admin).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "model_key"], name="one_override_per_model")
+        ]
+
+    def __str__(self):
+        return f"{self.provider}:{self.model_key}"
+
+    def apply(self, spec: ModelSpec) -> ModelSpec:
+        changes = {}
+        if self.reference_images == self.Choice.YES:
+            changes["max_reference_images"] = max(1, self.max_reference_images)
+        elif self.reference_images == self.Choice.NO:
+            changes["max_reference_images"] = 0
+        if self.last_frame_alone and spec.last_frame:
+            changes["last_frame_alone"] = self.last_frame_alone == self.Choice.YES
+        return dataclasses.replace(spec, **changes) if changes else spec
 
 
 # --- Chains: one current sequence, takes, branches, cuts and costs -----------------------

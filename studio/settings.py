@@ -244,11 +244,21 @@ STUDIO_MAX_VIDEO_FPS = env_float("STUDIO_MAX_VIDEO_FPS", 60)
 STUDIO_ALLOW_PRIVATE_URLS = env_bool("STUDIO_ALLOW_PRIVATE_URLS", False)
 
 # --- Jobs -----------------------------------------------------------------------------
-# No clip stays unfinished for ever: past this many minutes after submission it fails.
+# How long a provider may take to make a clip, counted from the moment it accepted the job
+# (time in our queue and retries before that do not count). Past it the clip is polled
+# once more, then shown as timed out; each provider may have its own (below). Also how
+# long the studio keeps trying to send a clip that providers keep refusing for now (429).
 CLIP_DEADLINE_MINUTES = env_float("CLIP_DEADLINE_MINUTES", 30)
+# After a time-out (or a copy that kept failing) the studio keeps looking for the clip this
+# many hours, every few minutes and whenever the provider calls back: a late delivery
+# still becomes Ready.
+CLIP_LATE_DELIVERY_HOURS = env_float("CLIP_LATE_DELIVERY_HOURS", 24)
 # How long one poll sweep keeps looping over due clips before it hands the worker back.
 # The django-q2 scheduler only wakes every ~30 s, so a sweep must outlast that gap.
 POLL_SWEEP_SECONDS = env_float("POLL_SWEEP_SECONDS", 90)
+# How many polls of different clips one sweep has in flight at once (threads; each waits
+# on the network, not the CPU).
+POLL_CONCURRENCY = max(1, int(env_float("POLL_CONCURRENCY", 32)))
 
 # --- Providers --------------------------------------------------------------------------
 SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", True)
@@ -266,17 +276,24 @@ PICTORY_API_BASE_URL = (
 PICTORY_POLL_SECONDS = env_float("PICTORY_POLL_SECONDS", 15)
 # Longest wait for one HTTP exchange with Pictory (connect: at most 10 s of it).
 PICTORY_TIMEOUT_SECONDS = env_float("PICTORY_TIMEOUT_SECONDS", 30)
+# Minutes Pictory may take per clip from acceptance (empty: CLIP_DEADLINE_MINUTES).
+PICTORY_DEADLINE_MINUTES = env_float("PICTORY_DEADLINE_MINUTES", None)
+# Pictory sits behind bot protection that refuses library User-Agents (403, Cloudflare error
+# 1010; its own helper script sends a browser's). Empty: a browser-like default.
+PICTORY_USER_AGENT = os.environ.get("PICTORY_USER_AGENT", "").strip()
 
 # OpenRouter video (models read from its /videos/models list): on when the key is set.
 OPENROUTER_API_KEY = os.environ.get("OPENROUTER_API_KEY", "").strip()
 OPENROUTER_API_BASE_URL = (
     os.environ.get("OPENROUTER_API_BASE_URL", "").strip() or "https://openrouter.ai/api/v1"
 ).rstrip("/")
-# Seconds between two polls of one job (its docs: about 30). Kept within 1 to 120; values
-# under 10 are meant for a test server standing in for OpenRouter.
+# Seconds between two polls of one job (its docs: about 30, never faster than 10). Kept
+# within 10 to 120; lower only against a test server on this machine.
 OPENROUTER_POLL_SECONDS = env_float("OPENROUTER_POLL_SECONDS", 30)
 # Longest wait for one HTTP exchange with OpenRouter (connect: at most 10 s of it).
 OPENROUTER_TIMEOUT_SECONDS = env_float("OPENROUTER_TIMEOUT_SECONDS", 30)
+# Minutes OpenRouter may take per clip from acceptance (empty: CLIP_DEADLINE_MINUTES).
+OPENROUTER_DEADLINE_MINUTES = env_float("OPENROUTER_DEADLINE_MINUTES", None)
 # The signing secret of OpenRouter's webhooks; when set, unsigned or stale calls are refused.
 OPENROUTER_WEBHOOK_SECRET = os.environ.get("OPENROUTER_WEBHOOK_SECRET", "").strip()
 # How old the cached model list may get before the worker reads it again.
@@ -310,7 +327,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Provider text in a log line never carries a key it echoed (studio.providers.redact).
+    "filters": {"redact": {"()": "studio.providers.redact.RedactingFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

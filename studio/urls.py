@@ -13,6 +13,7 @@ urlpatterns = [
     path("clips/<int:pk>/continue/", views.continue_clip, name="continue_clip"),
     path("clips/<int:pk>/retry/", views.retry_clip, name="retry_clip"),
     path("clips/<int:pk>/cancel/", views.cancel_clip, name="cancel_clip"),
+    path("clips/<int:pk>/send-again/", views.send_again, name="send_again"),
     path("clips/<int:pk>/chain/", views.chain_view, name="chain_view"),
     path("clips/<int:pk>/chain/export/", views.start_chain_export, name="start_chain_export"),
     path("clips/<int:pk>/chain/live/", views.chain_live, name="chain_live"),

@@ -271,6 +271,9 @@ def retry_clip(request, pk):
     gone = _model_gone(request, clip)
     if gone:
         return gone
+    if request.method == "POST" and clip.may_bill_twice:
+        # A paid job may exist: sending again goes through the page that says so.
+        return redirect("send_again", clip.pk)
     if request.method == "POST" and not clip.field_errors:
         jobs.retry_clip(clip)
         if request.htmx:
@@ -308,6 +311,26 @@ def cancel_clip(request, pk):
         )
     (messages.success if cancelled else messages.info)(request, message)
     return redirect(reverse("home") + f"#clip-{clip.pk}")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def send_again(request, pk):
+    """ "Send again" for a clip the provider may have started (its answer was lost) or
+    accepted and not finished in time: GET says it may be billed twice and how to check;
+    POST sends it again as the same clip."""
+    clip = _clip_for(request, pk)
+    if not clip.may_bill_twice:
+        return redirect(clip)
+    gone = _model_gone(request, clip)
+    if gone:
+        return gone
+    if request.method == "POST":
+        jobs.retry_clip(clip)
+        messages.info(request, f"Clip #{clip.pk} was sent again.")
+        return redirect(_next_url(request) or "home")
+    provider = jobs.provider_label(clip.provider)
+    return render(request, "studio/send_again.html", {"clip": clip, "provider": provider})
 
 
 @login_required
@@ -503,14 +526,21 @@ def _specs_of(clips) -> dict:
     return specs
 
 
-def _estimate_like(clip: Clip, specs: dict) -> Estimate | None:
-    """What one more clip with `clip`'s settings will cost; None when its model is gone."""
+def _estimate_like(clip: Clip, specs: dict, continuing: bool = False) -> Estimate | None:
+    """What one more clip like `clip` will cost: another take with its settings, or
+    (`continuing`) the next step, which starts from its last frame. None when its model is
+    gone. Another take costs what this clip was estimated at when it was made, inputs and
+    all (references, frames), so nothing about it needs reading again."""
     spec = specs.get(clip.model_ref)
     if spec is None:
         return None
     if spec.is_free:
         return Estimate(Decimal(0))
-    return Estimate(spec.estimate_cost(clip.duration, clip.resolution, clip.generate_audio), spec.cost_unit)
+    if not continuing and clip.cost_estimate is not None:
+        return Estimate(clip.cost_estimate, clip.cost_unit)
+    options = {"start_mode": "first_frame", "frames": 1} if continuing else {}
+    amount = spec.estimate_cost(clip.duration, clip.resolution, clip.generate_audio, **options)
+    return Estimate(amount, spec.cost_unit)
 
 
 def _chain_tree(request, pk: int) -> tuple[ChainTree, Clip]:
@@ -678,8 +708,8 @@ def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
     steps = tree.steps
     clips = tree.sequence
 
-    def adding(clip):
-        estimate = _estimate_like(clip, specs)
+    def adding(clip, continuing=False):
+        estimate = _estimate_like(clip, specs, continuing)
         return None if estimate is None else costs.adding(estimate)
 
     labels = {value: str(label) for value, label in Clip.Status.choices}
@@ -708,7 +738,7 @@ def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
         "branches": tree.branches(),
         "signature": tree.signature(),
         "poll": tree.unfinished,
-        "continue_adds": adding(last) if last.is_ready and last.last_frame_id else None,
+        "continue_adds": adding(last, continuing=True) if last.is_ready and last.last_frame_id else None,
         "clip": opened,
         "export": ChainExport.latest_for(request.user, clips),
         "blocker": _export_blocker(clips),

@@ -5,6 +5,7 @@ Clips go through the real flow: the generate view, the submit task, polls, the f
 
 from __future__ import annotations
 
+import copy
 import html
 import io
 import json
@@ -22,16 +23,28 @@ from PIL import Image
 
 from studio import jobs
 from studio.catalogue import all_models, find_model
-from studio.models import Clip, ProviderModelCache, WebhookDelivery
+from studio.models import Clip, ModelOverride, ProviderModelCache, WebhookDelivery
 from studio.providers import ProviderError, Submission, get_provider
 from studio.providers.openrouter import (
+    CONSTRAINTS,
+    DATA_POLICY,
     KEY_REFUSED,
+    MODEL_GONE,
     NO_CREDITS,
     signature_problem,
     spec_from,
 )
 from tests.conftest import run_enqueued
-from tests.fakes.openrouter import MODELS, UNUSUAL, FakeOpenRouter, decode_data_url, error, sign
+from tests.fakes.openrouter import (
+    MODELS,
+    UNUSUAL,
+    FakeOpenRouter,
+    decode_data_url,
+    error,
+    render_clip,
+    sign,
+)
+from tests.test_pictory import send_when_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,6 +58,7 @@ SECRET = "whsec_test_secret"
 
 @pytest.fixture
 def openrouter(settings):
+    render_clip("16:9")  # render the fake's result once, not inside a request with a 2 s timeout
     fake = FakeOpenRouter().start()
     settings.OPENROUTER_API_KEY = fake.key
     settings.OPENROUTER_API_BASE_URL = fake.base_url
@@ -151,8 +165,8 @@ def test_an_unusual_model_is_offered_exactly_as_listed(signed_in, openrouter):
         'name="last_frame_upload"',
     ):
         assert absent not in text
-    # No frames listed: text, or reference images (the list says nothing about those).
-    assert options_of(text, "start_mode") == ["text", "reference_images"]
+    # No frames listed, and no sign of reference images: text only, so no choice to make.
+    assert 'name="start_mode"' not in text and 'name="reference_images"' not in text
     assert "The price is not known in advance" in text
 
 
@@ -208,7 +222,7 @@ def test_model_entries_map_onto_specs_whatever_they_state():
     assert spec.cost_per_second == Decimal("0.05") and spec.cost_unit == "USD"
     bare = spec_from({"id": "bare/model"})
     assert (bare.durations, bare.aspect_ratios, bare.resolutions) == ((), (), ())
-    assert bare.max_reference_images == 3 and bare.cost_per_second is None
+    assert bare.max_reference_images == 0 and bare.cost_per_second is None
     assert spec_from({"name": "no id"}) is None
 
 
@@ -389,21 +403,23 @@ def test_reference_images_go_as_input_references(signed_in, openrouter, enqueued
     assert "resolution" not in create.json and "generate_audio" not in create.json
 
 
-def test_frames_win_over_references_in_the_request_body(openrouter, tmp_path):
+def test_frames_and_references_are_never_sent_together(openrouter, tmp_path):
+    """OpenRouter would keep the frames and drop the references without a word, on a paid
+    clip: the studio refuses the pair before anything is sent."""
     image = tmp_path / "a.png"
     Image.new("RGB", (8, 8)).save(image)
     from studio.providers.base import ImageInput
     from studio.providers.openrouter import request_body
 
-    body = request_body(
-        Submission(
-            model=find_model(VEO),
-            prompt=PROMPT,
-            first_frame=ImageInput(image),
-            reference_images=[ImageInput(image)],
-        )
-    )
-    assert "frame_images" in body and "input_references" not in body
+    for frames in ({"first_frame": ImageInput(image)}, {"last_frame": ImageInput(image)}):
+        with pytest.raises(ProviderError) as caught:
+            request_body(
+                Submission(
+                    model=find_model(VEO), prompt=PROMPT, reference_images=[ImageInput(image)], **frames
+                )
+            )
+        assert caught.value.permanent and "not both" in caught.value.message
+    assert not openrouter.creates()
 
 
 def test_a_last_frame_is_refused_on_a_model_without_one(signed_in, openrouter, enqueued):
@@ -420,10 +436,35 @@ def test_a_last_frame_is_refused_on_a_model_without_one(signed_in, openrouter, e
     assert not Clip.objects.exists() and not openrouter.creates()
 
 
-def test_a_last_frame_alone_is_enough_to_start(signed_in, openrouter, enqueued):
-    clip = create_clip(signed_in, enqueued, start_mode="first_frame", last_frame_upload=png())
+def test_a_last_frame_alone_is_refused_where_the_model_takes_a_first_frame(signed_in, openrouter, enqueued):
+    response = post_generate(signed_in, start_mode="first_frame", last_frame_upload=png())
+    assert response.status_code == 422
+    assert "takes a last frame only together with a first frame" in page(response)
+    assert not Clip.objects.exists() and not openrouter.creates()
+
+
+def test_a_last_frame_alone_goes_to_a_model_that_takes_only_a_last_frame(signed_in, openrouter, enqueued):
+    openrouter.models.append({**UNUSUAL, "id": "odd/ending", "supported_frame_images": ["last_frame"]})
+    clip = create_clip(
+        signed_in,
+        enqueued,
+        model="openrouter:odd/ending",
+        duration="7",
+        aspect_ratio="21:9",
+        resolution=None,
+        start_mode="first_frame",
+        last_frame_upload=png(),
+    )
     [frame] = openrouter.creates()[0].json["frame_images"]
     assert frame["frame_type"] == "last_frame" and clip.first_frame is None
+
+
+def test_the_admin_can_say_a_last_frame_works_alone_on_a_model(signed_in, openrouter, enqueued):
+    ModelOverride.objects.create(provider="openrouter", model_key="google/veo-3.1", last_frame_alone="yes")
+    openrouter.lone_last_frame_ok.add("google/veo-3.1")  # what the admin found out
+    clip = create_clip(signed_in, enqueued, start_mode="first_frame", last_frame_upload=png())
+    assert clip.status == Clip.Status.RUNNING, clip.error
+    assert [f["frame_type"] for f in openrouter.creates()[0].json["frame_images"]] == ["last_frame"]
 
 
 # --- Polling ----------------------------------------------------------------------------------
@@ -553,8 +594,19 @@ def test_the_fakes_own_400_maps_to_a_field(openrouter):
         (error(402, "Insufficient credits"), NO_CREDITS),
         (
             error(403, "Prompt flagged: violence", {"reasons": ["violence"]}),
-            "Refused by moderation: Prompt flagged: violence",
+            "Refused by moderation: Prompt flagged: violence Change the prompt or the images.",
         ),
+        (
+            error(403, "This model is not available in your region"),
+            "OpenRouter does not allow this request for your key or region (403): "
+            "This model is not available in your region",
+        ),
+        (error(404, "Model not found"), MODEL_GONE),
+        (
+            error(404, "No endpoints found matching your data policy", {"reason": "privacy_restricted"}),
+            DATA_POLICY,
+        ),
+        (error(404, "No allowed providers are available", {"reason": "constraint_filtered"}), CONSTRAINTS),
     ],
 )
 def test_refusals_say_why_and_never_show_the_key(signed_in, openrouter, enqueued, reply, message):
@@ -574,20 +626,30 @@ def test_a_wrong_key_is_refused_by_the_fake_and_reported(signed_in, openrouter, 
     assert "OpenRouter refused the API key" in page(signed_in.get(reverse("providers")))
 
 
-def test_429_then_502_on_create_retry_and_make_exactly_one_job(signed_in, openrouter, enqueued):
-    openrouter.create_replies.extend(
-        [error(429, "Rate limited", headers={"Retry-After": "7"}), error(502, "Provider returned error")]
-    )
+def test_a_429_on_create_is_sent_again_and_makes_exactly_one_job(signed_in, openrouter, enqueued):
+    openrouter.create_replies.extend([error(429, "Rate limited", headers={"Retry-After": "7"})])
     clip = create_clip(signed_in, enqueued)
-    assert clip.status == Clip.Status.QUEUED and clip.error.startswith("Waiting to retry")
+    assert clip.status == Clip.Status.QUEUED and clip.notice.startswith("Waiting to retry")
     assert 6 <= (clip.next_poll_at - timezone.now()).total_seconds() <= 7.5
-    for expected in (Clip.Status.QUEUED, Clip.Status.RUNNING):
-        make_due(clip)
-        jobs.recover_stale_clips()
-        run_enqueued(enqueued)
-        clip.refresh_from_db()
-        assert clip.status == expected
-    assert len(openrouter.creates()) == 3 and len(openrouter.jobs) == 1
+    assert send_when_due(clip, enqueued).status == Clip.Status.RUNNING
+    assert len(openrouter.creates()) == 2 and len(openrouter.jobs) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_a_5xx_on_create_is_never_sent_again_by_itself(signed_in, openrouter, enqueued, status):
+    """OpenRouter's docs ask for no resend, and no idempotency key exists: a 5xx may have
+    made a paid job, so the clip says it may have started and waits for the creator."""
+    openrouter.create_replies.append(error(status, "Provider returned error"))
+    clip = create_clip(signed_in, enqueued)
+    assert clip.status == Clip.Status.FAILED and clip.failure_kind == Clip.Failure.UNCERTAIN
+    assert clip.error.startswith("The provider may have started this clip.")
+    jobs.recover_stale_clips()
+    run_enqueued(enqueued)
+    assert len(openrouter.creates()) == 1
+    card = page(signed_in.get(reverse("clip_card", args=[clip.pk])))
+    assert "Send again" in card and "may be billed twice" in card
+    # OpenRouter lists no jobs: nothing to keep looking in, and the card does not pretend so.
+    assert "keeps looking" not in card
 
 
 def test_poll_429_and_502_back_off_without_failing(signed_in, openrouter, enqueued):
@@ -601,17 +663,36 @@ def test_poll_429_and_502_back_off_without_failing(signed_in, openrouter, enqueu
     assert poll(clip, enqueued).status == Clip.Status.READY
 
 
-def test_a_create_timeout_fails_honestly_and_never_sends_twice(signed_in, openrouter, enqueued):
+def test_a_create_timeout_may_have_started_and_is_never_sent_twice(signed_in, openrouter, enqueued):
     openrouter.create_replies.append("timeout")
     clip = create_clip(signed_in, enqueued)
     assert clip.status == Clip.Status.FAILED and "cannot tell whether it was accepted" in clip.error
+    assert clip.failure_kind == Clip.Failure.UNCERTAIN and "ReadTimeout" in clip.error
     assert len(openrouter.creates()) == 1
 
 
-@pytest.mark.parametrize("configured, used", [(0.2, 1.0), (30, 30.0), (999, 120.0)])
-def test_the_poll_interval_setting_is_kept_within_bounds(openrouter, settings, configured, used):
+@pytest.mark.parametrize("configured, used", [(0.2, 10.0), (9.9, 10.0), (30, 30.0), (999, 120.0)])
+def test_the_poll_interval_is_never_below_10_seconds_against_openrouter(
+    openrouter, settings, configured, used
+):
+    settings.OPENROUTER_API_BASE_URL = "https://openrouter.ai/api/v1"
     settings.OPENROUTER_POLL_SECONDS = configured
     assert get_provider("openrouter").poll_interval == used
+
+
+def test_only_a_test_server_on_this_machine_may_be_polled_faster(openrouter, settings):
+    settings.OPENROUTER_POLL_SECONDS = 0.2
+    assert get_provider("openrouter").poll_interval == 0.5  # the loopback fake, floored
+    settings.OPENROUTER_API_BASE_URL = "http://localhost:9/api/v1"
+    assert get_provider("openrouter").poll_interval == 0.5
+
+
+def test_the_deadline_can_be_set_for_openrouter_with_decimals(openrouter, settings):
+    settings.OPENROUTER_DEADLINE_MINUTES = 12.5
+    assert get_provider("openrouter").deadline_minutes == 12.5
+    settings.OPENROUTER_DEADLINE_MINUTES = None
+    settings.CLIP_DEADLINE_MINUTES = 45
+    assert get_provider("openrouter").deadline_minutes == 45
 
 
 # --- Continue from last frame -----------------------------------------------------------------
@@ -745,3 +826,114 @@ def test_signature_check_window():
 
 def test_one_provider_and_connection_pool_serve_every_call(openrouter):
     assert get_provider("openrouter") is get_provider("openrouter")
+
+
+# --- Capabilities true to the model list --------------------------------------------------------
+
+
+@pytest.fixture
+def realistic(openrouter):
+    from tests.fakes.openrouter_models import REALISTIC_MODELS
+
+    openrouter.models = copy.deepcopy(REALISTIC_MODELS)
+    return openrouter
+
+
+def test_reference_images_are_offered_on_a_model_that_also_takes_frames(signed_in, realistic, enqueued):
+    form = page(signed_in.get(reverse("form_options"), {"model": VEO}))
+    assert options_of(form, "start_mode") == ["text", "first_frame", "reference_images"]
+    clip = create_clip(
+        signed_in,
+        enqueued,
+        start_mode="reference_images",
+        reference_images=[png(name="a.png"), png((0, 90, 200), name="b.png")],
+    )
+    assert clip.status == Clip.Status.RUNNING, clip.error
+    [create] = realistic.creates()
+    assert len(create.json["input_references"]) == 2 and "frame_images" not in create.json
+    assert not realistic.jobs[clip.remote_id.split("|")[0]].extra.get("references_ignored")
+
+
+def test_the_number_of_references_follows_the_description(realistic):
+    assert find_model("openrouter:alibaba/wan-2.7").max_reference_images == 4  # "up to 4 references"
+    assert find_model(VEO).max_reference_images == 3
+    assert find_model("openrouter:kwaivgi/kling-v2.5-turbo").max_reference_images == 0
+
+
+def test_the_admin_overrides_what_the_list_suggests_about_references(signed_in, openrouter, enqueued):
+    openrouter.models = [UNUSUAL]
+    ModelOverride.objects.create(
+        provider="openrouter", model_key="odd/model-x", reference_images="yes", max_reference_images=2
+    )
+    form = page(signed_in.get(reverse("form_options"), {"model": "openrouter:odd/model-x"}))
+    assert options_of(form, "start_mode") == ["text", "reference_images"]
+    assert find_model("openrouter:odd/model-x").max_reference_images == 2
+    ModelOverride.objects.filter(model_key="odd/model-x").update(reference_images="no")
+    assert find_model("openrouter:odd/model-x").max_reference_images == 0
+
+
+def test_models_that_need_a_video_are_not_offered_and_the_providers_page_says_why(signed_in, realistic):
+    home = page(signed_in.get(reverse("home")))
+    assert 'value="openrouter:google/veo-3.1"' in home
+    assert "acme/upscale-4k" not in home and "runway/aleph" not in home
+    assert find_model("openrouter:acme/upscale-4k") is None
+    providers = page(signed_in.get(reverse("providers")))
+    for name in ("Acme: Upscale 4K", "Runway: Aleph"):
+        row = providers.split(name, 1)[1].split("</li>", 1)[0]
+        assert "Not supported yet: this model works on a video you give it" in row
+    row = providers.split("Google: Veo 3.1", 1)[1].split("</li>", 1)[0]
+    assert "Not supported yet" not in row
+    assert "10 video models (2 not supported yet), list read" in providers
+
+
+def test_posting_a_video_only_model_is_refused_before_anything_is_sent(signed_in, realistic, enqueued):
+    response = post_generate(signed_in, model="openrouter:acme/upscale-4k", resolution="4K", duration=None)
+    assert response.status_code == 422 and "Choose one of the models in the list." in page(response)
+    assert not realistic.creates()
+
+
+# --- Copying and refused keys ------------------------------------------------------------------
+
+
+def test_an_expired_signed_url_falls_back_to_the_content_endpoint_with_the_key(
+    signed_in, openrouter, enqueued
+):
+    openrouter.signed_ttl = -60  # handed out already expired
+    clip = create_clip(signed_in, enqueued)
+    openrouter.script_polls("completed-signed")
+    assert poll(clip, enqueued).status == Clip.Status.READY, clip.error
+    storage, content = openrouter.downloads()
+    assert storage.path.startswith("/storage/") and "authorization" not in storage.headers
+    assert (
+        content.path.endswith("/content") and content.headers["authorization"] == f"Bearer {openrouter.key}"
+    )
+    assert clip.video.read() == openrouter.jobs[clip.remote_id.split("|")[0]].video
+
+
+def test_a_401_while_polling_waits_for_a_working_key_and_then_finishes(signed_in, openrouter, enqueued):
+    clip = create_clip(signed_in, enqueued)
+    openrouter.key_refused = True
+    poll(clip, enqueued)
+    assert clip.status == Clip.Status.RUNNING and clip.status_label == "Waiting for a working OpenRouter key"
+    assert KEY_REFUSED in clip.notice
+    openrouter.key_refused = False
+    openrouter.script_polls("completed")
+    assert poll(clip, enqueued).status == Clip.Status.READY and clip.paused_at is None
+
+
+def test_a_401_while_copying_waits_for_the_key_without_losing_the_clip(signed_in, openrouter, enqueued):
+    clip = create_clip(signed_in, enqueued)
+    openrouter.script_polls("completed")
+    make_due(clip)
+    jobs.poll_due_once()
+    openrouter.key_refused = True
+    run_enqueued(enqueued)
+    clip.refresh_from_db()
+    assert clip.status == Clip.Status.FINISHING and clip.paused_at is not None
+    assert clip.status_label == "Waiting for a working OpenRouter key"
+    openrouter.key_refused = False
+    Clip.objects.filter(pk=clip.pk).update(next_poll_at=timezone.now() - timedelta(seconds=1))
+    jobs.recover_stale_clips()
+    run_enqueued(enqueued)
+    clip.refresh_from_db()
+    assert clip.status == Clip.Status.READY and clip.paused_at is None

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
@@ -23,9 +24,9 @@ from studio import jobs
 from studio.catalogue import find_model
 from studio.models import Asset, Clip
 from studio.providers import ProviderError, Submission, get_provider
-from studio.providers.pictory import KEY_REFUSED, field_errors
+from studio.providers.pictory import FIREWALL, KEY_REFUSED, USER_AGENT, field_errors
 from tests.conftest import free_port, run_enqueued
-from tests.fakes.pictory import FakePictory, rendered
+from tests.fakes.pictory import FakePictory, Job, rendered
 
 # Real commits, so on-commit callbacks (enqueueing tasks) run at once, as in production.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,6 +37,7 @@ PUBLIC = "https://studio.example.com"
 
 @pytest.fixture
 def pictory(settings):
+    rendered("16:9")  # render the fake's result once, not inside a request with a 1 s timeout
     fake = FakePictory().start()
     settings.PICTORY_API_KEY = fake.key
     settings.PICTORY_API_BASE_URL = fake.base_url
@@ -71,6 +73,15 @@ def poll(clip, enqueued):
     """Poll the clip once now, and run what that enqueues (finishing)."""
     make_due(clip)
     jobs.poll_due_once()
+    run_enqueued(enqueued)
+    clip.refresh_from_db()
+    return clip
+
+
+def send_when_due(clip, enqueued):
+    """Let a queued clip's retry time come: the sweep sends it again (and runs what follows)."""
+    make_due(clip)
+    jobs.recover_stale_clips()
     run_enqueued(enqueued)
     clip.refresh_from_db()
     return clip
@@ -134,8 +145,23 @@ def test_models_match_the_contract_table(pictory):
 
 @pytest.mark.parametrize("configured, used", [(3, 10.0), (15, 15.0), (99, 30.0)])
 def test_poll_interval_is_kept_within_10_to_30_seconds(pictory, settings, configured, used):
+    settings.PICTORY_API_BASE_URL = "https://api.pictory.ai/pictoryapis"
     settings.PICTORY_POLL_SECONDS = configured
     assert get_provider("pictory").poll_interval == used
+
+
+def test_only_a_test_server_on_this_machine_may_be_polled_faster(pictory, settings):
+    settings.PICTORY_POLL_SECONDS = 2
+    assert get_provider("pictory").poll_interval == 2.0  # the loopback fake
+
+
+@pytest.mark.parametrize(
+    "pictory_minutes, common, used", [(None, 30, 30.0), (None, 12.5, 12.5), (7.5, 30, 7.5)]
+)
+def test_the_deadline_can_be_set_for_pictory_with_decimals(pictory, settings, pictory_minutes, common, used):
+    settings.PICTORY_DEADLINE_MINUTES = pictory_minutes
+    settings.CLIP_DEADLINE_MINUTES = common
+    assert get_provider("pictory").deadline_minutes == used
 
 
 def test_form_shows_only_the_models_ratios_durations_and_credit_cost(signed_in, pictory):
@@ -171,7 +197,8 @@ def test_text_only_sends_the_documented_body_and_headers(signed_in, pictory, enq
     [create] = pictory.creates()
     assert create.json == {"prompt": PROMPT, "model": "veo3.1", "aspectRatio": "16:9", "duration": "4s"}
     assert create.headers["authorization"] == pictory.key  # the raw key, no "Bearer"
-    assert create.headers["user-agent"].startswith("LastframeStudio/")
+    # A browser's User-Agent, as in Pictory's own helper (its bot protection refuses libraries).
+    assert create.headers["user-agent"] == USER_AGENT and USER_AGENT.startswith("Mozilla/5.0 (")
     assert create.headers["content-type"] == "application/json"
     assert clip.status == Clip.Status.RUNNING
     assert clip.remote_id in pictory.jobs
@@ -186,7 +213,7 @@ def test_polls_send_the_raw_key_and_our_user_agent(signed_in, pictory, enqueued)
     [request] = pictory.polls()
     assert request.path == f"/pictoryapis/v1/jobs/{clip.remote_id}"
     assert request.headers["authorization"] == pictory.key
-    assert request.headers["user-agent"].startswith("LastframeStudio/")
+    assert request.headers["user-agent"] == USER_AGENT
 
 
 def test_the_fake_refuses_a_bearer_key_like_the_real_service(pictory):
@@ -489,6 +516,8 @@ def test_a_preview_image_is_used_when_there_is_no_thumbnail(signed_in, pictory, 
         ("success-false", "The model could not render this prompt."),
         ("404", "Pictory has no record of this job."),
         ("job-not-found", "Pictory has no record of this job."),
+        # The documented unknown-job answer, with HTTP 200 (the 404 above carries it too).
+        ("job-not-found-200", "Pictory has no record of this job."),
     ],
 )
 def test_failures_show_pictorys_message(signed_in, pictory, enqueued, step, message):
@@ -497,15 +526,17 @@ def test_failures_show_pictorys_message(signed_in, pictory, enqueued, step, mess
     poll(clip, enqueued)
     assert clip.status == Clip.Status.FAILED
     assert clip.error == message
-    assert message in page(signed_in.get(reverse("clip_card", args=[clip.pk])))
+    card = page(signed_in.get(reverse("clip_card", args=[clip.pk])))
+    assert message in card and "hx-trigger" not in card  # a plain failure: nothing to wait for
 
 
-def test_a_job_past_its_deadline_says_it_timed_out(signed_in, pictory, enqueued):
+def test_a_job_past_its_deadline_says_it_timed_out(signed_in, pictory, enqueued, settings):
+    settings.PICTORY_DEADLINE_MINUTES = 7.5
     clip = create_clip(signed_in, enqueued)
     Clip.objects.filter(pk=clip.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
     poll(clip, enqueued)
     assert clip.status == Clip.Status.FAILED
-    assert clip.error == "Timed out: Pictory AI Studio did not finish this clip within 30 minutes."
+    assert clip.error == "Timed out: Pictory AI Studio did not finish this clip within 7.5 minutes."
 
 
 # --- Errors ---------------------------------------------------------------------------------
@@ -592,18 +623,51 @@ def test_429_then_500_then_success_creates_exactly_one_job(signed_in, pictory, e
         (500, {"message": "Internal Server Error"}),
     )
     clip = create_clip(signed_in, enqueued)
-    assert clip.status == Clip.Status.QUEUED and clip.error.startswith("Waiting to retry")
+    assert clip.status == Clip.Status.QUEUED and clip.notice.startswith("Waiting to retry")
     assert 6 <= (clip.next_poll_at - timezone.now()).total_seconds() <= 7.5  # Retry-After honoured
     for expected in (Clip.Status.QUEUED, Clip.Status.RUNNING):
-        make_due(clip)
-        jobs.recover_stale_clips()  # the sweep sends a queued clip again once its time comes
-        run_enqueued(enqueued)
-        clip.refresh_from_db()
+        send_when_due(clip, enqueued)
         assert clip.status == expected
     assert len(pictory.creates()) == 3
+    # The 500 may have made a job: the list was searched before the next create (not after the 429).
+    assert len(pictory.list_requests()) == 1
     assert len(pictory.jobs) == 1 and clip.remote_id in pictory.jobs
     pictory.script_polls("completed")
     assert poll(clip, enqueued).status == Clip.Status.READY
+
+
+@pytest.mark.parametrize("shape", ["items", "list", "videos-ms"])
+def test_a_job_made_by_a_create_answered_500_is_found_and_adopted_not_made_twice(
+    signed_in, pictory, enqueued, shape
+):
+    pictory.list_shape = shape
+    pictory.reply_to_create("500-after-create")
+    clip = create_clip(signed_in, enqueued)
+    assert clip.status == Clip.Status.QUEUED and clip.look_before_send
+    send_when_due(clip, enqueued)
+    assert clip.status == Clip.Status.RUNNING
+    assert len(pictory.creates()) == 1 and len(pictory.jobs) == 1
+    assert clip.remote_id in pictory.jobs
+    pictory.script_polls("completed")
+    assert poll(clip, enqueued).status == Clip.Status.READY
+
+
+def test_after_two_500s_the_deadline_counts_from_acceptance(signed_in, pictory, enqueued, settings):
+    """Today's loss: two 500s, a late acceptance, and "Timed out" before a single poll."""
+    settings.PICTORY_DEADLINE_MINUTES = 10
+    pictory.reply_to_create(
+        (500, {"message": "Internal Server Error"}), (500, {"message": "Internal Server Error"})
+    )
+    clip = create_clip(signed_in, enqueued)
+    for _ in range(2):
+        # Each retry waits in the queue for a while: here far longer than the deadline.
+        Clip.objects.filter(pk=clip.pk).update(created_at=F("created_at") - timedelta(minutes=20))
+        send_when_due(clip, enqueued)
+    assert clip.status == Clip.Status.RUNNING
+    assert clip.deadline_at == clip.submitted_at + timedelta(minutes=10)
+    pictory.script_polls("completed")
+    assert poll(clip, enqueued).status == Clip.Status.READY
+    assert len(pictory.polls()) == 1 and len(pictory.jobs) == 1
 
 
 def test_poll_429_and_500_back_off_without_failing_the_clip(signed_in, pictory, enqueued):
@@ -620,21 +684,82 @@ def test_poll_429_and_500_back_off_without_failing_the_clip(signed_in, pictory, 
     assert len(pictory.creates()) == 1
 
 
-def test_a_submit_timeout_fails_honestly_and_never_sends_twice(signed_in, pictory, enqueued):
-    pictory.reply_to_create("timeout")
+@pytest.mark.parametrize("reply", ["timeout", "drop-after-create"])
+def test_a_lost_create_answer_is_found_in_the_list_and_never_sent_twice(signed_in, pictory, enqueued, reply):
+    pictory.reply_to_create(reply)
     clip = create_clip(signed_in, enqueued)
-    assert clip.status == Clip.Status.FAILED
-    assert "cannot tell whether it was accepted" in clip.error
+    assert clip.status == Clip.Status.RUNNING, clip.error
+    assert clip.remote_id in pictory.jobs and len(pictory.list_requests()) == 1
     jobs.recover_stale_clips()
     run_enqueued(enqueued)
     assert len(pictory.creates()) == 1 and len(pictory.jobs) == 1
+
+
+def test_a_lost_answer_with_no_job_in_the_list_may_have_started_and_is_looked_for(
+    signed_in, pictory, enqueued
+):
+    # A gateway's 504 to a create: Pictory's docs ask for no resend, so the studio may not.
+    pictory.reply_to_create((504, "<html>Gateway Timeout</html>", {"Content-Type": "text/html"}))
+    clip = create_clip(signed_in, enqueued)
+    assert clip.status == Clip.Status.FAILED and clip.failure_kind == Clip.Failure.UNCERTAIN
+    assert clip.error.startswith("The provider may have started this clip.")
+    assert "billed twice" in clip.error
+    card = page(signed_in.get(reverse("clip_card", args=[clip.pk])))
+    assert "May have started" in card and reverse("send_again", args=[clip.pk]) in card
+    assert "Try again" not in card and "keeps looking for it until" in card
+    # The job shows up in Pictory's list later (made by that create after all): adopted.
+    job_id = "7d4bd7f1-0c3b-4f0e-9a57-000000000001"
+    pictory.jobs[job_id] = Job(job_id, {"prompt": PROMPT, "model": "veo3.1"})
+    Clip.objects.filter(pk=clip.pk).update(next_poll_at=timezone.now() - timedelta(seconds=1))
+    assert jobs.look_for_lost_jobs() == 1
+    clip.refresh_from_db()
+    assert clip.status == Clip.Status.RUNNING and clip.remote_id == job_id and clip.error == ""
+    assert len(pictory.creates()) == 1
+
+
+def test_a_job_in_the_list_with_another_prompt_or_from_before_is_never_adopted(pictory):
+    provider = get_provider("pictory")
+    spec = find_model("pictory:veo3.1")
+    old = Job("11111111-0000-0000-0000-000000000001", {"prompt": PROMPT, "model": "veo3.1"})
+    old.created -= 3600  # the same prompt, an hour earlier: another clip
+    other = Job(
+        "11111111-0000-0000-0000-000000000002", {"prompt": "Something else entirely", "model": "veo3.1"}
+    )
+    pictory.jobs.update({old.id: old, other.id: other})
+    since = timezone.now() - timedelta(minutes=5)
+    assert provider.find_jobs(Submission(model=spec, prompt=PROMPT), since) == []
+    fresh = Job("11111111-0000-0000-0000-000000000003", {"prompt": PROMPT, "model": "veo3.1"})
+    pictory.jobs[fresh.id] = fresh
+    assert [j.remote_id for j in provider.find_jobs(Submission(model=spec, prompt=PROMPT), since)] == [
+        fresh.id
+    ]
+
+
+def test_send_again_warns_it_may_bill_twice_then_sends_the_same_clip(signed_in, pictory, enqueued):
+    pictory.reply_to_create((502, {"message": "Bad Gateway"}))
+    clip = create_clip(signed_in, enqueued)
+    assert clip.may_bill_twice
+    # "Try again" from an old page goes through the warning too.
+    response = signed_in.post(reverse("retry_clip", args=[clip.pk]))
+    assert response.status_code == 302 and response.url == reverse("send_again", args=[clip.pk])
+    text = page(signed_in.get(reverse("send_again", args=[clip.pk])))
+    assert "may be billed twice" in text and "Check your Pictory AI Studio account first" in text
+    assert len(pictory.creates()) == 1
+    assert signed_in.post(reverse("send_again", args=[clip.pk])).status_code == 302
+    run_enqueued(enqueued)
+    clip.refresh_from_db()
+    assert clip.status == Clip.Status.RUNNING and len(pictory.creates()) == 2
+    assert not clip.failure_kind and clip.error == ""
 
 
 def test_an_unreachable_service_is_retried_later(signed_in, pictory, enqueued, settings):
     settings.PICTORY_API_BASE_URL = f"http://127.0.0.1:{free_port()}/pictoryapis"
     clip = create_clip(signed_in, enqueued)
     assert clip.status == Clip.Status.QUEUED
-    assert clip.error.startswith("Waiting to retry: Could not reach Pictory")
+    assert clip.notice.startswith("Waiting to retry: Could not reach Pictory")
+    assert "Waiting to retry: Could not reach Pictory" in page(
+        signed_in.get(reverse("clip_card", args=[clip.pk]))
+    )
 
 
 def test_a_poll_timeout_keeps_the_clip_running(signed_in, pictory, enqueued):
@@ -643,6 +768,83 @@ def test_a_poll_timeout_keeps_the_clip_running(signed_in, pictory, enqueued):
     poll(clip, enqueued)
     assert clip.status == Clip.Status.RUNNING and clip.poll_failures == 1
     assert poll(clip, enqueued).status == Clip.Status.READY
+
+
+# --- Pictory's edge -------------------------------------------------------------------------
+
+
+def test_a_configured_user_agent_is_sent(signed_in, pictory, enqueued, settings):
+    settings.PICTORY_USER_AGENT = "Mozilla/5.0 (Macintosh) Safari/605.1.15"
+    create_clip(signed_in, enqueued)
+    assert pictory.creates()[0].headers["user-agent"] == "Mozilla/5.0 (Macintosh) Safari/605.1.15"
+
+
+def test_a_firewall_refusal_of_a_create_is_retried_and_never_called_a_refused_key(
+    signed_in, pictory, enqueued
+):
+    pictory.edge_refusals = 1
+    clip = create_clip(signed_in, enqueued)
+    assert clip.status == Clip.Status.QUEUED
+    assert clip.notice == f"Waiting to retry: {FIREWALL}"
+    assert "Pictory's firewall refused the request" in FIREWALL and "key" not in FIREWALL.split(".")[0]
+    send_when_due(clip, enqueued)
+    assert clip.status == Clip.Status.RUNNING and len(pictory.jobs) == 1
+
+
+def test_a_firewall_that_keeps_refusing_fails_the_clip_saying_so(signed_in, pictory, enqueued):
+    pictory.edge_refusals = jobs.EDGE_TRIES
+    clip = create_clip(signed_in, enqueued)
+    for _ in range(jobs.EDGE_TRIES - 1):
+        send_when_due(clip, enqueued)
+    assert clip.status == Clip.Status.FAILED
+    assert clip.error == FIREWALL and KEY_REFUSED not in clip.error and not clip.failure_kind
+    assert len(pictory.jobs) == 0
+
+
+def test_a_firewall_refusal_while_polling_keeps_the_clip_then_lets_it_finish(signed_in, pictory, enqueued):
+    clip = create_clip(signed_in, enqueued)
+    pictory.edge_refusals = jobs.EDGE_TRIES
+    for _ in range(jobs.EDGE_TRIES):
+        poll(clip, enqueued)
+        assert clip.status == Clip.Status.RUNNING
+    assert clip.paused_at is not None and clip.status_label == "Waiting for Pictory's firewall"
+    assert "PICTORY_USER_AGENT" in clip.notice and KEY_REFUSED not in clip.notice
+    pictory.script_polls("completed")
+    assert poll(clip, enqueued).status == Clip.Status.READY
+
+
+# --- A key refused while a clip runs --------------------------------------------------------
+
+
+def test_a_401_while_polling_shows_waiting_for_a_working_key_then_the_clip_finishes(
+    signed_in, pictory, enqueued
+):
+    clip = create_clip(signed_in, enqueued)
+    pictory.key_refused = True
+    poll(clip, enqueued)
+    assert clip.status == Clip.Status.RUNNING and clip.paused_at is not None
+    card = page(signed_in.get(reverse("clip_card", args=[clip.pk])))
+    assert "Waiting for a working Pictory key" in card
+    assert "check the Pictory key" in card and "carries on as soon as the key works" in card
+    # Polling goes on at Pictory's rhythm: each poll is also the check that the key works.
+    assert 14 <= (clip.next_poll_at - timezone.now()).total_seconds() <= 16
+    poll(clip, enqueued)
+    assert clip.paused_at is not None
+    pictory.key_refused = False
+    pictory.script_polls("completed")
+    assert poll(clip, enqueued).status == Clip.Status.READY
+    assert "Waiting for a working" not in page(signed_in.get(reverse("clip_card", args=[clip.pk])))
+
+
+def test_pictorys_own_403_while_polling_waits_for_the_key_too(signed_in, pictory, enqueued):
+    clip = create_clip(signed_in, enqueued)
+    pictory.script_polls((403, {"message": "Forbidden"}), "completed")
+    poll(clip, enqueued)
+    assert clip.status == Clip.Status.RUNNING and clip.status_label == "Waiting for a working Pictory key"
+    assert poll(clip, enqueued).status == Clip.Status.READY
+
+
+# --- Copying --------------------------------------------------------------------------------
 
 
 def test_the_clip_still_plays_after_pictorys_urls_expire(signed_in, pictory, enqueued):
@@ -656,17 +858,39 @@ def test_the_clip_still_plays_after_pictorys_urls_expire(signed_in, pictory, enq
     assert signed_in.get(clip.last_frame.get_absolute_url()).status_code == 200
 
 
-@pytest.mark.parametrize("status", [403, 404, 410])
-def test_urls_expired_before_copying_fail_with_an_honest_message(signed_in, pictory, enqueued, status):
+def test_links_that_expired_before_copying_are_replaced_by_a_fresh_poll(signed_in, pictory, enqueued):
     clip = create_clip(signed_in, enqueued)
-    pictory.script_polls("completed")
+    pictory.script_polls("completed", "completed")
+    make_due(clip)
+    jobs.poll_due_once()
+    pictory.expire_links()  # the signed URLs of that answer no longer work (403)
+    run_enqueued(enqueued)
+    clip.refresh_from_db()
+    assert clip.status == Clip.Status.READY, clip.error
+    assert len(pictory.polls()) == 2 and "issued=" in clip.remote_result["video_url"]
+    assert clip.cost_actual == Decimal("80")
+
+
+@pytest.mark.parametrize("status", [403, 404, 410])
+def test_files_that_stay_unavailable_leave_a_made_clip_looked_for_not_lost(
+    signed_in, pictory, enqueued, status
+):
+    clip = create_clip(signed_in, enqueued)
+    pictory.complete_after = 1  # every poll of the job says completed
     make_due(clip)
     jobs.poll_due_once()
     pictory.expire_files(status)
     run_enqueued(enqueued)
     clip.refresh_from_db()
-    assert clip.status == Clip.Status.FAILED
+    assert clip.status == Clip.Status.FAILED and clip.failure_kind == Clip.Failure.COPY
     assert "could not be copied into the studio" in clip.error and "expired" in clip.error
+    assert clip.cost_actual == Decimal("80")  # made and billed: said so, never dropped
+    card = page(signed_in.get(reverse("clip_card", args=[clip.pk])))
+    assert "keeps looking for it until" in card and "Try again" not in card and "Send again" not in card
+    # Later the files answer again: the next look finishes it.
+    pictory.file_status = None
+    assert poll(clip, enqueued).status == Clip.Status.READY
+    assert len(pictory.creates()) == 1
 
 
 def test_a_server_error_while_downloading_is_retried(signed_in, pictory, enqueued):
@@ -677,11 +901,27 @@ def test_a_server_error_while_downloading_is_retried(signed_in, pictory, enqueue
     pictory.expire_files(502)
     run_enqueued(enqueued)
     clip.refresh_from_db()
-    assert clip.status == Clip.Status.FINISHING  # left for the next sweep
+    assert clip.status == Clip.Status.FINISHING  # tried again after a backoff
+    assert clip.next_poll_at > timezone.now()
     pictory.file_status = None
     jobs.finish_clip(clip.pk)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.READY
+
+
+def test_a_job_that_finishes_after_the_deadline_is_revived(signed_in, pictory, enqueued, settings):
+    clip = create_clip(signed_in, enqueued)
+    Clip.objects.filter(pk=clip.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    poll(clip, enqueued)  # the last poll: still in progress
+    assert clip.status == Clip.Status.FAILED and clip.failure_kind == Clip.Failure.TIMED_OUT
+    card = page(signed_in.get(reverse("clip_card", args=[clip.pk])))
+    assert "keeps looking for it until" in card and "Send again" in card
+    # Its card keeps asking, more slowly, so a late delivery shows without a reload.
+    assert 'hx-trigger="every 15s"' in card
+    pictory.script_polls("completed")
+    assert poll(clip, enqueued).status == Clip.Status.READY
+    assert clip.error == "" and clip.cost_actual == Decimal("80")
+    assert "Timed out" not in page(signed_in.get(reverse("clip_card", args=[clip.pk])))
 
 
 # --- Webhook --------------------------------------------------------------------------------

@@ -48,7 +48,16 @@ def get_provider(name: str) -> Provider:
 
 
 def secret_values() -> list[str]:
-    """The values of every provider's secret settings that are set (to keep them out of
-    pages and logs, and for the tests that check so)."""
-    names = {name for provider in all_providers() for name in provider.secret_settings}
-    return [value for value in (getattr(settings, name, "") for name in sorted(names)) if value]
+    """The values of every provider's secrets that are set: each hosted provider's key as it
+    reads it (`api_key`, wherever the key is kept) and its other secret settings. Used to
+    keep them out of pages, logs and the database (studio.providers.redact), and by the
+    tests that check so."""
+    providers = all_providers()
+    names = {name for provider in providers for name in provider.secret_settings}
+    values = [getattr(settings, name, "") for name in sorted(names)]
+    for provider in providers:
+        try:
+            values.append(getattr(provider, "api_key", ""))
+        except Exception:  # a stored key that cannot be read now: the settings still count
+            continue
+    return list(dict.fromkeys(value for value in values if isinstance(value, str) and value))

@@ -6,8 +6,57 @@ A provider module only builds requests and maps answers onto these types.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import NamedTuple
+
+from .redact import redact, redact_field_errors
+
+
+class SecondPrice(NamedTuple):
+    """A price per second that applies to some options only: a resolution ("" for any),
+    with or without audio (None for either), and how the clip starts ("text", "image", or
+    "" for either; a model's list prices text-to-video and image-to-video apart)."""
+
+    resolution: str
+    audio: bool | None
+    start: str
+    price: Decimal
+
+
+# How a clip starts (Clip.start_mode, the form's modes) → the start a price is keyed by.
+# Reference images are neither a plain text-to-video nor an image-to-video start: when a
+# model prices the two apart, the higher price is assumed.
+PRICE_START = {"text": "text", "first_frame": "image", "reference_images": "", "extend_video": ""}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a clip is expected to cost, and how that figure is made (for the form)."""
+
+    amount: Decimal
+    unit: str
+    seconds: int
+    rate: Decimal
+    fees: tuple[tuple[int, str, Decimal], ...] = ()  # (count, "reference image", fee each)
+    minimum: Decimal | None = None  # the floor, when it is what applies
+
+    @property
+    def breakdown(self) -> str:
+        """ "4 s × 0.2 USD/s", "+ 2 reference images × 0.05 USD", or the minimum that applies."""
+        unit = self.unit
+        parts = [f"{self.seconds} s × {_plain(self.rate)} {unit}/s"]
+        for count, what, fee in self.fees:
+            parts.append(f"{count} {what}{'s' if count != 1 else ''} × {_plain(fee)} {unit}")
+        text = " + ".join(parts)
+        if self.minimum is not None:
+            return f"the minimum per clip; {text} comes to less"
+        return text
+
+
+def _plain(amount: Decimal) -> str:
+    return f"{amount.normalize():f}"
 
 
 @dataclass(frozen=True)
@@ -31,11 +80,22 @@ class ModelSpec:
     cost_per_second: Decimal | None = None
     cost_unit: str = ""  # "credits", "USD", or "" for free
     description: str = ""
-    # Prices per second that depend on the options: (resolution or "", audio True/False or
-    # None for either, price). When one applies it wins over cost_per_second.
-    second_prices: tuple[tuple[str, bool | None, Decimal], ...] = ()
+    # Prices per second that depend on the options (SecondPrice). When one applies it wins
+    # over cost_per_second.
+    second_prices: tuple[SecondPrice, ...] = ()
+    # Fees on top of the seconds: per reference image, per input image (frames and
+    # references alike), and the least one clip costs. In `cost_unit`; None: no such fee.
+    reference_fee: Decimal | None = None
+    image_fee: Decimal | None = None
+    minimum_charge: Decimal | None = None
     # What the form says of a free model, e.g. where it renders ("" : just "Free.").
     free_note: str = ""
+    # A last frame may be sent without a first frame (known for this model); otherwise a
+    # last frame goes only together with a first frame.
+    last_frame_alone: bool = False
+    # The model works on a video it is given (an upscaler, an editor): it cannot make a
+    # clip from text or pictures, and the studio does not offer it yet.
+    needs_video_input: bool = False
 
     @property
     def ref(self) -> str:
@@ -48,40 +108,81 @@ class ModelSpec:
 
     @property
     def price_summary(self) -> str:
-        """The price per second in words ("20 credits per second", "0.1 to 0.4 USD per
-        second"), or "" when it is not known in advance."""
-        prices = [price for _, _, price in self.second_prices]
+        """The price in words ("20 credits per second", "0.1 to 0.4 USD per second, plus
+        0.05 USD per reference image"), or "" when it is not known in advance."""
+        prices = [p.price for p in self.second_prices]
         if not prices and self.cost_per_second:
             prices = [self.cost_per_second]
         if not prices:
             return ""
-        low, high = (f"{p.normalize():f}" for p in (min(prices), max(prices)))
+        low, high = (_plain(p) for p in (min(prices), max(prices)))
         amount = low if low == high else f"{low} to {high}"
-        return f"{amount} {self.cost_unit} per second".replace("  ", " ")
+        text = f"{amount} {self.cost_unit} per second".replace("  ", " ")
+        extras = [
+            f"{_plain(fee)} {self.cost_unit} per {what}"
+            for fee, what in ((self.reference_fee, "reference image"), (self.image_fee, "input image"))
+            if fee
+        ]
+        if extras:
+            text += ", plus " + " and ".join(extras)
+        if self.minimum_charge:
+            text += f"; at least {_plain(self.minimum_charge)} {self.cost_unit} per clip"
+        return text
 
-    def rate_for(self, resolution: str = "", generate_audio: bool | None = None) -> Decimal | None:
+    def rate_for(
+        self, resolution: str = "", generate_audio: bool | None = None, start_mode: str = ""
+    ) -> Decimal | None:
         """The price per second of these options. When several prices could apply (the
         options do not decide between them) the highest is taken: an estimate should not
-        promise less than the bill."""
+        promise less than the bill. A price for the exact resolution wins over one for any."""
+        start = PRICE_START.get(start_mode, "")
         fitting = [
-            (res, price)
-            for res, audio, price in self.second_prices
-            if (not res or not resolution or res == resolution)
-            and (audio is None or generate_audio is None or audio == bool(generate_audio))
+            p
+            for p in self.second_prices
+            if (not p.resolution or not resolution or p.resolution == resolution)
+            and (p.audio is None or generate_audio is None or p.audio == bool(generate_audio))
+            and (not p.start or not start or p.start == start)
         ]
-        exact = [price for res, price in fitting if res and res == resolution]
-        candidates = exact or [price for _, price in fitting]
+        exact = [p.price for p in fitting if p.resolution and p.resolution == resolution]
+        candidates = exact or [p.price for p in fitting]
         if candidates:
             return max(candidates)
+        if self.second_prices:
+            return None  # priced by options, and none of the prices fits these
         return self.cost_per_second
 
-    def estimate_cost(
-        self, seconds: int | None, resolution: str = "", generate_audio: bool | None = None
-    ) -> Decimal | None:
-        rate = self.rate_for(resolution, generate_audio)
+    def estimate(
+        self,
+        seconds: int | None,
+        resolution: str = "",
+        generate_audio: bool | None = None,
+        start_mode: str = "",
+        frames: int = 0,
+        references: int = 0,
+    ) -> Estimate | None:
+        """The expected cost of one clip with these options: seconds × the fitting rate, the
+        fees per image, and the minimum charge when the rest comes to less. None when the
+        price is not known in advance (priced by tokens, or no price fits)."""
+        rate = self.rate_for(resolution, generate_audio, start_mode)
         if rate is None or not seconds:
             return None
-        return (rate * seconds).quantize(Decimal("0.01"))
+        fees = []
+        if self.reference_fee and references:
+            fees.append((references, "reference image", self.reference_fee))
+        if self.image_fee and (frames + references):
+            fees.append((frames + references, "input image", self.image_fee))
+        amount = rate * seconds + sum((count * fee for count, _, fee in fees), Decimal(0))
+        minimum = None
+        if self.minimum_charge is not None and amount < self.minimum_charge:
+            amount = minimum = self.minimum_charge
+        amount = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        return Estimate(amount, self.cost_unit, int(seconds), rate, tuple(fees), minimum)
+
+    def estimate_cost(
+        self, seconds: int | None, resolution: str = "", generate_audio: bool | None = None, **options
+    ) -> Decimal | None:
+        found = self.estimate(seconds, resolution, generate_audio, **options)
+        return None if found is None else found.amount
 
 
 @dataclass
@@ -140,10 +241,17 @@ class RemoteStatus:
     cost: Decimal | None = None
     cost_unit: str = ""
     raw: dict = field(default_factory=dict)
+    # Where else the video can be fetched when `video_url` no longer answers (a signed URL
+    # that expired): e.g. the provider's own content endpoint, with the key.
+    fallback_video_url: str = ""
 
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+    def __post_init__(self):
+        # A provider's own words are shown and stored: never with a secret it echoed.
+        self.error = redact(self.error)
 
 
 class ProviderError(Exception):
@@ -152,8 +260,20 @@ class ProviderError(Exception):
     permanent: the request itself is wrong (bad input, refused key): show the message, do
     not retry. Otherwise it is transient (rate limit, server error, network): try later,
     after retry_after seconds when the provider said so.
-    outcome_unknown: the request may have reached the provider (e.g. a timeout after
-    sending): resubmitting could create a second job."""
+    outcome_unknown: the request may have reached the provider (a timeout after sending, a
+    dropped connection, a 5xx to a create): resubmitting could create a second paid job.
+    resend_documented: the provider's documentation asks for the request to be sent again
+    after this answer (Pictory's 500), even though its outcome is not proven.
+    kind: what the answer says about our access, for work already running at the provider:
+    "auth" (the key was refused), "edge" (a firewall in front of the API refused us), or
+    "expired" (a result file's link no longer works); "" otherwise.
+
+    The message and field errors are redacted on the way in: a provider that echoes a key
+    in its error body never gets it shown, logged or stored."""
+
+    AUTH = "auth"
+    EDGE = "edge"
+    EXPIRED = "expired"
 
     def __init__(
         self,
@@ -164,14 +284,27 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         outcome_unknown: bool = False,
         status_code: int | None = None,
+        resend_documented: bool = False,
+        kind: str = "",
     ):
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.permanent = permanent
-        self.field_errors = field_errors or {}
+        self.field_errors = redact_field_errors(field_errors)
         self.retry_after = retry_after
         self.outcome_unknown = outcome_unknown
         self.status_code = status_code
+        self.resend_documented = resend_documented
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class FoundJob:
+    """A job found in a provider's list of recent jobs (a create whose answer was lost)."""
+
+    remote_id: str
+    created_at: datetime | None = None
 
 
 @dataclass
@@ -204,7 +337,8 @@ class Provider:
 
     name = ""
     label = ""
-    # The provider's short name inside a sentence ("sent to Pictory"); "" : the label.
+    # The provider's short name inside a sentence ("sent to Pictory", "Waiting for a working
+    # Pictory key"); "" : the label.
     vendor = ""
     # Seconds between two polls of one job.
     poll_interval = 15.0
@@ -229,10 +363,26 @@ class Provider:
     # until the studio has finished clips of the model to go by. Hosted video models take
     # one to three minutes.
     typical_seconds: float = 120.0
+    # True when the service lists recent jobs, so a create whose answer was lost can be
+    # looked for (find_jobs) before anything is sent again.
+    can_find_jobs = False
+
+    @property
+    def deadline_minutes(self) -> float:
+        """How long after accepting a job the provider may take before the studio stops
+        waiting for it (CLIP_DEADLINE_MINUTES unless the provider has its own setting)."""
+        from django.conf import settings
+
+        return float(settings.CLIP_DEADLINE_MINUTES)
 
     def is_enabled(self) -> bool:
         """Whether the studio offers this provider now (from its own settings)."""
         return True
+
+    def waiting_label(self) -> str:
+        """What a clip made by this provider shows while the provider cannot be reached
+        from the studio (switched off, or its key refused) and the clip waits for it."""
+        return f"Waiting for {self.label} to be switched on"
 
     def setup_help(self) -> str:
         """What the Providers page says about connecting this provider (plain words)."""
@@ -260,6 +410,12 @@ class Provider:
 
     def poll(self, remote_id: str) -> RemoteStatus:
         raise NotImplementedError
+
+    def find_jobs(self, submission: Submission, since: datetime) -> list[FoundJob]:
+        """Jobs made since `since` that a create with this submission may have made, found
+        in the provider's list of recent jobs (only when `can_find_jobs`), oldest first.
+        Raises ProviderError when the list cannot be read."""
+        return []
 
     def download(self, url: str, destination: Path) -> None:
         """Copy a result file (video, image) to `destination`."""

@@ -39,6 +39,16 @@ def clamped_seconds(value, default: float, low: float, high: float) -> float:
     return min(high, max(low, seconds))
 
 
+# Polling faster than a provider's documented minimum is allowed only against a server on
+# this machine: a test's fake standing in for the service (never the real one).
+LOOPBACK_FLOOR = 0.5
+
+
+def is_loopback(url: str) -> bool:
+    host = (httpx.URL(url).host or "").lower() if url.startswith(("http://", "https://")) else ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class ProcessClient:
     """An httpx.Client created on first use, and again in a forked worker (a pool's sockets
     must not be shared between processes) or when the timeout setting changes."""
@@ -146,14 +156,14 @@ def transport_errors(vendor: str, base_url_setting: str, method: str):
         ) from exc
 
 
-def json_object(response: httpx.Response, vendor: str, method: str) -> dict:
-    """The JSON object of a 2xx answer; anything else is a transient error (an unknown
-    outcome for a create)."""
+def json_object(response: httpx.Response, vendor: str, method: str, allow_list: bool = False) -> dict | list:
+    """The JSON object of a 2xx answer (or list, with `allow_list`); anything else is a
+    transient error (an unknown outcome for a create)."""
     try:
         body = response.json()
     except ValueError:
         body = None
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) and not (allow_list and isinstance(body, list)):
         raise ProviderError(
             f"{vendor} sent an answer that is not JSON; will try again.",
             outcome_unknown=method == "POST",
@@ -175,11 +185,36 @@ class HostedProvider(Provider):
     key_setting = ""
     base_url_setting = ""
     timeout_setting = ""
-    user_agent = "LastframeStudio/1.0"
+    # The setting of the generation deadline in minutes (empty: CLIP_DEADLINE_MINUTES).
+    deadline_setting = ""
+    # The poll interval's setting, default and documented bounds (seconds).
+    poll_setting = ""
+    poll_default = 15.0
+    poll_bounds = (10.0, 30.0)
 
     def __init__(self):
         self.secret_settings = (self.key_setting,)
-        self._client = ProcessClient({"User-Agent": self.user_agent})
+        self._client = ProcessClient()
+
+    @property
+    def user_agent(self) -> str:
+        return "LastframeStudio/1.0"
+
+    @property
+    def poll_interval(self) -> float:
+        """The poll setting kept within the provider's documented bounds; below them only
+        against a loopback test server (is_loopback)."""
+        low, high = self.poll_bounds
+        if is_loopback(self.base_url):
+            low = LOOPBACK_FLOOR
+        return clamped_seconds(getattr(settings, self.poll_setting, None), self.poll_default, low, high)
+
+    @property
+    def deadline_minutes(self) -> float:
+        value = getattr(settings, self.deadline_setting, None) if self.deadline_setting else None
+        if value in (None, ""):
+            value = settings.CLIP_DEADLINE_MINUTES
+        return max(0.1, float(value))
 
     @property
     def api_key(self) -> str:
@@ -247,6 +282,9 @@ class HostedProvider(Provider):
     def is_enabled(self) -> bool:
         return bool(self.api_key)
 
+    def waiting_label(self) -> str:
+        return f"Waiting for a working {self.vendor} key"
+
     def is_api(self, url: str) -> bool:
         """The key goes only to the API itself: result files live on storage hosts that may
         refuse, or log, a foreign credential."""
@@ -269,7 +307,8 @@ class HostedProvider(Provider):
         stream_to: Path | None = None,
         timeout: float | None = None,
         not_found: str = "",
-    ) -> dict:
+        allow_list: bool = False,
+    ) -> dict | list:
         """Send one request and return the JSON body of a 2xx answer, or write the body to
         `stream_to`. Every other outcome becomes a ProviderError in our words.
 
@@ -278,6 +317,7 @@ class HostedProvider(Provider):
         redirect leaves the API's origin."""
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
         headers = {"Accept": "application/json"} if stream_to is None else {}
+        headers["User-Agent"] = self.user_agent
         if self.is_api(url):
             headers.update(self.auth_headers())
         if json is not None:
@@ -294,8 +334,13 @@ class HostedProvider(Provider):
                 return {}
             response = client.request(method, url, headers=headers, json=json, **extra)
         if 200 <= response.status_code < 300:
-            return json_object(response, self.vendor, method)
-        raise self.api_error(response, download=False, not_found=not_found)
+            return json_object(response, self.vendor, method, allow_list)
+        error = self.api_error(response, download=False, not_found=not_found)
+        if method == "POST" and response.status_code >= 500 and not error.permanent:
+            # A create answered by a server error may have made the job before failing: no
+            # idempotency key tells the two apart (contracts.md, "Lost answers").
+            error.outcome_unknown = True
+        raise error
 
     def close(self) -> None:
         self._client.close()

@@ -15,15 +15,24 @@ import logging
 import mimetypes
 import re
 import time
-from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 from django.conf import settings
 
-from .base import ImageInput, KeyCheck, ModelSpec, ProviderError, RemoteStatus, Submission, WebhookRefused
-from .http import HostedProvider, clamped_seconds, decimal_or_none, retry_after, text
+from .base import (
+    ImageInput,
+    KeyCheck,
+    ModelSpec,
+    ProviderError,
+    RemoteStatus,
+    SecondPrice,
+    Submission,
+    WebhookRefused,
+)
+from .http import HostedProvider, decimal_or_none, retry_after, text
+from .redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +41,28 @@ USER_AGENT = "LastframeStudio/1.0"
 # Names the app on OpenRouter's side (optional headers of the API).
 APP_TITLE = "Lastframe Studio"
 
-# The list states nothing about reference images. Models that take no frame images are
-# offered up to this many references (OpenRouter passes `input_references` on to the
-# model; 3 is the common limit of the services behind it, e.g. Veo). Models that take
-# frames are not: when both are sent the frames win (contracts.md), so references there
-# would be silently ignored. A model that refuses them answers 400, shown on the form.
+# The list has no structured field for reference images (contracts.md): a model is taken
+# to accept them when the list gives a sign of it, a pricing key for references or a
+# description that speaks of reference images / reference-to-video, whether or not it also
+# takes frames. Up to this many (3 is the common limit of the services behind OpenRouter,
+# e.g. Veo) unless the description names another number. The studio's admin can override
+# this per model (Model overrides in the admin).
 MAX_REFERENCE_IMAGES = 3
+REFERENCE_SIGNS = re.compile(
+    r"reference[- ]to[- ]video|reference[- ]image|reference[- ]based|image references|"
+    r"input[_ ]references|subject reference|character reference|(?:up to|with) \d+ references?",
+    re.IGNORECASE,
+)
+REFERENCE_COUNT = re.compile(r"up to (\d+) (?:reference|ref)", re.IGNORECASE)
+# Models that work on a video they are given (upscalers, editors) appear in the same list:
+# they cannot make a clip from text or pictures. Signs: options "for video upscaling models
+# only" (upscale_factor, creativity) and descriptions that say so.
+VIDEO_INPUT_PARAMETERS = {"upscale_factor", "creativity", "video", "video_url", "input_video", "source_video"}
+VIDEO_INPUT_SIGNS = re.compile(
+    r"upscal|video[- ]editing|video editor|edits? (?:an? |your |existing |the )?(?:input )?videos?|"
+    r"video[- ]to[- ]video|restyl\w* (?:an? |your |existing )?videos?|video inpainting|requires? an? (?:input )?video",
+    re.IGNORECASE,
+)
 # Longest value the studio stores for an option (Clip.aspect_ratio / resolution columns).
 MAX_OPTION_LENGTH = 10
 MAX_MODELS = 500
@@ -60,6 +85,26 @@ FAILED_DEFAULT = {
 KEY_REFUSED = "OpenRouter refused the API key (check OPENROUTER_API_KEY)."
 NO_CREDITS = "Not enough credits on OpenRouter: add credits to your OpenRouter account, then try again."
 NO_SUCH_JOB = "OpenRouter has no record of this job."
+MODEL_GONE = "OpenRouter does not offer this model any more: choose another model."
+DATA_POLICY = (
+    "OpenRouter has no provider for this model that your account's data policy allows (for "
+    "example zero data retention, or not allowing training on prompts). Change the privacy "
+    "settings of your OpenRouter account (openrouter.ai/settings/privacy), or choose another model."
+)
+CONSTRAINTS = (
+    "No provider for this model meets the restrictions set on your OpenRouter account or key "
+    "(allowed providers, price or region limits). Relax them on OpenRouter, or choose another model."
+)
+# A 404's metadata or message names why no provider serves the model (contracts.md).
+DATA_POLICY_SIGNS = (
+    "privacy_restricted",
+    "data policy",
+    "data-policy",
+    "zero data retention",
+    "zdr",
+    "privacy",
+)
+CONSTRAINT_SIGNS = ("constraint_filtered", "constraint")
 
 # Names in a 400's message or metadata, and the Submission fields they concern.
 SUBMISSION_FIELDS = {
@@ -84,7 +129,11 @@ class OpenRouterProvider(HostedProvider):
     key_setting = "OPENROUTER_API_KEY"
     base_url_setting = "OPENROUTER_API_BASE_URL"
     timeout_setting = "OPENROUTER_TIMEOUT_SECONDS"
-    user_agent = USER_AGENT
+    deadline_setting = "OPENROUTER_DEADLINE_MINUTES"
+    # Its documentation: poll about every 30 s, never faster than every 10 s.
+    poll_setting = "OPENROUTER_POLL_SECONDS"
+    poll_default = 30.0
+    poll_bounds = (10.0, 120.0)
     # Images go by our public URL when there is one, otherwise inline as data: URLs.
     needs_public_urls = False
     publishes_models = True
@@ -94,10 +143,8 @@ class OpenRouterProvider(HostedProvider):
         self.secret_settings = (self.key_setting, "OPENROUTER_WEBHOOK_SECRET")
 
     @property
-    def poll_interval(self) -> float:
-        """OPENROUTER_POLL_SECONDS (the docs say about 30) kept within 1 to 120 s. Values under
-        10 only make sense against a test server standing in for OpenRouter."""
-        return clamped_seconds(settings.OPENROUTER_POLL_SECONDS, 30.0, 1.0, 120.0)
+    def user_agent(self) -> str:
+        return USER_AGENT
 
     @property
     def refresh_minutes(self) -> float:
@@ -157,8 +204,16 @@ class OpenRouterProvider(HostedProvider):
                 f"{what} {detail} ({status}).", retry_after=retry_after(response), status_code=status
             )
         if download:
+            if not self.is_api(str(response.request.url)) and status in (401, 403, 404, 410):
+                # A signed storage URL that expired: the content endpoint still has the video.
+                return ProviderError(
+                    f"The video's download link at OpenRouter has expired ({status}).",
+                    permanent=True,
+                    status_code=status,
+                    kind=ProviderError.EXPIRED,
+                )
             if status == 401:
-                return ProviderError(KEY_REFUSED, permanent=True, status_code=status)
+                return ProviderError(KEY_REFUSED, permanent=True, status_code=status, kind=ProviderError.AUTH)
             return ProviderError(
                 f"The video file at OpenRouter could not be downloaded ({status}).",
                 permanent=True,
@@ -172,20 +227,15 @@ class OpenRouterProvider(HostedProvider):
                 status_code=status,
             )
         if status == 401:
-            return ProviderError(KEY_REFUSED, permanent=True, status_code=status)
+            return ProviderError(KEY_REFUSED, permanent=True, status_code=status, kind=ProviderError.AUTH)
         if status == 402:
             return ProviderError(NO_CREDITS, permanent=True, status_code=status)
         if status == 403:
-            reasons = metadata.get("reasons")
-            if isinstance(reasons, list) and reasons and not message:
-                message = ", ".join(text(r) for r in reasons if text(r))
-            return ProviderError(
-                f"Refused by moderation: {message or 'no reason was given.'}",
-                permanent=True,
-                status_code=status,
-            )
+            return forbidden(message, metadata, status)
         if status == 404:
-            return ProviderError(not_found, permanent=True, status_code=status)
+            return ProviderError(
+                no_provider(message, metadata) or not_found, permanent=True, status_code=status
+            )
         return ProviderError(
             f"OpenRouter refused the request ({status}" + (f": {message})" if message else ")"),
             permanent=True,
@@ -197,15 +247,13 @@ class OpenRouterProvider(HostedProvider):
     def submit(self, submission: Submission) -> str:
         # Reference: https://openrouter.ai/docs/api/api-reference/video-generation/create-video
         body = request_body(submission)
-        answer = self.request(
-            "POST", "/videos", json=body, not_found="OpenRouter does not offer this model any more."
-        )
+        answer = self.request("POST", "/videos", json=body, not_found=MODEL_GONE)
         job_id = text(answer.get("id"))
         if not job_id:
+            # Accepted (2xx) without an id: a paid job may exist that we cannot follow.
             raise ProviderError(
-                "OpenRouter answered without a job id, so this clip cannot be followed. "
-                "Check your OpenRouter activity before trying again.",
-                permanent=True,
+                "OpenRouter answered without a job id, so this clip cannot be followed.",
+                outcome_unknown=True,
             )
         return self._remote_id(job_id, text(answer.get("polling_url")))
 
@@ -309,7 +357,8 @@ def specs_from(entries) -> list[ModelSpec]:
 def spec_from(entry) -> ModelSpec | None:
     """One model entry as a ModelSpec. A list that is null or empty means the model decides:
     the form leaves the field out and nothing is sent. Values never seen before (a ratio
-    "5:4", durations [3, 7]) are taken as they come."""
+    "5:4", durations [3, 7]) are taken as they come. Names and descriptions are provider
+    text: redacted like any other."""
     if not isinstance(entry, dict):
         return None
     key = text(entry.get("id"))
@@ -317,14 +366,16 @@ def spec_from(entry) -> ModelSpec | None:
         return None
     frames = set(_strings(entry.get("supported_frame_images"), 40))
     resolutions = _strings(entry.get("supported_resolutions"), MAX_OPTION_LENGTH)
-    cost_per_second, second_prices = pricing(entry.get("pricing_skus"), resolutions)
-    description = text(entry.get("description"))
+    skus = entry.get("pricing_skus") if isinstance(entry.get("pricing_skus"), dict) else {}
+    prices = pricing(skus, resolutions)
+    description = redact(text(entry.get("description")))
     if len(description) > MAX_DESCRIPTION:
         description = description[: MAX_DESCRIPTION - 1].rsplit(" ", 1)[0] + "…"
+    full_description = text(entry.get("description"))
     return ModelSpec(
         provider=NAME,
         key=key,
-        label=f"{text(entry.get('name')) or key} · OpenRouter"[:300],
+        label=redact(f"{text(entry.get('name')) or key} · OpenRouter"[:300]),
         aspect_ratios=tuple(_strings(entry.get("supported_aspect_ratios"), MAX_OPTION_LENGTH)),
         durations=_durations(entry.get("supported_durations")),
         resolutions=tuple(resolutions),
@@ -332,12 +383,34 @@ def spec_from(entry) -> ModelSpec | None:
         seed=entry.get("seed") is True,
         first_frame="first_frame" in frames,
         last_frame="last_frame" in frames,
-        max_reference_images=0 if frames else MAX_REFERENCE_IMAGES,
-        cost_per_second=cost_per_second,
+        # A model that lists a last frame but no first frame can only take it alone.
+        last_frame_alone="last_frame" in frames and "first_frame" not in frames,
+        max_reference_images=reference_limit(full_description, skus),
+        needs_video_input=needs_video_input(
+            key, full_description, entry.get("allowed_passthrough_parameters")
+        ),
         cost_unit="USD",
-        second_prices=second_prices,
         description=description,
+        **prices,
     )
+
+
+def reference_limit(description: str, skus: dict) -> int:
+    """How many reference images the model is taken to accept, from the signs the list
+    gives (a pricing key for references, the description); 0 when there is none."""
+    priced = any("reference" in str(name).lower() for name in skus)
+    if not priced and not REFERENCE_SIGNS.search(description):
+        return 0
+    stated = REFERENCE_COUNT.search(description)
+    return max(1, min(9, int(stated.group(1)))) if stated else MAX_REFERENCE_IMAGES
+
+
+def needs_video_input(key: str, description: str, passthrough) -> bool:
+    """Whether the model works on a given video (an upscaler or an editor)."""
+    options = {str(p).lower() for p in passthrough} if isinstance(passthrough, list) else set()
+    if options & VIDEO_INPUT_PARAMETERS:
+        return True
+    return bool(VIDEO_INPUT_SIGNS.search(description) or VIDEO_INPUT_SIGNS.search(key))
 
 
 def _strings(value, max_length: int) -> list[str]:
@@ -366,42 +439,97 @@ def _durations(value) -> tuple[int, ...]:
 _RESOLUTION_TOKEN = re.compile(r"^\d+(p|k)$", re.IGNORECASE)
 
 
-def pricing(skus, resolutions: list[str]) -> tuple[Decimal | None, tuple]:
-    """Per-second prices in USD from `pricing_skus`, where their names allow it.
+def pricing(skus, resolutions: list[str]) -> dict:
+    """The ModelSpec price fields from `pricing_skus`, by the key families the live list
+    uses (contracts.md). Values are strings in USD, or US cents when the name starts with
+    (or carries) "cents":
 
-    SKU names differ by model and are not documented one by one; a per-second price is
-    recognised by "second" in its name ("duration_seconds_720p", "cents_per_second_output",
-    values in cents when the name says "cents"), with an optional resolution and
-    "with_audio"/"without_audio". Anything else (tokens, megapixels, per video) cannot be
-    turned into an estimate: then there is none, and the form says the price is not known
-    in advance. Returns (one price for every option, or None; prices by options)."""
+    - per second of video: `duration_seconds`, `cents_per_second_output`, each maybe with a
+      resolution (`_720p`), `_with_audio` / `_without_audio`, and a `text_to_video_` or
+      `image_to_video_` prefix (the price depends on how the clip starts);
+    - `cents_per_second_video_continuation_<res>`: the price of continuing a given video,
+      not of making a clip, so never part of an estimate here;
+    - `reference_images` (per reference image) and `cents_per_image_input` (per input image);
+    - `minimum_cents_per_generation`: the least one clip costs;
+    - `video_tokens`, `video_tokens_without_audio`: priced by tokens, known only afterwards.
+
+    Names outside these families cannot be turned into an estimate and are left out; a model
+    with no per-second price has no estimate ("known after the clip is made")."""
+    fields: dict = {"cost_per_second": None, "second_prices": ()}
     if not isinstance(skus, dict):
-        return None, ()
+        return fields
     by_lower = {r.lower(): r for r in resolutions}
     prices = []
     for name, value in skus.items():
         lname = str(name).lower()
         amount = decimal_or_none(value)
-        if amount is None or "second" not in lname:
-            continue
-        if any(word in lname for word in ("token", "pixel", "image", "character")):
+        if amount is None or "token" in lname:
             continue
         if "cent" in lname:
             amount = amount / 100
-        tokens = re.split(r"[^a-z0-9]+", lname)
-        resolution = next((by_lower.get(t, t) for t in tokens if _RESOLUTION_TOKEN.match(t)), "")
-        if "without_audio" in lname or "no_audio" in lname:
-            audio = False
-        elif "audio" in lname:
-            audio = True
-        else:
-            audio = None
-        prices.append((resolution, audio, amount.normalize()))
-    if not prices:
-        return None, ()
-    if len({price for _, _, price in prices}) == 1:
-        return prices[0][2], ()
-    return None, tuple(prices)
+        amount = amount.normalize()
+        if "continuation" in lname or "extend" in lname:
+            continue
+        if "minimum" in lname:
+            fields["minimum_charge"] = max(amount, fields.get("minimum_charge") or amount)
+        elif "reference" in lname:
+            fields["reference_fee"] = amount
+        elif any(word in lname for word in ("image_input", "input_image", "per_image")):
+            fields["image_fee"] = amount
+        elif "second" in lname and not any(word in lname for word in ("pixel", "character")):
+            tokens = re.split(r"[^a-z0-9]+", lname)
+            resolution = next((by_lower.get(t, t) for t in tokens if _RESOLUTION_TOKEN.match(t)), "")
+            if "without_audio" in lname or "no_audio" in lname:
+                audio = False
+            elif "audio" in lname:
+                audio = True
+            else:
+                audio = None
+            start = "text" if "text_to_video" in lname else "image" if "image_to_video" in lname else ""
+            prices.append(SecondPrice(resolution, audio, start, amount))
+    if len({p.price for p in prices}) == 1:
+        fields["cost_per_second"] = prices[0].price
+    elif prices:
+        fields["second_prices"] = tuple(prices)
+    return fields
+
+
+def forbidden(message: str, metadata: dict, status: int) -> ProviderError:
+    """A 403: moderation (the prompt or an image was flagged: metadata names reasons or the
+    flagged input) or, otherwise, what this key, account or region may not do."""
+    reasons = metadata.get("reasons")
+    flagged = isinstance(reasons, list) and reasons or metadata.get("flagged_input")
+    if flagged and not message:
+        message = ", ".join(text(r) for r in reasons if text(r)) if isinstance(reasons, list) else ""
+    if flagged or "moderat" in message.lower() or "flagged" in message.lower():
+        return ProviderError(
+            f"Refused by moderation: {message or 'no reason was given.'} Change the prompt or the images.",
+            permanent=True,
+            status_code=status,
+        )
+    return ProviderError(
+        "OpenRouter does not allow this request for your key or region (403)"
+        + (f": {message}" if message else "."),
+        permanent=True,
+        status_code=status,
+    )
+
+
+def no_provider(message: str, metadata: dict) -> str:
+    """Why a 404 says no provider serves the model, in plain words ("" : the model is gone
+    or the job unknown)."""
+    haystack = " ".join([message, *(f"{k} {v}" for k, v in metadata.items() if isinstance(v, (str, bool)))])
+    haystack = haystack.lower()
+    if any(sign in haystack for sign in DATA_POLICY_SIGNS):
+        return DATA_POLICY
+    if any(sign in haystack for sign in CONSTRAINT_SIGNS):
+        return CONSTRAINTS
+    if "no_endpoints" in haystack or "no endpoints" in haystack:
+        return (
+            "No OpenRouter provider serves this model at the moment (no endpoints). Try again later, "
+            "or choose another model."
+        )
+    return ""
 
 
 def _image_url(item: ImageInput) -> str:
@@ -438,6 +566,23 @@ def request_body(submission: Submission) -> dict:
         body["generate_audio"] = bool(submission.generate_audio)
     if spec.seed and submission.seed is not None:
         body["seed"] = int(submission.seed)
+    if (submission.first_frame or submission.last_frame) and submission.reference_images:
+        # With both, OpenRouter uses the frames and silently drops the references: a creator's
+        # pictures must never vanish on a paid clip. The form never sends both.
+        raise ProviderError(
+            "OpenRouter takes frames or reference images, not both: send one or the other.",
+            permanent=True,
+            field_errors={"reference_images": ["Send frames or reference images, not both."]},
+        )
+    if submission.last_frame and not submission.first_frame and not spec.last_frame_alone:
+        # Its docs show a last frame only with a first frame; a gateway answers 400 to one alone.
+        raise ProviderError(
+            f"{spec.label} takes a last frame only together with a first frame.",
+            permanent=True,
+            field_errors={
+                "first_frame": ["Add a first frame: a last frame alone is not sent to this model."]
+            },
+        )
     frames = []
     for item, frame_type in ((submission.first_frame, "first_frame"), (submission.last_frame, "last_frame")):
         if item is not None:
@@ -445,7 +590,6 @@ def request_body(submission: Submission) -> dict:
                 {"type": "image_url", "image_url": {"url": _image_url(item)}, "frame_type": frame_type}
             )
     if frames:
-        # With both, OpenRouter uses the frames: references would only be ignored.
         body["frame_images"] = frames
     elif submission.reference_images:
         body["input_references"] = [
@@ -463,12 +607,16 @@ def remote_status(body: dict, job_id: str, job_url: str) -> RemoteStatus:
     if status == "completed":
         urls = body.get("unsigned_urls")
         first = text(urls[0]) if isinstance(urls, list) and urls else ""
-        video_url = first if first.startswith(("http://", "https://")) else f"{job_url}/content?index=0"
+        # Reference: https://openrouter.ai/docs/api/api-reference/video-generation/get-video-content
+        content = f"{job_url}/content?index=0"
+        video_url = first if first.startswith(("http://", "https://")) else content
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         cost = decimal_or_none(usage.get("cost"))
         return RemoteStatus(
             RemoteStatus.SUCCEEDED,
             video_url=video_url,
+            # A signed storage URL expires (401/403/404): the content endpoint, with the key, does not.
+            fallback_video_url=content if video_url != content else "",
             cost=cost,
             cost_unit="USD" if cost is not None else "",
             raw=body,

@@ -7,24 +7,32 @@ requests and maps answers onto our vocabulary; HTTP itself is `HostedProvider.re
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 from django.conf import settings
+from django.utils.dateparse import parse_datetime
 
-from .base import ImageInput, KeyCheck, ModelSpec, ProviderError, RemoteStatus, Submission
-from .http import HostedProvider, clamped_seconds, retry_after
+from .base import FoundJob, ImageInput, KeyCheck, ModelSpec, ProviderError, RemoteStatus, Submission
+from .http import HostedProvider, retry_after
 from .http import decimal_or_none as _decimal
 from .http import text as _text
 
 log = logging.getLogger(__name__)
 
 NAME = "pictory"
-# The service sits behind bot protection that refuses some default library agents (403),
-# so every request names the studio instead.
-USER_AGENT = "LastframeStudio/1.0"
+# The service sits behind bot protection that refuses library agents with an HTML 403
+# (Cloudflare error 1010). Pictory's own helper script sends a full browser User-Agent, so
+# that is the default; PICTORY_USER_AGENT replaces it.
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
+)
+# A job in the list of generated videos counts as made by a lost create when it was made
+# no earlier than this before the clip was first sent (the two clocks differ a little).
+CLOCK_SKEW = timedelta(minutes=2)
 
 # There is no models endpoint: the table in the documentation is the catalogue.
 MODELS = [
@@ -82,6 +90,12 @@ SUBMISSION_FIELDS = {
 }
 
 KEY_REFUSED = "Pictory refused the API key (check PICTORY_API_KEY)."
+FIREWALL = (
+    "Pictory's firewall refused the request (403). This is Pictory's bot protection, not a "
+    "refused key; the studio tries again. If it keeps happening, set PICTORY_USER_AGENT to a "
+    "browser's User-Agent."
+)
+NO_SUCH_JOB = "Pictory has no record of this job."
 NO_PUBLIC_URL = (
     "Pictory fetches this file from the studio's public address, and none is set "
     "(PUBLIC_BASE_URL). Choose “Text only”, or ask whoever runs the studio to set it."
@@ -95,14 +109,19 @@ class PictoryProvider(HostedProvider):
     key_setting = "PICTORY_API_KEY"
     base_url_setting = "PICTORY_API_BASE_URL"
     timeout_setting = "PICTORY_TIMEOUT_SECONDS"
-    user_agent = USER_AGENT
+    deadline_setting = "PICTORY_DEADLINE_MINUTES"
+    # Its documentation: poll every 10 to 30 s.
+    poll_setting = "PICTORY_POLL_SECONDS"
+    poll_default = 15.0
+    poll_bounds = (10.0, 30.0)
     # Pictory fetches images and videos by URL: files of ours must be published first.
     needs_public_urls = True
+    # GET /v1/aistudio/videos lists the account's generated videos (contracts.md).
+    can_find_jobs = True
 
     @property
-    def poll_interval(self) -> float:
-        """PICTORY_POLL_SECONDS kept within the 10 to 30 s the documentation asks for."""
-        return clamped_seconds(settings.PICTORY_POLL_SECONDS, 15.0, 10.0, 30.0)
+    def user_agent(self) -> str:
+        return settings.PICTORY_USER_AGENT or USER_AGENT
 
     def setup_help(self) -> str:
         return (
@@ -119,13 +138,20 @@ class PictoryProvider(HostedProvider):
 
     def api_error(self, response: httpx.Response, *, download: bool, not_found: str) -> ProviderError:
         status = response.status_code
+        if status == 403 and not download and _is_html(response):
+            # The bot protection in front of every endpoint, not Pictory's JSON: nothing
+            # reached Pictory, so it made nothing and says nothing about the key.
+            return ProviderError(
+                FIREWALL, retry_after=retry_after(response), status_code=status, kind=ProviderError.EDGE
+            )
         if download:
             if status in (401, 403, 404, 410):
-                # Signed result URLs answer 403 or 404 once they expire; asking again will not help.
+                # Signed result URLs answer 403 or 404 once they expire; a fresh poll gives new ones.
                 return ProviderError(
                     f"The file at Pictory is no longer available ({status}); its link has expired.",
                     permanent=True,
                     status_code=status,
+                    kind=ProviderError.EXPIRED,
                 )
             if status == 429 or status >= 500 or status == 408:
                 return ProviderError(
@@ -150,7 +176,7 @@ class PictoryProvider(HostedProvider):
                 status_code=status,
             )
         if status == 401:
-            return ProviderError(KEY_REFUSED, permanent=True, status_code=status)
+            return ProviderError(KEY_REFUSED, permanent=True, status_code=status, kind=ProviderError.AUTH)
         if status == 429:
             return ProviderError(
                 "Pictory asked us to slow down (429).", retry_after=retry_after(response), status_code=status
@@ -160,12 +186,19 @@ class PictoryProvider(HostedProvider):
                 f"Pictory had a problem on its side ({status}).",
                 retry_after=retry_after(response),
                 status_code=status,
+                # Its documentation: after a 500, "retry the request after a brief delay".
+                resend_documented=status == 500,
             )
         if status == 404 or _mentions_not_found(body):
-            return ProviderError("Pictory has no record of this job.", permanent=True, status_code=status)
+            return ProviderError(NO_SUCH_JOB, permanent=True, status_code=status)
         if status == 403:
+            # Pictory's own JSON 403: this key may not do this.
             return ProviderError(
-                "Pictory refused the request (403 Forbidden).", permanent=True, status_code=status
+                "Pictory refused the API key for this request (403 Forbidden; check PICTORY_API_KEY"
+                " and the plan it belongs to).",
+                permanent=True,
+                status_code=status,
+                kind=ProviderError.AUTH,
             )
         return ProviderError(
             f"Pictory refused the request ({status}" + (f": {vendor_message})" if vendor_message else ")"),
@@ -184,9 +217,7 @@ class PictoryProvider(HostedProvider):
         if answer.get("success") is False or not job_id:
             # A 2xx without a job id: something may have been created that we cannot follow.
             raise ProviderError(
-                "Pictory answered without a job id, so this clip cannot be followed. "
-                "Check your Pictory account before trying again.",
-                permanent=True,
+                "Pictory answered without a job id, so this clip cannot be followed.", outcome_unknown=True
             )
         return job_id
 
@@ -228,6 +259,18 @@ class PictoryProvider(HostedProvider):
             if exc.status_code != 404:
                 raise
         return "Pictory accepted the key (it may not read its credit quota)."
+
+    def find_jobs(self, submission: Submission, since: datetime) -> list[FoundJob]:
+        """Jobs in the account's list of generated videos that a create of this submission,
+        sent since `since`, may have made: same prompt (and model, when listed), made after
+        `since` (less a little clock skew). Newest requests are looked for by their prompt
+        because the list's shape is not documented: it is read defensively, and an entry
+        without a readable creation time is never taken (it could be an older clip with the
+        same prompt)."""
+        # Reference: https://docs.pictory.ai/api-reference/ai-studio/list-videos (contracts.md:
+        # "GET /v1/aistudio/videos lists the account's generated AI Studio videos")
+        body = self.request("GET", "/v1/aistudio/videos", allow_list=True)
+        return matching_jobs(list_entries(body), submission, since - CLOCK_SKEW)
 
     def download(self, url: str, destination: Path) -> None:
         # Reference: https://docs.pictory.ai/api-reference/ai-studio/get-video-job
@@ -284,7 +327,7 @@ def remote_status(body: dict) -> RemoteStatus:
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     status = _text(data.get("status")).lower()
     if _mentions_not_found(body) or _mentions_not_found(data):
-        raise ProviderError("Pictory has no record of this job.", permanent=True)
+        raise ProviderError(NO_SUCH_JOB, permanent=True)
     if body.get("success") is False or data.get("success") is False or status == "failed":
         message = (
             _text(data.get("error_message"))
@@ -347,6 +390,78 @@ def _bare_name(name: str) -> str:
 
 
 def _mentions_not_found(body) -> bool:
+    """The unknown-job answer: {"success": false, "error_code": "5000", "error_message":
+    "JOB_NOT_FOUND"} (Pictory's own skill), or JOB_NOT_FOUND under another of its keys."""
     if not isinstance(body, dict):
         return False
-    return any(_text(body.get(k)).upper() == "JOB_NOT_FOUND" for k in ("code", "error_code", "errorCode"))
+    keys = ("code", "error_code", "errorCode", "error_message", "errorMessage", "message")
+    return any(_text(body.get(k)).upper() == "JOB_NOT_FOUND" for k in keys)
+
+
+def _is_html(response: httpx.Response) -> bool:
+    """An HTML page (a bot-protection refusal), not Pictory's JSON."""
+    ctype = response.headers.get("Content-Type", "").lower()
+    start = response.content.lstrip()[:15].lower()
+    return "text/html" in ctype or start.startswith((b"<!doctype html", b"<html"))
+
+
+# --- The list of generated videos (shape undocumented: read defensively) ------------------
+
+_LIST_KEYS = ("items", "videos", "results", "jobs", "data", "records")
+_ID_KEYS = ("jobId", "job_id", "jobID", "id", "videoId", "video_id")
+_CREATED_KEYS = ("createdAt", "created_at", "createdDate", "creationTime", "created", "createdOn")
+
+
+def list_entries(body) -> list[dict]:
+    """The entries of a list answer, wherever they sit: the body itself, or under `data`,
+    `items`, `videos`... one or two levels down."""
+    for _ in range(3):
+        if isinstance(body, list):
+            return [entry for entry in body if isinstance(entry, dict)]
+        if not isinstance(body, dict):
+            return []
+        body = next((body[k] for k in _LIST_KEYS if isinstance(body.get(k), (list, dict))), None)
+    return []
+
+
+def _entry_time(entry: dict) -> datetime | None:
+    for key in _CREATED_KEYS:
+        value = entry.get(key)
+        if isinstance(value, bool) or value in (None, ""):
+            continue
+        if isinstance(value, (int, float)) or _text(value).replace(".", "", 1).isdigit():
+            stamp = float(value)
+            stamp = stamp / 1000 if stamp > 1e11 else stamp  # milliseconds
+            try:
+                return datetime.fromtimestamp(stamp, tz=UTC)
+            except (OverflowError, OSError, ValueError):
+                return None
+        parsed = parse_datetime(_text(value).replace("Z", "+00:00"))
+        if parsed is not None:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def _entry_prompt(entry: dict) -> str:
+    for holder in (entry, entry.get("request"), entry.get("input"), entry.get("data")):
+        if isinstance(holder, dict) and _text(holder.get("prompt")):
+            return _text(holder.get("prompt"))
+    return ""
+
+
+def matching_jobs(entries: list[dict], submission: Submission, since: datetime) -> list[FoundJob]:
+    found = []
+    for entry in entries:
+        job_id = next((_text(entry.get(k)) for k in _ID_KEYS if _text(entry.get(k))), "")
+        created = _entry_time(entry)
+        model = _text(entry.get("model"))
+        if not job_id or created is None or created < since:
+            continue
+        if _entry_prompt(entry) != submission.prompt.strip()[:2000]:
+            continue
+        if model and model != submission.model.key:
+            continue
+        if _text(entry.get("status")).lower() == "failed":
+            continue  # a failed job delivers nothing: sending again is the right thing
+        found.append(FoundJob(job_id, created))
+    return sorted(found, key=lambda job: job.created_at)

@@ -103,6 +103,9 @@ class SimulatorProvider(Provider):
         return Path(settings.MEDIA_ROOT) / "simulator"
 
     def submit(self, submission: Submission) -> str:
+        """Accept the job and render it now, in the submit task. Rendering takes CPU seconds;
+        done here it runs in a worker of its own and never inside the poll sweep, where it
+        would hold back every other clip's poll. Polls only read the job's folder."""
         # A hosted service takes a moment to accept a job; so does this one.
         time.sleep(settings.SIMULATOR_DELAY_SECONDS)
         job_id = uuid.uuid4().hex
@@ -113,15 +116,25 @@ class SimulatorProvider(Provider):
             "model": submission.model.key,
             "aspect_ratio": submission.aspect_ratio,
             "duration": submission.duration,
-            "created": time.time(),
             "first_frame": None,
+            "error": "",
         }
+        first = None
         if submission.first_frame is not None:
             # Like a hosted service fetching the image: take our own copy at submit time.
-            target = job_dir / "first_frame.png"
+            first = job_dir / "first_frame.png"
             with Image.open(io.BytesIO(submission.first_frame.read_bytes())) as image:
-                image.convert("RGB").save(target, "PNG")
-            job["first_frame"] = target.name
+                image.convert("RGB").save(first, "PNG")
+            job["first_frame"] = first.name
+        partial = job_dir / f"video.{uuid.uuid4().hex}.part.mp4"
+        try:
+            render(partial, submission.prompt, submission.aspect_ratio, submission.duration, first)
+            partial.replace(job_dir / "video.mp4")  # atomic: a poll never sees half a file
+        except Exception as exc:  # the renderer's failure is the job's failure, seen by the poll
+            partial.unlink(missing_ok=True)
+            job["error"] = f"Rendering failed: {exc}"
+        # "Generating" lasts the simulated delay from here, as a hosted job would.
+        job["created"] = time.time()
         (job_dir / "job.json").write_text(json.dumps(job))
         return job_id
 
@@ -135,16 +148,10 @@ class SimulatorProvider(Provider):
             return RemoteStatus(RemoteStatus.FAILED, error="The job was cancelled.")
         if time.time() - job["created"] < settings.SIMULATOR_DELAY_SECONDS:
             return RemoteStatus(RemoteStatus.RUNNING)
-        video = job_dir / "video.mp4"
-        if not video.exists():
-            partial = job_dir / f"video.{uuid.uuid4().hex}.part.mp4"
-            first = job_dir / job["first_frame"] if job.get("first_frame") else None
-            try:
-                render(partial, job["prompt"], job["aspect_ratio"], job["duration"], first)
-            except Exception as exc:  # the renderer's failure is the job's failure
-                partial.unlink(missing_ok=True)
-                return RemoteStatus(RemoteStatus.FAILED, error=f"Rendering failed: {exc}")
-            partial.replace(video)  # atomic: a second poll never sees half a file
+        if job.get("error") or not (job_dir / "video.mp4").exists():
+            return RemoteStatus(
+                RemoteStatus.FAILED, error=job.get("error") or "The simulator lost this clip."
+            )
         return RemoteStatus(
             RemoteStatus.SUCCEEDED,
             video_url=f"simulator://{remote_id}/video.mp4",

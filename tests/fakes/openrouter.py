@@ -66,7 +66,7 @@ MODELS = [
     {
         "id": "acme/references",
         "name": "Acme: References",
-        "description": "Keeps faces from pictures.",
+        "description": "Keeps faces from reference images (reference-to-video).",
         "supported_durations": [4],
         "supported_resolutions": None,
         "supported_aspect_ratios": None,
@@ -151,6 +151,25 @@ def error(status: int, message: str, metadata: dict | None = None, headers: dict
     return status, {"error": {"code": status, "message": message, "metadata": metadata or {}}}, headers or {}
 
 
+# How the fake tells what a model of its list accepts, from the same signs the list gives
+# (contracts.md): references from a pricing key or the description; a video input from the
+# upscaler/editor options or description.
+def takes_references(model: dict) -> bool:
+    skus = model.get("pricing_skus") or {}
+    description = (model.get("description") or "").lower()
+    return any("reference" in name for name in skus) or "reference" in description
+
+
+def needs_video(model: dict) -> bool:
+    options = set(model.get("allowed_passthrough_parameters") or [])
+    description = (model.get("description") or "").lower()
+    return (
+        bool(options & {"upscale_factor", "creativity"})
+        or "upscal" in description
+        or "video editing" in description
+    )
+
+
 @dataclass
 class Recorded:
     method: str
@@ -199,6 +218,16 @@ class FakeOpenRouter(LoopbackServer):
             "limit_remaining": 7.5,
             "is_free_tier": False,
         }
+        # True: every API call answers 401 (a revoked key; the jobs run on regardless).
+        self.key_refused = False
+        # Seconds every API answer takes.
+        self.latency = 0.0
+        # True: error bodies echo the Authorization header they were sent.
+        self.echo_key = False
+        # How long a signed storage URL ("completed-signed") works after it was handed out.
+        self.signed_ttl = 3600.0
+        # Models known to take a last frame alone although they list a first frame too.
+        self.lone_last_frame_ok: set[str] = set()
 
     # --- Running ----------------------------------------------------------------------
 
@@ -262,11 +291,14 @@ class FakeOpenRouter(LoopbackServer):
             )
         path = parts.path
         if path.startswith("/storage/") and method == "GET":
-            return self._storage(handler, headers, path)
+            return self._storage(handler, headers, path, parse_qs(parts.query))
         if not path.startswith(API + "/"):
             return send(handler, *error(404, "Not Found"))
-        if headers.get("authorization") != f"Bearer {self.key}":
-            return send(handler, *error(401, "No auth credentials found"))
+        if self.latency:
+            time.sleep(self.latency)
+        if self.key_refused or headers.get("authorization") != f"Bearer {self.key}":
+            said = f" (got {headers.get('authorization')})" if self.echo_key else ""
+            return send(handler, *error(401, f"No auth credentials found{said}"))
         if method == "GET" and path == f"{API}/key":
             return send(handler, 200, {"data": self.key_info})
         if method == "GET" and path == f"{API}/videos/models":
@@ -285,7 +317,7 @@ class FakeOpenRouter(LoopbackServer):
             and pieces[0] == "jobs"
             and pieces[2] == "status"
         ):
-            return self._poll(handler, pieces[1])
+            return self._poll(handler, pieces[1], headers)
         return send(handler, *error(404, "Not Found"))
 
     def model(self, model_id):
@@ -327,6 +359,12 @@ class FakeOpenRouter(LoopbackServer):
                 return "frame_images entries must be {type: image_url, image_url: {url}, frame_type}"
             if frame.get("frame_type") not in (model["supported_frame_images"] or []):
                 return f"frame_images: {frame.get('frame_type')} is not supported by {model['id']}"
+        frame_types = [frame.get("frame_type") for frame in body.get("frame_images") or []]
+        if "last_frame" in frame_types and "first_frame" not in frame_types:
+            listed = model["supported_frame_images"] or []
+            if "first_frame" in listed and model["id"] not in self.lone_last_frame_ok:
+                # a gateway's 400 for a last frame alone
+                return "frame_images: a last_frame requires a first_frame"
         for ref in body.get("input_references") or []:
             if (
                 not isinstance(ref, dict)
@@ -334,6 +372,10 @@ class FakeOpenRouter(LoopbackServer):
                 or "url" not in (ref.get("image_url") or {})
             ):
                 return "input_references entries must be {type: image_url, image_url: {url}}"
+        if body.get("input_references") and not takes_references(model):
+            return f"input_references: {model['id']} does not take reference images"
+        if needs_video(model):
+            return f"{model['id']} needs a video input (input_references with a video part)"
         if "callback_url" in body and not str(body["callback_url"]).startswith("https://"):
             return "callback_url must be an HTTPS URL"
         return ""
@@ -344,8 +386,13 @@ class FakeOpenRouter(LoopbackServer):
             return send(handler, *reply)
         problem = self.validate(headers, body)
         if problem:
+            if self.echo_key:
+                problem += f"; request was {headers.get('authorization')}"
             return send(handler, *error(400, problem))
         job = Job(id=f"vid-{uuid.uuid4().hex[:12]}", body=body)
+        if body.get("frame_images") and body.get("input_references"):
+            # Documented: the frames win and the references are dropped without a word.
+            job.extra["references_ignored"] = True
         with self.lock:
             self.jobs[job.id] = job
         if reply == "timeout":
@@ -361,7 +408,7 @@ class FakeOpenRouter(LoopbackServer):
             answer["polling_url"] = polling
         return send(handler, 202, answer)
 
-    def _poll(self, handler, job_id):
+    def _poll(self, handler, job_id, headers=None):
         job = self.jobs.get(job_id)
         if self.poll_replies:
             step = self.poll_replies.popleft()
@@ -381,6 +428,8 @@ class FakeOpenRouter(LoopbackServer):
         answer = {"id": job.id, "polling_url": f"{API}/videos/{job.id}"}
         if step in ("failed", "cancelled", "expired"):
             answer.update(status=step, error=f"The job was {step}: the provider gave up on it.")
+            if self.echo_key:
+                answer["error"] += f" Authorization: {(headers or {}).get('authorization')}"
         elif step.startswith("completed"):
             answer.update(self._completed(job, step))
         else:  # "pending", "in_progress" or anything else, e.g. "mystery"
@@ -406,6 +455,13 @@ class FakeOpenRouter(LoopbackServer):
             answer["unsigned_urls"] = [f"{self.origin}/storage/{job.id}.mp4"]
         elif step == "completed-free":
             answer["usage"] = {"cost": None, "is_byok": True}
+        elif step == "completed-signed":
+            # A signed storage URL that expires (then 403), not the API: no key with it.
+            expires = int(time.time() + self.signed_ttl)
+            signature = hmac.new(b"storage", f"{job.id}:{expires}".encode(), hashlib.sha256).hexdigest()
+            answer["unsigned_urls"] = [
+                f"{self.origin}/storage/{job.id}.mp4?expires={expires}&signature={signature}"
+            ]
         return answer
 
     def _content(self, handler, job_id, query):
@@ -416,7 +472,7 @@ class FakeOpenRouter(LoopbackServer):
             return send(handler, *error(404, "Content not found"))
         return send(handler, 200, job.video, {"Content-Type": "video/mp4"})
 
-    def _storage(self, handler, headers, path):
+    def _storage(self, handler, headers, path, query=None):
         if "authorization" in headers:  # signed storage refuses a foreign credential
             return send(
                 handler,
@@ -424,7 +480,16 @@ class FakeOpenRouter(LoopbackServer):
                 "<Error>Only one auth mechanism allowed</Error>",
                 {"Content-Type": "application/xml"},
             )
-        job = self.jobs.get(path.removeprefix("/storage/").removesuffix(".mp4"))
+        job_id = path.removeprefix("/storage/").removesuffix(".mp4")
+        expires = (query or {}).get("expires")
+        if expires and float(expires[0]) < time.time():
+            return send(
+                handler,
+                403,
+                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+                {"Content-Type": "application/xml"},
+            )
+        job = self.jobs.get(job_id)
         if job is None or not job.video:
             return send(handler, 404, "not found")
         return send(handler, 200, job.video, {"Content-Type": "video/mp4"})

@@ -84,6 +84,19 @@ class Job:
     body: dict
     polls: int = 0
     files: dict = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    # How many completed answers handed out links (each a fresh set: signed URLs expire),
+    # and the issue number of the first set (its URLs carry no number).
+    links: int = 0
+    first_issue: int | None = None
+
+
+# The bot protection's refusal (Cloudflare error 1010), on any endpoint: HTML, not JSON.
+EDGE_PAGE = (
+    "<!DOCTYPE html><html><head><title>Access denied | api.pictory.ai used Cloudflare to restrict "
+    "access</title></head><body><h1>Error 1010</h1><p>The owner of this website has banned your "
+    "access based on your browser's signature.</p></body></html>"
+)
 
 
 class FakePictory(LoopbackServer):
@@ -116,6 +129,25 @@ class FakePictory(LoopbackServer):
             "elevenLabsVoiceOverMinutes": {"used": 33, "limit": 480},
             "aiCredits": {"used": 690, "limit": 22000},
         }
+        # True: every API call answers 401, as for a key that was revoked (jobs run on).
+        self.key_refused = False
+        # The next this-many API calls are refused by the bot protection (an HTML 403).
+        self.edge_refusals = 0
+        # Seconds every API answer takes (a real service is not instant).
+        self.latency = 0.0
+        # True: a poll of a job id this fake never made answers "in-progress" (a benchmark
+        # seeds thousands of running clips without creating each job first).
+        self.accept_unknown_jobs = False
+        # True: error bodies echo the Authorization header they were sent, as some services
+        # do in debug messages (the studio must never show, log or store it).
+        self.echo_key = False
+        # How the list of generated videos is shaped (undocumented): "items" ({"success",
+        # "data": {"items": [...]}}), "list" (a bare list) or "videos-ms" ({"videos": [...]}
+        # with "id" and creation times in epoch milliseconds).
+        self.list_shape = "items"
+        # Result links issued up to this count are expired (403), later ones work.
+        self.links_expired_upto = 0
+        self.links_issued = 0
 
     # --- Running ----------------------------------------------------------------------
 
@@ -150,6 +182,14 @@ class FakePictory(LoopbackServer):
     def expire_files(self, status: int = 404) -> None:
         self.file_status = status
 
+    def expire_links(self) -> None:
+        """Every result link handed out so far stops working (403); a later completed answer
+        hands out fresh ones, as signed URLs do."""
+        self.links_expired_upto = self.links_issued
+
+    def list_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "GET" and r.path == f"{API}/v1/aistudio/videos"]
+
     # --- Reading what happened --------------------------------------------------------
 
     def creates(self) -> list[Recorded]:
@@ -176,7 +216,7 @@ class FakePictory(LoopbackServer):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = ValueError
-        path = handler.path.split("?", 1)[0]
+        path, _, query = handler.path.partition("?")
         with self.lock:
             self.requests.append(Recorded(method, path, headers, None if body is ValueError else body, raw))
 
@@ -184,9 +224,11 @@ class FakePictory(LoopbackServer):
             fault = self._fault(("500", "truncated", "corrupt"))
             if fault:
                 return self._damaged_file(handler, path, fault)
-            return self._file(handler, path)
+            return self._file(handler, path, query)
         if not path.startswith(API + "/"):
             return send(handler, 404, {"message": "Not Found"})
+        if self.latency:
+            time.sleep(self.latency)
         refusal = self._refuse(headers)
         if refusal:
             return send(handler, *refusal)
@@ -203,20 +245,57 @@ class FakePictory(LoopbackServer):
             if self.quota is None:
                 return send(handler, 403, {"message": "Forbidden"})
             return send(handler, 200, self.quota)
+        if method == "GET" and path == f"{API}/v1/aistudio/videos":
+            return send(handler, 200, self._list())
         match = re.fullmatch(rf"{API}/v1/jobs/([^/]+)", path)
         if method == "GET" and match:
-            return self._poll(handler, match.group(1))
+            return self._poll(handler, match.group(1), headers)
         return send(handler, 404, {"message": "Not Found"})
 
     def _refuse(self, headers: dict):
         agent = headers.get("user-agent", "")
-        # The bot protection in front of the service refuses default library agents.
+        edge = (403, EDGE_PAGE, {"Content-Type": "text/html; charset=UTF-8"})
+        # The bot protection in front of the service refuses library agents (error 1010).
         if not agent or agent.lower().startswith(("python-httpx", "python-requests", "python-urllib")):
-            return 403, "<html><body>Access denied</body></html>", {"Content-Type": "text/html"}
+            return edge
+        with self.lock:
+            if self.edge_refusals > 0:
+                self.edge_refusals -= 1
+                return edge
         auth = headers.get("authorization", "")
-        if auth != self.key:  # the raw key; "Bearer <key>" is refused like a wrong key
-            return 401, {"message": "Unauthorized"}
+        if self.key_refused or auth != self.key:  # the raw key; "Bearer <key>" is refused too
+            message = f"Unauthorized: the key {auth} is not valid" if self.echo_key else "Unauthorized"
+            return 401, {"message": message}
         return None
+
+    def _list(self) -> object:
+        """The account's generated videos, newest first, in the shape chosen by list_shape."""
+        with self.lock:
+            jobs = sorted(self.jobs.values(), key=lambda job: job.created, reverse=True)
+        if self.list_shape == "videos-ms":
+            return {
+                "videos": [
+                    {
+                        "id": job.id,
+                        "prompt": job.body.get("prompt"),
+                        "status": "completed" if job.files else "in-progress",
+                        "created_at": int(job.created * 1000),
+                    }
+                    for job in jobs
+                ]
+            }
+        items = [
+            {
+                "jobId": job.id,
+                "prompt": job.body.get("prompt"),
+                "model": job.body.get("model", "pixverse5.5"),
+                "status": "completed" if job.files else "in-progress",
+                "createdAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(job.created))
+                + f".{int(job.created % 1 * 1000):03d}Z",
+            }
+            for job in jobs
+        ]
+        return items if self.list_shape == "list" else {"success": True, "data": {"items": items}}
 
     def _invalid(self, handler, problems: list[tuple[str, str]], message="Request body is invalid"):
         if self.fields_shape == "field":
@@ -265,6 +344,8 @@ class FakePictory(LoopbackServer):
             return send(handler, *reply)
         problems = self.validate(headers, body)
         if problems:
+            if self.echo_key:
+                problems.append(("prompt", f"rejected for key {headers.get('authorization', '')}"))
             return self._invalid(handler, problems)
         job = Job(id=str(uuid.uuid4()), body=body)
         with self.lock:
@@ -272,10 +353,21 @@ class FakePictory(LoopbackServer):
         if reply == "timeout":
             # Created, but the answer comes too late for the client: the outcome is unknown.
             time.sleep(self.slow_seconds)
+        if reply == "500-after-create":
+            # The job was queued, then the server failed: its docs still say "retry".
+            return send(handler, 500, {"message": "Internal Server Error"})
+        if reply == "drop-after-create":
+            # Created, then the connection closes without an answer.
+            handler.close_connection = True
+            handler.wfile.flush()
+            handler.connection.shutdown(2)
+            return None
         return send(handler, 200, {"success": True, "data": {"jobId": job.id}})
 
-    def _poll(self, handler, job_id):
+    def _poll(self, handler, job_id, headers=None):
         job = self.jobs.get(job_id)
+        if job is None and self.accept_unknown_jobs:
+            return send(handler, 200, {"job_id": job_id, "success": True, "data": {"status": "in-progress"}})
         if self.poll_replies:
             step = self.poll_replies.popleft()
         elif job is not None and self.complete_after is not None and job.polls + 1 >= self.complete_after:
@@ -284,8 +376,13 @@ class FakePictory(LoopbackServer):
             step = "in-progress"
         if isinstance(step, tuple):
             return send(handler, *step)
+        # The documented unknown-job answer (Pictory's own skill); its HTTP status is not
+        # documented, so the fake gives it with 404 for an unknown id and 200 when scripted.
+        not_found = {"success": False, "error_code": "5000", "error_message": "JOB_NOT_FOUND"}
         if job is None or step == "404":
-            return send(handler, 404, {"success": False, "code": "JOB_NOT_FOUND", "message": "Job not found"})
+            return send(handler, 404, not_found)
+        if step == "job-not-found-200":
+            return send(handler, 200, not_found)
         job.polls += 1
         if step == "timeout":
             time.sleep(self.slow_seconds)
@@ -318,7 +415,12 @@ class FakePictory(LoopbackServer):
             return send(handler, 500, {"message": "Internal Server Error"})
         if step.startswith("completed"):
             return send(handler, 200, self._completed(job, step))
-        return send(handler, 200, answers[step]())
+        answer = answers[step]()
+        if self.echo_key and step == "failed":
+            answer["data"]["error_message"] += (
+                f" Request authorised by {(headers or {}).get('authorization')}."
+            )
+        return send(handler, 200, answer)
 
     def _completed(self, job: Job, step: str) -> dict:
         """ "completed": every field, optional ones included; "completed-documented": only
@@ -330,21 +432,43 @@ class FakePictory(LoopbackServer):
         duration = job.body.get("duration", durations[0])
         video, png, jpeg = rendered(ratio)
         base = f"{self.origin}/files/{job.id}"
+        with self.lock:
+            self.links_issued += 1
+            issued = self.links_issued
+            job.links += 1
+            if job.first_issue is None:
+                job.first_issue = issued
+        # Links after the first of a job carry their issue number, as fresh signed URLs would.
+        suffix = "" if job.links == 1 else f"?issued={issued}"
         job.files = {
             "video.mp4": (video, "video/mp4"),
             "last.png": (png, "image/png"),
             "thumb.jpg": (jpeg, "image/jpeg"),
         }
-        data = {"status": "completed", "url": f"{base}/video.mp4"}
+        data = {"status": "completed", "url": f"{base}/video.mp4{suffix}"}
         if step != "completed-bare":
-            data.update(duration=duration, width=1280, height=720, lastFrameImageUrl=f"{base}/last.png")
+            data.update(
+                duration=duration, width=1280, height=720, lastFrameImageUrl=f"{base}/last.png{suffix}"
+            )
         if step in ("completed", "completed-preview"):
             key = "thumbnailImageUrl" if step == "completed" else "previewImageUrl"
-            data[key] = f"{base}/thumb.jpg"
+            data[key] = f"{base}/thumb.jpg{suffix}"
             data["aiCreditsUsed"] = rate * int(duration.rstrip("s"))
         return {"job_id": job.id, "success": True, "data": data}
 
-    def _file(self, handler, path):
+    def _file(self, handler, path, query=""):
+        issued = int(query.removeprefix("issued=")) if query.startswith("issued=") else None
+        job = self.jobs.get(path.split("/")[2]) if path.count("/") >= 3 else None
+        # A job's first links count as issued when it first completed (its first issue).
+        if job is not None and issued is None:
+            issued = job.first_issue
+        if issued is not None and issued <= self.links_expired_upto:
+            return send(
+                handler,
+                403,
+                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+                {"Content-Type": "application/xml"},
+            )
         if self.file_status:
             return send(
                 handler,
