@@ -197,9 +197,10 @@ def test_a_clip_the_worker_is_sending_is_not_cancelled(user, enqueued):
     assert Clip.objects.get(pk=clip.pk).status == Clip.Status.SUBMITTING
 
 
-def test_a_provider_that_can_stop_a_job_has_it_stopped_there(signed_in, user, enqueued):
+def test_a_provider_that_can_stop_a_job_has_it_stopped_there(signed_in, user, enqueued, settings):
     clip = new_clip(user)
     jobs.submit_clip(clip.pk)
+    settings.SIMULATOR_DELAY_SECONDS = 60  # the job is still "generating" at the simulator
     clip.refresh_from_db()
     assert clip.status == Clip.Status.RUNNING
     assert 'aria-label="Cancel clip' in card(signed_in, clip)

@@ -159,16 +159,19 @@ class SimulatorProvider(Provider):
         )
 
     def cancel(self, remote_id: str) -> None:
-        """Stop a job before it renders; one already rendered cannot be taken back."""
+        """Stop a job while it is still "generating"; one delivered cannot be taken back.
+        The picture is rendered at submit, but like a hosted job it counts as made only
+        once the simulated delay is over (see poll), so a cancel before then stops it."""
         job_file = self.root / remote_id / "job.json"
         try:
             job = json.loads(job_file.read_text())
         except (FileNotFoundError, ValueError):
             raise ProviderError("The simulator has no record of this job.", permanent=True)
-        if (self.root / remote_id / "video.mp4").exists():
+        if time.time() - job["created"] >= settings.SIMULATOR_DELAY_SECONDS:
             raise ProviderError("The simulator has already made this clip.", permanent=True)
         job["cancelled"] = True
         job_file.write_text(json.dumps(job))
+        (self.root / remote_id / "video.mp4").unlink(missing_ok=True)  # nothing to deliver
 
     def download(self, url: str, destination: Path) -> None:
         if not url.startswith("simulator://"):
