@@ -52,9 +52,11 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## Install what the tests need, lint, then run them all.
+## Install what the tests need, lint, then run them all, in TEST_WORKERS processes side by
+## side (pytest-xdist): most of a browser walk is waiting on a clip, which the other fills.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev browser axe lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Install a Debian package when its command is missing and apt can (as root):
 # $(call debian-package,COMMAND,PACKAGE,what happens without it)

@@ -12,6 +12,21 @@ import pytest
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+def pytest_collection_modifyitems(items):
+    """Longest first: `make test` shares the tests between two processes (pytest-xdist), and
+    a long test handed out last keeps one process busy while the other has nothing left.
+    The PostgreSQL re-run and the browser walks take seconds to a minute each; the many
+    short tests fill in behind them. A stable sort: each file keeps its own order."""
+
+    def weight(item):
+        path = str(item.fspath)
+        if path.endswith("test_scaleout.py"):
+            return 0
+        return 1 if "/browser/" in path else 2
+
+    items.sort(key=weight)
+
+
 @pytest.fixture(autouse=True)
 def studio_settings(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
