@@ -177,9 +177,9 @@ def _studio_page(request, form, status=200):
 @require_GET
 def home(request):
     """The gallery with the generate form. With ?before=<id>, the next page of cards."""
-    before = request.GET.get("before")
-    if before and before.isdigit():
-        return render(request, "studio/home.html#gallery_page", _gallery_context(request, int(before)))
+    before = as_pk(request.GET.get("before"))
+    if before:
+        return render(request, "studio/home.html#gallery_page", _gallery_context(request, before))
     if request.htmx and request.htmx.target == "gallery" and not request.htmx.history_restore_request:
         # The filters changed: the first page of cards that match.
         return render(request, "studio/home.html#gallery_page", _gallery_context(request))
@@ -1070,7 +1070,15 @@ def delete_clip(request, pk):
 
 # --- Files ------------------------------------------------------------------------------
 
-RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)$")
+# ASCII digits only (`\d` also matches "١٢"). A position past 18 digits is read as "beyond
+# any file" rather than converted (int() refuses 4,300+ digits): still a Range, answered by
+# the rules below, never a 500.
+RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)$")
+RANGE_BEYOND = 10**18
+
+
+def _range_number(text: str) -> int:
+    return int(text) if len(text) <= 18 else RANGE_BEYOND
 
 
 def _storage_redirect(storage, name: str, content_type: str | None, download_name: str | None):
@@ -1111,10 +1119,10 @@ def serve_file(
     if match and (match.group(1) or match.group(2)):
         start_s, end_s = match.groups()
         if start_s:
-            start = int(start_s)
-            end = min(int(end_s), size - 1) if end_s else size - 1
+            start = _range_number(start_s)
+            end = min(_range_number(end_s), size - 1) if end_s else size - 1
         else:
-            start, end = max(0, size - int(end_s)), size - 1
+            start, end = max(0, size - _range_number(end_s)), size - 1
         if start >= size or start > end:
             response = HttpResponse(status=416)
             response["Content-Range"] = f"bytes */{size}"

@@ -172,6 +172,32 @@ def test_video_is_served_whole_and_by_range(signed_in, user, enqueued):
     )
 
 
+@pytest.mark.parametrize(
+    "header, status",
+    [
+        ("bytes=" + "9" * 5000 + "-", 416),  # beyond any file
+        ("bytes=0-" + "9" * 5000, 206),  # to the end
+        ("bytes=-" + "9" * 5000, 206),  # the whole file, as a suffix
+        ("bytes=١-٢", 200),  # not digits a Range may use: the whole file
+    ],
+)
+def test_a_range_of_any_length_or_digits_is_answered_never_a_server_error(
+    signed_in, user, enqueued, header, status
+):
+    clip = ready_clip(user)
+    response = signed_in.get(f"/clips/{clip.pk}/video.mp4", HTTP_RANGE=header)
+    assert response.status_code == status
+    if status == 206:
+        assert b"".join(response.streaming_content) == clip.video.read()
+
+
+def test_paths_with_ids_too_long_for_a_database_integer_are_not_found(signed_in, user):
+    assert signed_in.get("/clips/" + "9" * 30 + "/card/").status_code == 404
+    assert signed_in.get("/exports/" + "9" * 19 + "/").status_code == 404
+    # The chain is read with raw SQL, where SQLite raises OverflowError on such a number.
+    assert signed_in.get("/clips/" + "9" * 19 + "/chain/").status_code == 404
+
+
 def test_download_link_names_the_file(signed_in, user, enqueued):
     clip = ready_clip(user)
     response = signed_in.get(f"/clips/{clip.pk}/video.mp4?download=1")
@@ -201,3 +227,8 @@ def test_gallery_pages_by_24(signed_in, user):
     oldest_shown = Clip.objects.order_by("-pk")[23].pk
     more = signed_in.get(f"/?before={oldest_shown}").content.decode()
     assert more.count('class="card ') == 6 and "revealed" not in more
+    # Digits str.isdigit takes but int() does not ("²"), or other scripts' digits: the first
+    # page, as for any value that is not an id.
+    for before in ("²", "١٢", "9" * 5000, "-3"):
+        response = signed_in.get("/", {"before": before})
+        assert response.status_code == 200 and response.content.decode().count('class="card ') == 24
