@@ -119,6 +119,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a body too large for anything the studio takes is refused before it is read.
+    "studio.middleware.refuse_oversized_bodies",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -239,6 +241,9 @@ STUDIO_MAX_VIDEO_BYTES = int(env_float("STUDIO_MAX_VIDEO_MB", 200) * 1024 * 1024
 STUDIO_MAX_VIDEO_SECONDS = env_float("STUDIO_MAX_VIDEO_SECONDS", 120)
 STUDIO_MAX_VIDEO_SIDE = int(env_float("STUDIO_MAX_VIDEO_SIDE", 3840))
 STUDIO_MAX_VIDEO_FPS = env_float("STUDIO_MAX_VIDEO_FPS", 60)
+# The largest request body taken at all (studio.middleware): one video and one image with
+# the form's fields. A larger declared body is refused (413) before Django reads it.
+STUDIO_MAX_REQUEST_BYTES = STUDIO_MAX_VIDEO_BYTES + STUDIO_MAX_IMAGE_BYTES + 1024 * 1024
 # Pasted links to loopback or private addresses are refused (SSRF); allow them only for
 # local testing.
 STUDIO_ALLOW_PRIVATE_URLS = env_bool("STUDIO_ALLOW_PRIVATE_URLS", False)
