@@ -1302,3 +1302,36 @@ class ProviderKey(models.Model):
 
     def __str__(self):
         return f"Key of {self.provider}"
+
+
+class FirstRun(models.Model):
+    """The studio's first account (its admin), in a row with a fixed key. "Create your
+    account" inserts the account and this row in one transaction: of simultaneous posts
+    only one insert can succeed (the others wait on the key, then fail), so exactly one
+    admin is made. Deleting that account deletes the row, and the studio with no user at
+    all offers the first run again."""
+
+    ONLY = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=ONLY)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="first_run_is_one_row")]
+
+    def __str__(self):
+        return f"First account: {self.user_id}"
+
+    @classmethod
+    def admit(cls, user) -> bool:
+        """Save `user` (unsaved) as the first account, unless another was made first: then
+        nothing is saved and False is returned."""
+        try:
+            with transaction.atomic():
+                user.save()
+                cls.objects.create(id=cls.ONLY, user=user)
+        except IntegrityError:
+            user.pk = None
+            return False
+        return True

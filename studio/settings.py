@@ -9,6 +9,7 @@ import os
 import secrets
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -115,6 +116,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_q",
+    # Sign-in attempts, counted per account and per address (AXES_* below).
+    "axes",
     "studio",
 ]
 
@@ -130,6 +133,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as its docs ask: it turns a locked-out sign-in into the page that says so.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -177,6 +182,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Axes first: it refuses a locked-out sign-in before any password is checked. AxesBackend
+# is also a ModelBackend, so the test client's force_login (which logs in with the first
+# backend that can load a user) and sessions made with it keep working.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Sign-in rate limit (django-axes): after STUDIO_SIGNIN_FAILURES wrong passwords for one
+# account (from anywhere), or from one address (for any account), sign-in is refused
+# there for STUDIO_SIGNIN_LOCKOUT_MINUTES, then opens again by itself. A right password
+# clears the count. The address is REMOTE_ADDR: behind a reverse proxy every creator
+# shares the proxy's address, so its limit counts them together.
+AXES_FAILURE_LIMIT = max(1, int(env_float("STUDIO_SIGNIN_FAILURES", 5)))
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("STUDIO_SIGNIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "studio.views.sign_in_locked"
+# Only failures are kept (a row per account or address): a successful sign-in writes nothing.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

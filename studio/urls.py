@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
+from django.urls.converters import get_converters
 
 from . import views
 
@@ -19,7 +20,8 @@ class IdConverter:
         return str(value)
 
 
-register_converter(IdConverter, "id")
+if "id" not in get_converters():  # a test that reloads this module registers it once
+    register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("", views.home, name="home"),

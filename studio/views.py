@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
@@ -48,7 +49,7 @@ from .forms import (
     initial_from_clip,
     options_initial,
 )
-from .models import Asset, Chain, ChainExport, ChainTree, Clip, Estimate
+from .models import Asset, Chain, ChainExport, ChainTree, Clip, Estimate, FirstRun
 from .providers import ProviderError, WebhookRefused, all_providers, enabled_providers, get_provider
 
 GALLERY_PAGE = 24
@@ -1215,10 +1216,29 @@ def setup(request):
         return redirect("login")
     form = FirstAccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
+        user = form.save(commit=False)
+        if not FirstRun.admit(user):
+            # Several posts at once each saw a studio with no user: one of them won.
+            messages.info(request, "The studio's first account was created a moment ago: sign in with it.")
+            return redirect("login")
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("home")
     return render(request, "registration/setup.html", {"form": form})
+
+
+def sign_in_locked(request, original_response=None, credentials=None):
+    """The sign-in page when django-axes has stopped sign-in for this account or address
+    (AXES_LOCKOUT_CALLABLE): the form again with a plain message, 429. It ends by itself."""
+    minutes = settings.AXES_COOLOFF_TIME.total_seconds() / 60
+    wait = f"{minutes:.0f} minute{'s' if round(minutes) != 1 else ''}"
+    message = (
+        f"Too many wrong passwords for this account or from this address. Sign-in is paused: "
+        f"try again in {wait}."
+    )
+    username = (credentials or {}).get("username") or request.POST.get("username", "")
+    form = AuthenticationForm(request, initial={"username": username[:150]})
+    context = {"form": form, "locked": message, "next": _next_url(request)}
+    return render(request, "registration/login.html", context, status=429)
 
 
 # --- Webhooks ---------------------------------------------------------------------------
