@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import close_old_connections, connections, transaction
@@ -29,7 +30,16 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from . import catalogue, media
-from .models import LATE_LOOK_EVERY, Asset, ChainExport, Clip, Lease, WebhookDelivery, sequence_cuts
+from .models import (
+    LATE_LOOK_EVERY,
+    Asset,
+    ChainExport,
+    Clip,
+    Lease,
+    WebhookDelivery,
+    estimate_cache_key,
+    sequence_cuts,
+)
 from .providers import (
     ModelSpec,
     Provider,
@@ -970,6 +980,9 @@ def _copy_results(clip: Clip) -> None:
             clip.next_poll_at = None
             clip.finished_at = timezone.now()
             clip.save()
+            # The model's typical time has moved: the next card reads it afresh.
+            key = estimate_cache_key(clip.provider, clip.model_key)
+            transaction.on_commit(lambda: cache.delete(key))
     log.info("clip %s ready (%sx%s, %.2f s)", clip.pk, clip.video_width, clip.video_height, info.duration)
 
 

@@ -159,9 +159,49 @@ class Asset(Claimable):
         return settings.PUBLIC_BASE_URL + reverse("published_file", args=[self.public_token, name])
 
 
+def estimate_cache_key(provider: str, model_key: str) -> str:
+    """Where the typical generation time of a model is cached (studio.progress); forgotten
+    when a clip of that model becomes ready (jobs)."""
+    digest = hashlib.blake2s(f"{provider}:{model_key}".encode(), digest_size=8).hexdigest()
+    return f"estimate:{digest}"
+
+
 class ClipQuerySet(models.QuerySet):
     def unfinished(self):
-        return self.exclude(status__in=Clip.FINAL_STATES)
+        # By name, not NOT IN: an (owner, status) index then answers the count in the title
+        # from a few short ranges instead of every row of the creator (NOTES.md).
+        return self.filter(status__in=Clip.UNFINISHED_STATES)
+
+    def models_used(self, owner_id: int) -> list[tuple[str, str, str]]:
+        """(provider, model key, label) of every model the owner has clips of, ordered by
+        provider and key. A loose index scan: one seek per model on the (owner, provider,
+        model_key, model_label) index, however many clips there are. SELECT DISTINCT would
+        read all of the owner's index entries (30 ms at 100,000 clips); SQLite skips
+        through an index like this only with statistics nobody gathers here."""
+        table = connection.ops.quote_name(Clip._meta.db_table)
+        after = (
+            f"FROM {table} c WHERE c.owner_id = %s AND (c.provider > u.provider OR "
+            "(c.provider = u.provider AND c.model_key > u.model_key)) ORDER BY c.provider, c.model_key LIMIT 1"
+        )
+        sql = f"""
+            WITH RECURSIVE used(provider, model_key) AS (
+                SELECT provider, model_key FROM (
+                    SELECT provider, model_key FROM {table} WHERE owner_id = %s
+                    ORDER BY provider, model_key LIMIT 1
+                ) AS first_model
+                UNION ALL
+                SELECT (SELECT c.provider {after}), (SELECT c.model_key {after})
+                FROM used u WHERE u.provider IS NOT NULL
+            )
+            SELECT u.provider, u.model_key, (
+                SELECT c.model_label FROM {table} c
+                WHERE c.owner_id = %s AND c.provider = u.provider AND c.model_key = u.model_key
+                ORDER BY c.model_label LIMIT 1
+            )
+            FROM used u WHERE u.provider IS NOT NULL"""
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [owner_id, owner_id, owner_id, owner_id])
+            return [tuple(row) for row in cursor.fetchall()]
 
     def visible_to(self, user):
         return self.filter(owner=user)
@@ -202,6 +242,9 @@ class Clip(Claimable):
         CANCELLED = "cancelled", "Cancelled"
 
     FINAL_STATES = (Status.READY, Status.FAILED, Status.CANCELLED)
+    # Every other state, named: what "generating" means in the gallery and the title
+    # (tests/test_views.py checks that the two lists hold every state once).
+    UNFINISHED_STATES = (Status.QUEUED, Status.SUBMITTING, Status.RUNNING, Status.FINISHING)
 
     class Failure(models.TextChoices):
         """Why a failed clip failed, where it matters for what comes next: a paid job may
@@ -307,6 +350,10 @@ class Clip(Claimable):
         ordering = ["-created_at", "-pk"]
         indexes = [
             models.Index(fields=["owner", "-created_at"]),
+            # The "generating" count (UNFINISHED_STATES) and the status filter.
+            models.Index(fields=["owner", "status"], name="clip_owner_status"),
+            # The gallery's model filter: its list (models_used) and its pages.
+            models.Index(fields=["owner", "provider", "model_key", "model_label"], name="clip_owner_model"),
             # The time estimate of a generating card reads the last finished clips of its
             # model: a short range of this index, however many clips the studio holds.
             models.Index(

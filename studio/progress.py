@@ -12,11 +12,15 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
 from django.utils import timezone
 
 from .jobs import cannot_cancel_message
-from .models import Clip
+from .models import Clip, estimate_cache_key
 from .providers import get_provider
+
+# How long a model's typical generation time is kept between polls at most.
+ESTIMATE_CACHE_SECONDS = 300
 
 
 @dataclass
@@ -95,9 +99,17 @@ class Lookups:
         return self.providers[name]
 
     def typical_seconds(self, clip: Clip):
+        """Read once per page, and kept in the cache between pages: a generating card polls
+        every 2 s, and the estimate only moves when a clip of its model finishes (jobs
+        forgets it then; the time limit covers a clip finished some other way)."""
         key = (clip.provider, clip.model_key)
         if key not in self.typical:
-            self.typical[key] = Clip.objects.typical_generation_seconds(*key)
+            cache_key = estimate_cache_key(*key)
+            kept = cache.get(cache_key)
+            if kept is None:
+                kept = {"typical": Clip.objects.typical_generation_seconds(*key)}
+                cache.set(cache_key, kept, ESTIMATE_CACHE_SECONDS)
+            self.typical[key] = kept["typical"]
         return self.typical[key]
 
     def ahead_of(self, clip: Clip) -> int:

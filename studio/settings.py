@@ -5,6 +5,7 @@ project, the embedded ORM queue, the offline simulator, media under ./media.
 """
 
 import base64
+import hashlib
 import os
 import secrets
 import sys
@@ -175,6 +176,37 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# A cache every web process and worker of the studio shares: Redis when REDIS_URL is set,
+# else files on this machine (STUDIO_CACHE_DIR). It holds sessions (below) and short-lived
+# figures such as a model's typical generation time. The prefix keeps two studios (or a
+# studio and its tests) on one machine apart.
+STUDIO_CACHE_DIR = Path(os.environ.get("STUDIO_CACHE_DIR") or BASE_DIR / ".cache")
+_cache_prefix = hashlib.blake2s(str(DATABASES["default"].get("NAME")).encode(), digest_size=6).hexdigest()
+if os.environ.get("REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+            "KEY_PREFIX": _cache_prefix,
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(STUDIO_CACHE_DIR),
+            "KEY_PREFIX": _cache_prefix,
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
+# Sessions are read from that cache, and written to it and to the database: a card poll
+# (every 2 s per generating card) then costs no session query. Only where the cache is
+# shared by every web process: Redis, or one machine's files with SQLite. PostgreSQL may
+# serve web processes on several machines, each with its own files, where a sign-out on
+# one would not reach the others' copies: there sessions stay in the database alone.
+if os.environ.get("REDIS_URL") or DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -365,6 +397,8 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # Axes says INFO at every sign-in; a lockout is a WARNING and still shows.
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -70,7 +70,7 @@ def _model_gone(request, clip: Clip):
 
 # The gallery's status filter: a creator's words, not the job's internal states.
 STATUS_FILTERS = {
-    "generating": ("Generating", ~Q(status__in=Clip.FINAL_STATES)),
+    "generating": ("Generating", Q(status__in=Clip.UNFINISHED_STATES)),
     "ready": ("Ready", Q(status=Clip.Status.READY)),
     "failed": ("Failed", Q(status=Clip.Status.FAILED)),
     "cancelled": ("Cancelled", Q(status=Clip.Status.CANCELLED)),
@@ -118,14 +118,8 @@ def _gallery(user, before: int | None = None, filters: dict | None = None):
 
 def _model_filter_choices(user) -> list[tuple[str, str]]:
     """The models the creator has clips of, for the gallery's model filter."""
-    rows = (
-        Clip.objects.visible_to(user)
-        .order_by()
-        .values_list("provider", "model_key", "model_label")
-        .distinct()
-    )
     choices = {}
-    for provider, key, label in rows:
+    for provider, key, label in Clip.objects.models_used(user.pk):
         choices.setdefault(f"{provider}:{key}", label)
     return sorted(choices.items(), key=lambda item: item[1].lower())
 
@@ -337,10 +331,12 @@ def send_again(request, pk):
 @login_required
 @require_GET
 def clip_card(request, pk):
+    """A card again: unfinished cards poll it every 2 s. Only the poll that finds the clip
+    finished (its last) counts the clips still generating, for the page title: a clip
+    still being made does not change that count."""
     clip = _clip_for(request, pk)
-    return render(
-        request, "studio/_clip_card.html", {"clip": clip, "generating": _generating_count(request.user)}
-    )
+    context = {"clip": clip, "generating": _generating_count(request.user) if clip.is_finished else None}
+    return render(request, "studio/_clip_card.html", context)
 
 
 @login_required

@@ -73,10 +73,11 @@ def test_unfinished_card_polls_itself_and_finished_card_does_not(signed_in, user
     clip = new_clip(user)
     html = signed_in.get(f"/clips/{clip.pk}/card/", HTTP_HX_REQUEST="true").content.decode()
     assert 'hx-trigger="every 2s"' in html and "Queued" in html
-    assert "<title>(1 generating) Lastframe Studio</title>" in html
+    assert "<title>" not in html  # a clip still being made does not change the count
     ready = ready_clip(user)
     html = signed_in.get(f"/clips/{ready.pk}/card/", HTTP_HX_REQUEST="true").content.decode()
     assert "hx-trigger" not in html
+    assert "<title>(1 generating) Lastframe Studio</title>" in html  # the queued one
     assert "Ready" in html and "Continue from last frame" in html
     assert (
         f'poster="/clips/{ready.pk}/thumbnail.jpg"' in html and f'src="/clips/{ready.pk}/video.mp4"' in html
@@ -232,3 +233,54 @@ def test_gallery_pages_by_24(signed_in, user):
     for before in ("²", "١٢", "9" * 5000, "-3"):
         response = signed_in.get("/", {"before": before})
         assert response.status_code == 200 and response.content.decode().count('class="card ') == 24
+
+
+def test_finished_and_unfinished_states_name_every_state_once():
+    assert sorted(Clip.FINAL_STATES + Clip.UNFINISHED_STATES) == sorted(Clip.Status.values)
+
+
+def test_the_model_filter_lists_each_model_of_the_creator_once(signed_in, user, other_user):
+    for owner, provider, key, label in [
+        (user, "simulator", "motion", "Sim Motion"),
+        (user, "simulator", "cinema", "Sim Cinema"),
+        (user, "simulator", "motion", "Sim Motion"),
+        (user, "pictory", "veo3.1", "Veo 3.1"),
+        (other_user, "pictory", "pixverse5.5", "PixVerse"),
+    ]:
+        Clip.objects.create(
+            owner=owner, provider=provider, model_key=key, model_label=label, prompt="A prompt"
+        )
+    assert Clip.objects.models_used(user.pk) == [
+        ("pictory", "veo3.1", "Veo 3.1"),
+        ("simulator", "cinema", "Sim Cinema"),
+        ("simulator", "motion", "Sim Motion"),
+    ]
+    assert Clip.objects.models_used(other_user.pk + 100) == []
+    html = signed_in.get("/").content.decode()
+    assert 'value="simulator:motion"' in html and "pixverse" not in html
+
+
+def test_a_generating_cards_poll_reads_only_the_user_and_the_clip(signed_in, user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    clip = Clip.objects.create(
+        owner=user,
+        provider="simulator",
+        model_key="cinema",
+        model_label="Sim",
+        prompt="A prompt",
+        status=Clip.Status.RUNNING,
+    )
+    url = f"/clips/{clip.pk}/card/"
+    signed_in.get(url, HTTP_HX_REQUEST="true")  # the first poll reads the model's estimate
+    with CaptureQueriesContext(connection) as queries:
+        response = signed_in.get(url, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and "<title>" not in response.content.decode()
+    # The session comes from the cache; no "generating" count while the clip is unfinished.
+    tables = [q["sql"].split(" FROM ")[1].split()[0] for q in queries.captured_queries]
+    assert tables == ['"auth_user"', '"studio_clip"'], tables
+    # The poll that finds it finished counts what is still generating, for the title.
+    Clip.objects.filter(pk=clip.pk).update(status=Clip.Status.READY)
+    html = signed_in.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "<title>Lastframe Studio</title>" in html
