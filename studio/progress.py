@@ -9,10 +9,10 @@ finished, the provider's typical time is given, and said to be that.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
 from django.core.cache import cache
+from django.db.models import Case, Count, F, Func, OuterRef, Q, Subquery, When
 from django.utils import timezone
 
 from .jobs import cannot_cancel_message
@@ -88,7 +88,8 @@ class Lookups:
 
     providers: dict = field(default_factory=dict)
     typical: dict = field(default_factory=dict)
-    waiting: list[int] | None = None
+    # Queued clip pk -> how many clips are sent before it.
+    ahead: dict = field(default_factory=dict)
 
     def provider(self, name: str):
         if name not in self.providers:
@@ -113,13 +114,42 @@ class Lookups:
         return self.typical[key]
 
     def ahead_of(self, clip: Clip) -> int:
-        if self.waiting is None:
-            self.waiting = list(
-                Clip.objects.filter(status__in=(Clip.Status.QUEUED, Clip.Status.SUBMITTING))
-                .order_by("pk")
-                .values_list("pk", flat=True)
-            )
-        return bisect.bisect_left(self.waiting, clip.pk)
+        """A count, not the list of every waiting id: a burst of generations makes that
+        list long. The card's own query may bring it (`ahead_in_line`, see with_place)."""
+        if clip.pk not in self.ahead:
+            known = getattr(clip, "ahead_in_line", None)
+            self.ahead[clip.pk] = known if known is not None else waiting().filter(pk__lt=clip.pk).count()
+        return self.ahead[clip.pk]
+
+    @classmethod
+    def of(cls, request) -> Lookups:
+        """The lookups of this request's cards (the card tag finds them on the request)."""
+        lookups = getattr(request, "_studio_progress_lookups", None)
+        if lookups is None:
+            lookups = request._studio_progress_lookups = cls()
+        return lookups
+
+    def count_ahead(self, clips) -> None:
+        """The place in line of every queued clip of a page, in one query."""
+        pks = [c.pk for c in clips if c.status == Clip.Status.QUEUED and c.pk not in self.ahead]
+        if not pks:
+            return
+        counts = waiting().aggregate(**{f"c{pk}": Count("pk", filter=Q(pk__lt=pk)) for pk in pks})
+        self.ahead.update({pk: counts[f"c{pk}"] for pk in pks})
+
+
+def waiting():
+    return Clip.objects.filter(status__in=(Clip.Status.QUEUED, Clip.Status.SUBMITTING))
+
+
+def with_place(queryset):
+    """`queryset` with each queued clip's place in line read in the same query."""
+    # COUNT as a plain function: no GROUP BY, one row whatever matches.
+    ahead = waiting().filter(pk__lt=OuterRef("pk")).order_by()
+    ahead = ahead.annotate(n=Func(F("pk"), function="COUNT")).values("n")
+    return queryset.annotate(
+        ahead_in_line=Case(When(status=Clip.Status.QUEUED, then=Subquery(ahead)), default=None)
+    )
 
 
 def estimate(clip: Clip, provider=None, lookups: Lookups | None = None) -> tuple[float | None, str]:

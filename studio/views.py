@@ -37,7 +37,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import catalogue, inputs, jobs, keys, media
+from . import catalogue, inputs, jobs, keys, media, progress
 from .forms import (
     ChainTitleForm,
     FirstAccountForm,
@@ -57,7 +57,9 @@ GALLERY_PAGE = 24
 
 def _clip_for(request, pk: int, queryset=None) -> Clip:
     """This creator's clip, or 404 (another creator's clip is not theirs to know of)."""
-    return get_object_or_404((queryset or Clip.objects).visible_to(request.user), pk=pk)
+    # `is not None`: a queryset in a boolean test is run, every row of it.
+    clips = queryset if queryset is not None else Clip.objects
+    return get_object_or_404(clips.visible_to(request.user), pk=pk)
 
 
 def _model_gone(request, clip: Clip):
@@ -145,6 +147,7 @@ def _gallery_context(request, before: int | None = None) -> dict:
         context["last_pk"] = context["chains"][-1].root.pk if context["chains"] else None
     else:
         context["clips"], context["has_more"] = _gallery(request.user, before, filters)
+        progress.Lookups.of(request).count_ahead(context["clips"])
         context["last_pk"] = context["clips"][-1].pk if context["clips"] else None
     return context
 
@@ -334,7 +337,8 @@ def clip_card(request, pk):
     """A card again: unfinished cards poll it every 2 s. It reads the user and the clip
     (the session is cached): the count of clips still generating in the page title is
     not read again on each poll; the page takes one off when a card finishes (notify.js)."""
-    return render(request, "studio/_clip_card.html", {"clip": _clip_for(request, pk)})
+    clip = _clip_for(request, pk, progress.with_place(Clip.objects))
+    return render(request, "studio/_clip_card.html", {"clip": clip})
 
 
 @login_required
