@@ -15,7 +15,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.http import QueryDict
 
 from . import catalogue, keys
-from .models import Asset, Chain, Clip
+from .models import Asset, Chain, Clip, quota_problem
 from .providers import ModelSpec, get_provider
 
 PROMPT_MIN = 5
@@ -369,6 +369,9 @@ class GenerateForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        full = quota_problem(self.user) if self.user is not None else ""
+        if full:
+            self.add_error(None, full)
         for field, messages in self.intake_errors.items():
             for message in messages:
                 self.add_error(field if field in self.fields else None, message)

@@ -94,7 +94,72 @@ class Claimable(models.Model):
         return bool(updated)
 
 
-class Asset(Claimable):
+def _stored_size(field) -> int:
+    """Bytes a file field holds in the storage (0: none, or gone). On this machine a stat;
+    in a bucket one HEAD request, made only when the row is saved."""
+    if not field:
+        return 0
+    path = media.local_path(field.storage, field.name)
+    try:
+        return path.stat().st_size if path is not None else field.storage.size(field.name)
+    except Exception:  # gone, or a bucket that does not answer: counted as nothing
+        return 0
+
+
+class StoredFiles(models.Model):
+    """A row whose files count towards its owner's storage (storage_used, the quota). The
+    size is taken whenever the row is saved, which every change of its files goes through,
+    so the account page and the quota read one sum instead of a file system walk."""
+
+    FILE_FIELDS: tuple[str, ...] = ()
+
+    stored_bytes = models.PositiveBigIntegerField(default=0, editable=False)
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        self.stored_bytes = sum(_stored_size(f) for f in self.counted_files())
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "stored_bytes"}
+        super().save(*args, **kwargs)
+
+    def counted_files(self):
+        return [getattr(self, name) for name in self.FILE_FIELDS]
+
+
+def storage_by_kind(owner) -> dict[str, int]:
+    """Bytes the owner keeps in clips (video, thumbnail), uploads and frames, joined films."""
+    kinds = {"clips": Clip, "assets": Asset, "exports": ChainExport}
+    return {
+        kind: model.objects.filter(owner=owner).aggregate(n=models.Sum("stored_bytes"))["n"] or 0
+        for kind, model in kinds.items()
+    }
+
+
+def storage_used(owner) -> int:
+    return sum(storage_by_kind(owner).values())
+
+
+def megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):,.1f} MB"
+
+
+def quota_problem(owner, adding: int = 0) -> str:
+    """Why the owner may not keep `adding` more bytes (STUDIO_USER_QUOTA_MB), or ""."""
+    quota = settings.STUDIO_USER_QUOTA_BYTES
+    if not quota:
+        return ""
+    used = storage_used(owner)
+    if used + adding <= quota and used < quota:
+        return ""
+    return (
+        f"Your storage is full: {megabytes(used)} of {megabytes(quota)} used. Delete clips or uploads "
+        "you no longer need (your Account page shows what is kept), then try again."
+    )
+
+
+class Asset(Claimable, StoredFiles):
     """An image or video the studio holds for a creator: an upload, a link's copy, or a
     clip's last frame. Stored under an unguessable folder; `public_token` names it when
     published for a provider to fetch."""
@@ -131,11 +196,29 @@ class Asset(Claimable):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    FILE_FIELDS = ("file",)
+
     def __str__(self):
         return self.original_name or Path(self.file.name).name
 
     def get_absolute_url(self):
         return reverse("asset_file", args=[self.pk])
+
+    def counted_files(self):
+        # A clip's video published to be extended is that clip's file: counted there.
+        return [] if self.source == self.Source.CLIP_VIDEO else [self.file]
+
+    @classmethod
+    def unused(cls):
+        """Assets no clip uses in any way (first, last or end frame, reference, video to
+        extend)."""
+        return cls.objects.filter(
+            first_frame_of__isnull=True,
+            end_frame_of__isnull=True,
+            last_frame_of__isnull=True,
+            extend_video_of__isnull=True,
+            reference_image_of__isnull=True,
+        )
 
     @property
     def is_ready(self) -> bool:
@@ -240,7 +323,9 @@ class ClipQuerySet(models.QuerySet):
         return statistics.median(seconds), len(seconds)
 
 
-class Clip(Claimable):
+class Clip(Claimable, StoredFiles):
+    FILE_FIELDS = ("video", "thumbnail")
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         SUBMITTING = "submitting", "Queued"
@@ -1286,7 +1371,7 @@ class WebhookDelivery(models.Model):
         return True
 
 
-class ChainExport(Claimable):
+class ChainExport(Claimable, StoredFiles):
     """One MP4 of a chain's sequence, joined in the background (jobs.export_chain).
 
     Claimed like a clip (queued → running by conditional UPDATE), so running the task twice
@@ -1319,12 +1404,30 @@ class ChainExport(Claimable):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set when a clip it contains was deleted: the film shows something that is gone.
+    stale_since = models.DateTimeField(null=True, blank=True)
+
+    FILE_FIELDS = ("file",)
 
     class Meta:
         ordering = ["-pk"]
 
     def __str__(self):
         return f"Chain export {self.pk} ({len(self.clip_ids)} clips)"
+
+    @classmethod
+    def containing(cls, owner, pks) -> models.QuerySet:
+        """The owner's exports whose sequence has any of these clips (sequence_key is the
+        ids joined by commas: a text match works on every database, JSON lookups do not)."""
+        match = Q(pk__in=[])
+        for pk in pks:
+            match |= (
+                Q(sequence_key=str(pk))
+                | Q(sequence_key__startswith=f"{pk},")
+                | Q(sequence_key__endswith=f",{pk}")
+                | Q(sequence_key__contains=f",{pk},")
+            )
+        return cls.objects.filter(match, owner=owner)
 
     @property
     def is_finished(self) -> bool:

@@ -301,6 +301,10 @@ STUDIO_MAX_VIDEO_FPS = env_float("STUDIO_MAX_VIDEO_FPS", 60)
 # The largest request body taken at all (studio.middleware): one video and one image with
 # the form's fields. A larger declared body is refused (413) before Django reads it.
 STUDIO_MAX_REQUEST_BYTES = STUDIO_MAX_VIDEO_BYTES + STUDIO_MAX_IMAGE_BYTES + 1024 * 1024
+# Storage a creator may fill (clips, uploads, joined films), in MB; empty: no limit. Past it
+# new uploads and generations are refused with a message saying what is used.
+STUDIO_USER_QUOTA_MB = env_float("STUDIO_USER_QUOTA_MB", None)
+STUDIO_USER_QUOTA_BYTES = int(STUDIO_USER_QUOTA_MB * 1024 * 1024) if STUDIO_USER_QUOTA_MB else None
 # Pasted links to loopback or private addresses are refused (SSRF); allow them only for
 # local testing.
 STUDIO_ALLOW_PRIVATE_URLS = env_bool("STUDIO_ALLOW_PRIVATE_URLS", False)

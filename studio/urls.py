@@ -58,6 +58,7 @@ urlpatterns = [
     path("providers/refresh/", views.refresh_models, name="refresh_models"),
     path("providers/<str:name>/key/", views.provider_key, name="provider_key"),
     path("hooks/<str:provider>/<str:token>/", views.provider_webhook, name="provider_webhook"),
+    path("account/", views.account, name="account"),
     path("setup/", views.setup, name="setup"),
     path("accounts/login/", views.StudioLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -49,7 +49,7 @@ from .forms import (
     initial_from_clip,
     options_initial,
 )
-from .models import Asset, Chain, ChainExport, ChainTree, Clip, Estimate, FirstRun
+from .models import Asset, Chain, ChainExport, ChainTree, Clip, Estimate, FirstRun, storage_by_kind
 from .providers import ProviderError, WebhookRefused, all_providers, enabled_providers, get_provider
 
 GALLERY_PAGE = 24
@@ -1237,6 +1237,21 @@ def sign_in_locked(request, original_response=None, credentials=None):
     form = AuthenticationForm(request, initial={"username": username[:150]})
     context = {"form": form, "locked": message, "next": _next_url(request)}
     return render(request, "registration/login.html", context, status=429)
+
+
+@login_required
+@require_GET
+def account(request):
+    """The creator's account: what their clips, uploads and joined films take in storage,
+    and the quota when there is one."""
+    sums = storage_by_kind(request.user)
+    used, quota = sum(sums.values()), settings.STUDIO_USER_QUOTA_BYTES
+    context = {**sums, "used": used, "quota": quota}
+    if quota:
+        context.update(
+            used_capped=min(used, quota), percent=min(100, round(100 * used / quota)), full=used >= quota
+        )
+    return render(request, "studio/account.html", context)
 
 
 # --- Webhooks ---------------------------------------------------------------------------
