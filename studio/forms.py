@@ -15,7 +15,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.http import QueryDict
 
 from . import catalogue, keys
-from .models import Asset, Chain, Clip
+from .models import Asset, Chain, Clip, quota_problem
 from .providers import ModelSpec, get_provider
 
 PROMPT_MIN = 5
@@ -72,11 +72,8 @@ class IdListField(forms.Field):
             return []
         if not isinstance(value, (list, tuple)):
             value = [value]
-        try:
-            pks = [int(v) for v in value if str(v).strip()]
-        except (TypeError, ValueError):
-            raise forms.ValidationError("Choose the images again.")
-        if any(pk <= 0 or pk >= 2**63 for pk in pks):  # not an id any row can have
+        pks = [as_pk(v) for v in value if str(v).strip()]
+        if None in pks:  # not an id any row can have
             raise forms.ValidationError("Choose the images again.")
         return pks
 
@@ -372,6 +369,9 @@ class GenerateForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        full = quota_problem(self.user) if self.user is not None else ""
+        if full:
+            self.add_error(None, full)
         for field, messages in self.intake_errors.items():
             for message in messages:
                 self.add_error(field if field in self.fields else None, message)
@@ -671,9 +671,11 @@ class GenerateForm(forms.Form):
 
 
 def as_pk(raw) -> int | None:
-    """A value sent as an id, when it can be one (ASCII digits, within a database integer)."""
+    """A value sent as an id, when it can be one (ASCII digits, within a database integer).
+    `str.isdigit` alone takes "١٢" and "²", and int() refuses numbers past 4,300 digits:
+    the length is checked before anything is converted."""
     text = str(raw if raw is not None else "").strip()
-    if not (text.isascii() and text.isdigit()):
+    if not (0 < len(text) <= 19 and text.isascii() and text.isdigit()):
         return None
     value = int(text)
     return value if 0 < value < 2**63 else None

@@ -19,7 +19,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 
 from . import jobs, links, media
-from .models import Asset
+from .models import Asset, quota_problem
 
 # The form's inputs: what kind of file each takes, the form field that names a held file,
 # the file input a page without JavaScript posts, and the label.
@@ -81,7 +81,11 @@ def from_link(owner, url: str, kind: str) -> Asset:
 def from_path(owner, path: Path, kind: str, original_name: str = "") -> Asset:
     """A file on this machine (an upload's or a link's copy) as an Asset: an image checked
     and re-encoded now; a video stored as it is and prepared by the worker."""
-    check_size(path.stat().st_size, kind)
+    size = path.stat().st_size
+    check_size(size, kind)
+    full = quota_problem(owner, size)
+    if full:
+        raise InputError(full)
     if kind == Asset.Kind.IMAGE:
         try:
             checked = media.check_image(path)  # decoded once, at reduced size when large

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import close_old_connections, connections, transaction
@@ -29,7 +30,16 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from . import catalogue, media
-from .models import LATE_LOOK_EVERY, Asset, ChainExport, Clip, Lease, WebhookDelivery, sequence_cuts
+from .models import (
+    LATE_LOOK_EVERY,
+    Asset,
+    ChainExport,
+    Clip,
+    Lease,
+    WebhookDelivery,
+    estimate_cache_key,
+    sequence_cuts,
+)
 from .providers import (
     ModelSpec,
     Provider,
@@ -970,6 +980,9 @@ def _copy_results(clip: Clip) -> None:
             clip.next_poll_at = None
             clip.finished_at = timezone.now()
             clip.save()
+            # The model's typical time has moved: the next card reads it afresh.
+            key = estimate_cache_key(clip.provider, clip.model_key)
+            transaction.on_commit(lambda: cache.delete(key))
     log.info("clip %s ready (%sx%s, %.2f s)", clip.pk, clip.video_width, clip.video_height, info.duration)
 
 
@@ -1238,17 +1251,25 @@ def prepare_video(pk: int) -> None:
 
 
 def delete_clip(clip: Clip, with_takes: bool = False) -> int:
-    """Delete a clip (and, with `with_takes`, every clip that continues it) and its files.
-    Without, the takes that continued it become the roots of their own chains. A file
-    another remaining clip still uses (a last frame it starts from, a video it extends) is
-    kept. Returns how many clips were deleted."""
+    """Delete a clip (and, with `with_takes`, every clip that continues it) and every file
+    only it used: its video and thumbnail, its last frame, the uploads it started from or
+    was asked to end on, its references, a video it extended, and what its provider keeps
+    of the job where the studio can reach it (the simulator's copies). Without
+    `with_takes`, the takes that continued it become the roots of their own chains. A file
+    a remaining clip still uses (a last frame it starts from, a video it extends, an upload
+    it shares) is kept. Joined films that contained it are marked stale. Returns how many
+    clips were deleted."""
     doomed = [clip] + (clip.descendants() if with_takes else [])
     ids = {c.pk for c in doomed}
     names = [f.name for c in doomed for f in (c.video, c.thumbnail) if f]
     uses = [rel for rel in Asset._meta.related_objects if rel.related_model is Clip]
+    used_by_doomed = Q()
+    for rel in uses:
+        used_by_doomed |= Q(**{f"{rel.name}__in": ids})
     candidates = Asset.objects.filter(
-        Q(last_frame_of__in=ids) | Q(source=Asset.Source.CLIP_VIDEO, file__in=names)
+        used_by_doomed | Q(source=Asset.Source.CLIP_VIDEO, file__in=names), owner=clip.owner
     ).distinct()
+    jobs_kept = [(c.provider, c.remote_id) for c in doomed if c.remote_id]
     with transaction.atomic():
         doomed_assets = []
         for asset in candidates:
@@ -1262,10 +1283,50 @@ def delete_clip(clip: Clip, with_takes: bool = False) -> int:
                 if asset.source != Asset.Source.CLIP_VIDEO:
                     names.append(asset.file.name)
         Asset.objects.filter(pk__in=[a.pk for a in doomed_assets]).delete()
+        ChainExport.containing(clip.owner, ids).filter(stale_since=None).update(stale_since=timezone.now())
         Clip.objects.filter(pk__in=ids).delete()
         storage = clip.video.storage
         transaction.on_commit(lambda: _remove_files(storage, names))
+        transaction.on_commit(lambda: _forget_jobs(jobs_kept))
     return len(ids)
+
+
+def _forget_jobs(jobs_kept: list[tuple[str, str]]) -> None:
+    for name, remote_id in jobs_kept:
+        provider = _provider_or_none(name)
+        if provider is None:
+            continue
+        try:
+            provider.forget(remote_id)
+        except Exception:  # what a provider keeps must not undo the deletion
+            log.warning("could not drop %s's copy of job %s", name, remote_id, exc_info=True)
+
+
+# An upload no clip uses is kept this long (a creator may still be filling in the form).
+UNUSED_UPLOAD_AGE = timedelta(days=1)
+
+
+def remove_unused_uploads() -> int:
+    """Delete assets that no clip uses and that are older than UNUSED_UPLOAD_AGE, with their
+    files (a clip's own video, published to be extended, stays: it is the clip's). Runs on
+    a schedule (migration 0013); safe to run twice, and beside a Generate: an asset a clip
+    starts to use in the meantime is not deleted."""
+    cutoff = timezone.now() - UNUSED_UPLOAD_AGE
+    removed = 0
+    for pk in list(Asset.unused().filter(created_at__lt=cutoff).values_list("pk", flat=True)[:1000]):
+        with transaction.atomic():
+            asset = Asset.unused().select_for_update().filter(pk=pk, created_at__lt=cutoff).first()
+            if asset is None:
+                continue
+            name = asset.file.name if asset.source != Asset.Source.CLIP_VIDEO else ""
+            storage = asset.file.storage
+            asset.delete()
+            if name:
+                transaction.on_commit(lambda storage=storage, name=name: _remove_files(storage, [name]))
+            removed += 1
+    if removed:
+        log.info("removed %s upload(s) no clip used for a day", removed)
+    return removed
 
 
 def _remove_files(storage, names: list[str]) -> None:

@@ -9,14 +9,18 @@ finished, the provider's typical time is given, and said to be that.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
+from django.db.models import Case, Count, F, Func, OuterRef, Q, Subquery, When
 from django.utils import timezone
 
 from .jobs import cannot_cancel_message
-from .models import Clip
+from .models import Clip, estimate_cache_key
 from .providers import get_provider
+
+# How long a model's typical generation time is kept between polls at most.
+ESTIMATE_CACHE_SECONDS = 300
 
 
 @dataclass
@@ -84,7 +88,8 @@ class Lookups:
 
     providers: dict = field(default_factory=dict)
     typical: dict = field(default_factory=dict)
-    waiting: list[int] | None = None
+    # Queued clip pk -> how many clips are sent before it.
+    ahead: dict = field(default_factory=dict)
 
     def provider(self, name: str):
         if name not in self.providers:
@@ -95,19 +100,56 @@ class Lookups:
         return self.providers[name]
 
     def typical_seconds(self, clip: Clip):
+        """Read once per page, and kept in the cache between pages: a generating card polls
+        every 2 s, and the estimate only moves when a clip of its model finishes (jobs
+        forgets it then; the time limit covers a clip finished some other way)."""
         key = (clip.provider, clip.model_key)
         if key not in self.typical:
-            self.typical[key] = Clip.objects.typical_generation_seconds(*key)
+            cache_key = estimate_cache_key(*key)
+            kept = cache.get(cache_key)
+            if kept is None:
+                kept = {"typical": Clip.objects.typical_generation_seconds(*key)}
+                cache.set(cache_key, kept, ESTIMATE_CACHE_SECONDS)
+            self.typical[key] = kept["typical"]
         return self.typical[key]
 
     def ahead_of(self, clip: Clip) -> int:
-        if self.waiting is None:
-            self.waiting = list(
-                Clip.objects.filter(status__in=(Clip.Status.QUEUED, Clip.Status.SUBMITTING))
-                .order_by("pk")
-                .values_list("pk", flat=True)
-            )
-        return bisect.bisect_left(self.waiting, clip.pk)
+        """A count, not the list of every waiting id: a burst of generations makes that
+        list long. The card's own query may bring it (`ahead_in_line`, see with_place)."""
+        if clip.pk not in self.ahead:
+            known = getattr(clip, "ahead_in_line", None)
+            self.ahead[clip.pk] = known if known is not None else waiting().filter(pk__lt=clip.pk).count()
+        return self.ahead[clip.pk]
+
+    @classmethod
+    def of(cls, request) -> Lookups:
+        """The lookups of this request's cards (the card tag finds them on the request)."""
+        lookups = getattr(request, "_studio_progress_lookups", None)
+        if lookups is None:
+            lookups = request._studio_progress_lookups = cls()
+        return lookups
+
+    def count_ahead(self, clips) -> None:
+        """The place in line of every queued clip of a page, in one query."""
+        pks = [c.pk for c in clips if c.status == Clip.Status.QUEUED and c.pk not in self.ahead]
+        if not pks:
+            return
+        counts = waiting().aggregate(**{f"c{pk}": Count("pk", filter=Q(pk__lt=pk)) for pk in pks})
+        self.ahead.update({pk: counts[f"c{pk}"] for pk in pks})
+
+
+def waiting():
+    return Clip.objects.filter(status__in=(Clip.Status.QUEUED, Clip.Status.SUBMITTING))
+
+
+def with_place(queryset):
+    """`queryset` with each queued clip's place in line read in the same query."""
+    # COUNT as a plain function: no GROUP BY, one row whatever matches.
+    ahead = waiting().filter(pk__lt=OuterRef("pk")).order_by()
+    ahead = ahead.annotate(n=Func(F("pk"), function="COUNT")).values("n")
+    return queryset.annotate(
+        ahead_in_line=Case(When(status=Clip.Status.QUEUED, then=Subquery(ahead)), default=None)
+    )
 
 
 def estimate(clip: Clip, provider=None, lookups: Lookups | None = None) -> tuple[float | None, str]:

@@ -5,10 +5,12 @@ project, the embedded ORM queue, the offline simulator, media under ./media.
 """
 
 import base64
+import hashlib
 import os
 import secrets
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -115,10 +117,14 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_q",
+    # Sign-in attempts, counted per account and per address (AXES_* below).
+    "axes",
     "studio",
 ]
 
 MIDDLEWARE = [
+    # First: a body too large for anything the studio takes is refused before it is read.
+    "studio.middleware.refuse_oversized_bodies",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -128,6 +134,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as its docs ask: it turns a locked-out sign-in into the page that says so.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -169,12 +177,63 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# A cache every web process and worker of the studio shares: Redis when REDIS_URL is set,
+# else files on this machine (STUDIO_CACHE_DIR). It holds sessions (below) and short-lived
+# figures such as a model's typical generation time. The prefix keeps two studios (or a
+# studio and its tests) on one machine apart.
+STUDIO_CACHE_DIR = Path(os.environ.get("STUDIO_CACHE_DIR") or BASE_DIR / ".cache")
+_cache_prefix = hashlib.blake2s(str(DATABASES["default"].get("NAME")).encode(), digest_size=6).hexdigest()
+if os.environ.get("REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+            "KEY_PREFIX": _cache_prefix,
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(STUDIO_CACHE_DIR),
+            "KEY_PREFIX": _cache_prefix,
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
+# Sessions are read from that cache, and written to it and to the database: a card poll
+# (every 2 s per generating card) then costs no session query. Only where the cache is
+# shared by every web process: Redis, or one machine's files with SQLite. PostgreSQL may
+# serve web processes on several machines, each with its own files, where a sign-out on
+# one would not reach the others' copies: there sessions stay in the database alone.
+if os.environ.get("REDIS_URL") or DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Axes first: it refuses a locked-out sign-in before any password is checked. AxesBackend
+# is also a ModelBackend, so the test client's force_login (which logs in with the first
+# backend that can load a user) and sessions made with it keep working.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Sign-in rate limit (django-axes): after STUDIO_SIGNIN_FAILURES wrong passwords for one
+# account (from anywhere), or from one address (for any account), sign-in is refused
+# there for STUDIO_SIGNIN_LOCKOUT_MINUTES, then opens again by itself. A right password
+# clears the count. The address is REMOTE_ADDR: behind a reverse proxy every creator
+# shares the proxy's address, so its limit counts them together.
+AXES_FAILURE_LIMIT = max(1, int(env_float("STUDIO_SIGNIN_FAILURES", 5)))
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("STUDIO_SIGNIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "studio.views.sign_in_locked"
+# Only failures are kept (a row per account or address): a successful sign-in writes nothing.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -239,6 +298,13 @@ STUDIO_MAX_VIDEO_BYTES = int(env_float("STUDIO_MAX_VIDEO_MB", 200) * 1024 * 1024
 STUDIO_MAX_VIDEO_SECONDS = env_float("STUDIO_MAX_VIDEO_SECONDS", 120)
 STUDIO_MAX_VIDEO_SIDE = int(env_float("STUDIO_MAX_VIDEO_SIDE", 3840))
 STUDIO_MAX_VIDEO_FPS = env_float("STUDIO_MAX_VIDEO_FPS", 60)
+# The largest request body taken at all (studio.middleware): one video and one image with
+# the form's fields. A larger declared body is refused (413) before Django reads it.
+STUDIO_MAX_REQUEST_BYTES = STUDIO_MAX_VIDEO_BYTES + STUDIO_MAX_IMAGE_BYTES + 1024 * 1024
+# Storage a creator may fill (clips, uploads, joined films), in MB; empty: no limit. Past it
+# new uploads and generations are refused with a message saying what is used.
+STUDIO_USER_QUOTA_MB = env_float("STUDIO_USER_QUOTA_MB", None)
+STUDIO_USER_QUOTA_BYTES = int(STUDIO_USER_QUOTA_MB * 1024 * 1024) if STUDIO_USER_QUOTA_MB else None
 # Pasted links to loopback or private addresses are refused (SSRF); allow them only for
 # local testing.
 STUDIO_ALLOW_PRIVATE_URLS = env_bool("STUDIO_ALLOW_PRIVATE_URLS", False)
@@ -335,6 +401,8 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # Axes says INFO at every sign-in; a lockout is a WARNING and still shows.
+        "axes": {"level": "WARNING"},
     },
 }
 

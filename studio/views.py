@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
@@ -36,7 +37,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import catalogue, inputs, jobs, keys, media
+from . import catalogue, inputs, jobs, keys, media, progress
 from .forms import (
     ChainTitleForm,
     FirstAccountForm,
@@ -48,7 +49,7 @@ from .forms import (
     initial_from_clip,
     options_initial,
 )
-from .models import Asset, Chain, ChainExport, ChainTree, Clip, Estimate
+from .models import Asset, Chain, ChainExport, ChainTree, Clip, Estimate, FirstRun, storage_by_kind
 from .providers import ProviderError, WebhookRefused, all_providers, enabled_providers, get_provider
 
 GALLERY_PAGE = 24
@@ -56,7 +57,9 @@ GALLERY_PAGE = 24
 
 def _clip_for(request, pk: int, queryset=None) -> Clip:
     """This creator's clip, or 404 (another creator's clip is not theirs to know of)."""
-    return get_object_or_404((queryset or Clip.objects).visible_to(request.user), pk=pk)
+    # `is not None`: a queryset in a boolean test is run, every row of it.
+    clips = queryset if queryset is not None else Clip.objects
+    return get_object_or_404(clips.visible_to(request.user), pk=pk)
 
 
 def _model_gone(request, clip: Clip):
@@ -69,7 +72,7 @@ def _model_gone(request, clip: Clip):
 
 # The gallery's status filter: a creator's words, not the job's internal states.
 STATUS_FILTERS = {
-    "generating": ("Generating", ~Q(status__in=Clip.FINAL_STATES)),
+    "generating": ("Generating", Q(status__in=Clip.UNFINISHED_STATES)),
     "ready": ("Ready", Q(status=Clip.Status.READY)),
     "failed": ("Failed", Q(status=Clip.Status.FAILED)),
     "cancelled": ("Cancelled", Q(status=Clip.Status.CANCELLED)),
@@ -117,14 +120,8 @@ def _gallery(user, before: int | None = None, filters: dict | None = None):
 
 def _model_filter_choices(user) -> list[tuple[str, str]]:
     """The models the creator has clips of, for the gallery's model filter."""
-    rows = (
-        Clip.objects.visible_to(user)
-        .order_by()
-        .values_list("provider", "model_key", "model_label")
-        .distinct()
-    )
     choices = {}
-    for provider, key, label in rows:
+    for provider, key, label in Clip.objects.models_used(user.pk):
         choices.setdefault(f"{provider}:{key}", label)
     return sorted(choices.items(), key=lambda item: item[1].lower())
 
@@ -150,6 +147,7 @@ def _gallery_context(request, before: int | None = None) -> dict:
         context["last_pk"] = context["chains"][-1].root.pk if context["chains"] else None
     else:
         context["clips"], context["has_more"] = _gallery(request.user, before, filters)
+        progress.Lookups.of(request).count_ahead(context["clips"])
         context["last_pk"] = context["clips"][-1].pk if context["clips"] else None
     return context
 
@@ -177,9 +175,9 @@ def _studio_page(request, form, status=200):
 @require_GET
 def home(request):
     """The gallery with the generate form. With ?before=<id>, the next page of cards."""
-    before = request.GET.get("before")
-    if before and before.isdigit():
-        return render(request, "studio/home.html#gallery_page", _gallery_context(request, int(before)))
+    before = as_pk(request.GET.get("before"))
+    if before:
+        return render(request, "studio/home.html#gallery_page", _gallery_context(request, before))
     if request.htmx and request.htmx.target == "gallery" and not request.htmx.history_restore_request:
         # The filters changed: the first page of cards that match.
         return render(request, "studio/home.html#gallery_page", _gallery_context(request))
@@ -280,7 +278,7 @@ def retry_clip(request, pk):
             return render(
                 request,
                 "studio/_clip_card.html",
-                {"clip": clip, "generating": _generating_count(request.user)},
+                {"clip": clip},
             )
         return redirect(_next_url(request) or "home")
     if request.method == "POST":
@@ -307,7 +305,7 @@ def cancel_clip(request, pk):
         return render(
             request,
             "studio/_clip_card.html",
-            {"clip": clip, "note": message, "generating": _generating_count(request.user)},
+            {"clip": clip, "note": message},
         )
     (messages.success if cancelled else messages.info)(request, message)
     return redirect(reverse("home") + f"#clip-{clip.pk}")
@@ -336,10 +334,11 @@ def send_again(request, pk):
 @login_required
 @require_GET
 def clip_card(request, pk):
-    clip = _clip_for(request, pk)
-    return render(
-        request, "studio/_clip_card.html", {"clip": clip, "generating": _generating_count(request.user)}
-    )
+    """A card again: unfinished cards poll it every 2 s. It reads the user and the clip
+    (the session is cached): the count of clips still generating in the page title is
+    not read again on each poll; the page takes one off when a card finishes (notify.js)."""
+    clip = _clip_for(request, pk, progress.with_place(Clip.objects))
+    return render(request, "studio/_clip_card.html", {"clip": clip})
 
 
 @login_required
@@ -1070,7 +1069,15 @@ def delete_clip(request, pk):
 
 # --- Files ------------------------------------------------------------------------------
 
-RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)$")
+# ASCII digits only (`\d` also matches "١٢"). A position past 18 digits is read as "beyond
+# any file" rather than converted (int() refuses 4,300+ digits): still a Range, answered by
+# the rules below, never a 500.
+RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)$")
+RANGE_BEYOND = 10**18
+
+
+def _range_number(text: str) -> int:
+    return int(text) if len(text) <= 18 else RANGE_BEYOND
 
 
 def _storage_redirect(storage, name: str, content_type: str | None, download_name: str | None):
@@ -1111,10 +1118,10 @@ def serve_file(
     if match and (match.group(1) or match.group(2)):
         start_s, end_s = match.groups()
         if start_s:
-            start = int(start_s)
-            end = min(int(end_s), size - 1) if end_s else size - 1
+            start = _range_number(start_s)
+            end = min(_range_number(end_s), size - 1) if end_s else size - 1
         else:
-            start, end = max(0, size - int(end_s)), size - 1
+            start, end = max(0, size - _range_number(end_s)), size - 1
         if start >= size or start > end:
             response = HttpResponse(status=416)
             response["Content-Range"] = f"bytes */{size}"
@@ -1207,10 +1214,44 @@ def setup(request):
         return redirect("login")
     form = FirstAccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
+        user = form.save(commit=False)
+        if not FirstRun.admit(user):
+            # Several posts at once each saw a studio with no user: one of them won.
+            messages.info(request, "The studio's first account was created a moment ago: sign in with it.")
+            return redirect("login")
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("home")
     return render(request, "registration/setup.html", {"form": form})
+
+
+def sign_in_locked(request, original_response=None, credentials=None):
+    """The sign-in page when django-axes has stopped sign-in for this account or address
+    (AXES_LOCKOUT_CALLABLE): the form again with a plain message, 429. It ends by itself."""
+    minutes = settings.AXES_COOLOFF_TIME.total_seconds() / 60
+    wait = f"{minutes:.0f} minute{'s' if round(minutes) != 1 else ''}"
+    message = (
+        f"Too many wrong passwords for this account or from this address. Sign-in is paused: "
+        f"try again in {wait}."
+    )
+    username = (credentials or {}).get("username") or request.POST.get("username", "")
+    form = AuthenticationForm(request, initial={"username": username[:150]})
+    context = {"form": form, "locked": message, "next": _next_url(request)}
+    return render(request, "registration/login.html", context, status=429)
+
+
+@login_required
+@require_GET
+def account(request):
+    """The creator's account: what their clips, uploads and joined films take in storage,
+    and the quota when there is one."""
+    sums = storage_by_kind(request.user)
+    used, quota = sum(sums.values()), settings.STUDIO_USER_QUOTA_BYTES
+    context = {**sums, "used": used, "quota": quota}
+    if quota:
+        context.update(
+            used_capped=min(used, quota), percent=min(100, round(100 * used / quota)), full=used >= quota
+        )
+    return render(request, "studio/account.html", context)
 
 
 # --- Webhooks ---------------------------------------------------------------------------

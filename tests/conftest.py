@@ -35,6 +35,10 @@ def studio_settings(settings, tmp_path):
     settings.SIMULATOR_ENABLED = True
     settings.PUBLIC_BASE_URL = ""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # A cache of its own per test: nothing cached (an estimate, a session) outlives it.
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": str(tmp_path)}
+    }
     # Tasks are not run by a worker in unit tests: they are called directly.
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": False}
     return settings

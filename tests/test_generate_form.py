@@ -1,6 +1,7 @@
 """The model spec drives both the choices the form shows and what it accepts."""
 
 import pytest
+from django import forms
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from studio.catalogue import find_model
@@ -201,3 +202,16 @@ def test_someone_elses_image_or_clip_cannot_be_used(signed_in, other_user):
 def test_spec_lookup_by_ref():
     assert find_model(CINEMA).durations == (4, 6, 8)
     assert find_model("nope:nothing") is None
+
+
+@pytest.mark.parametrize("value", ["9" * 19, "9" * 5000, "١٢", "²", "-4", "0"])
+def test_an_id_no_row_can_have_is_refused_beside_its_field_never_a_server_error(signed_in, value):
+    from studio.forms import IdListField
+
+    with pytest.raises(forms.ValidationError):
+        IdListField().clean([value])
+    for field in ("parent", "first_frame_asset", "last_frame_asset"):
+        response = signed_in.post("/generate/", data(**{field: value}), HTTP_HX_REQUEST="true")
+        assert response.status_code in (200, 422), field
+    response = signed_in.post("/generate/", data(extend_video=f"asset:{value}"), HTTP_HX_REQUEST="true")
+    assert response.status_code in (200, 422)

@@ -116,6 +116,44 @@ def test_an_oversized_image_is_refused(signed_in, settings):
     assert response.status_code == 422 and "larger than" in response.content.decode()
 
 
+class UnreadableBody:
+    """A request body that must never be read (it would be hundreds of megabytes)."""
+
+    read_at_all = False
+
+    def read(self, *args):
+        self.read_at_all = True
+        raise AssertionError("the body was read")
+
+    readline = read
+
+
+def test_a_body_larger_than_anything_the_studio_takes_is_refused_before_it_is_read(signed_in, settings):
+    settings.STUDIO_MAX_REQUEST_BYTES = 10 * 1024 * 1024
+    body = UnreadableBody()
+    response = signed_in.generic(
+        "POST",
+        "/inputs/",
+        CONTENT_LENGTH=str(10 * 1024 * 1024 + 1),
+        CONTENT_TYPE="multipart/form-data; boundary=x",
+        **{"wsgi.input": body},
+    )
+    assert response.status_code == 413 and not body.read_at_all
+    assert "at most 10 MB in one request" in response.content.decode()
+    assert not Asset.objects.exists()
+    # Within the limit the request goes on to its view (which refuses what is not a field).
+    assert signed_in.post("/inputs/", {"field": "nothing"}).status_code == 400
+
+
+def test_an_upload_larger_than_a_few_megabytes_is_never_held_in_memory(settings):
+    assert settings.FILE_UPLOAD_MAX_MEMORY_SIZE <= 5 * 1024 * 1024
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE <= 5 * 1024 * 1024
+    assert (
+        settings.STUDIO_MAX_REQUEST_BYTES
+        < settings.STUDIO_MAX_VIDEO_BYTES + 2 * settings.STUDIO_MAX_IMAGE_BYTES
+    )
+
+
 @pytest.fixture
 def sent_video(signed_in, django_capture_on_commit_callbacks):
     """Send a video to the "extend" input as the page does, with its on-commit work run."""

@@ -772,6 +772,12 @@ def test_a_rightly_signed_webhook_only_makes_the_clip_due(hooked, client, enqueu
         ("garbage", 400),
         ("wrong-secret", 401),
         ("stale", 401),
+        # Anyone can send these, unauthenticated: digits that are not ASCII, a number int()
+        # refuses, a v1 compare_digest refuses. Each is unreadable, never a 500.
+        ("t=١٢٣٤,v1=ab", 400),
+        ("t=²,v1=ab", 400),
+        ("t=" + "9" * 5000 + ",v1=ab", 400),
+        ("t=1000,v1=é", 400),
         ("future", 401),
         ("tampered", 401),
     ],

@@ -79,6 +79,24 @@ def test_job_and_fault_tests_pass_again_on_postgresql(tmp_path):
     assert " passed" in result.stdout
 
 
+@needs_postgres
+def test_simultaneous_first_accounts_make_one_admin_on_postgresql(tmp_path):
+    """tests/test_accounts.py's threaded first run, on a database where the threads' posts
+    really run side by side."""
+    database = f"lastframe_ci_{uuid.uuid4().hex[:8]}"
+    env = base_env(tmp_path, f"postgres://postgres@{PG_HOST}:{PG_PORT}/{database}")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_accounts.py", "-rs"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout
+
+
 def manage(env, *args, input_text=None, timeout=120):
     return subprocess.run(
         [sys.executable, "manage.py", *args],

@@ -69,7 +69,19 @@
     } catch (e) { /* no sound on this device: the title and the notification still say it */ }
   }
 
+  // The title counts the clips still generating ("(2 generating) ..."). A card's poll does
+  // not count them again (that read every creator's row on every poll): one that finishes
+  // takes one off here; pages and Generate write the whole count.
+  function countOneFinished() {
+    var counted = /\((\d+) generating\) /;
+    var match = document.title.match(counted);
+    if (!match) { return; }
+    var left = parseInt(match[1], 10) - 1;
+    document.title = document.title.replace(counted, left > 0 ? "(" + left + " generating) " : "");
+  }
+
   function finished(card) {
+    countOneFinished();
     var name = (card.querySelector(".card-link") || {}).textContent || "A clip";
     var ready = card.classList.contains("card--ready");
     var what = ready ? name + " is ready" : name + " " + ((card.getAttribute("data-status") || "finished").toLowerCase());
@@ -135,7 +147,7 @@
     if (e.target.checked) { chime(); }  // a first sound now, while the click allows one
   });
   document.addEventListener("visibilitychange", function () { if (!away()) { unmarkTab(); } });
-  // htmx writes the title of each card's answer ("(2 generating) ..."): keep the mark on it.
+  // htmx writes the title of an answer that carries one (Generate): keep the mark on it.
   document.addEventListener("htmx:afterSettle", function () { if (readyWhileAway) { markTab(); } });
 
   if (window.htmx) { window.htmx.onLoad(watch); }

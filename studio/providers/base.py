@@ -425,6 +425,11 @@ class Provider:
         """Stop an accepted job (only when `can_cancel`); ProviderError when it cannot."""
         raise NotImplementedError
 
+    def forget(self, remote_id: str) -> None:
+        """A deleted clip's job: drop what this provider keeps of it where the studio can
+        (the simulator's own copies on this machine). Hosted services offer no deletion of
+        a finished job; the default does nothing."""
+
     def test_key(self, key: str) -> KeyCheck:
         """Make one cheap authenticated call with `key` that spends nothing, and say what
         came of it (providers with a `key_setting`)."""

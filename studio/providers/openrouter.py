@@ -665,7 +665,10 @@ def signature_problem(
             stamp = value.strip()
         elif name == "v1" and value.strip():
             candidates.append(value.strip().lower())
-    if not stamp.isdigit() or not candidates:
+    # ASCII only: "١٢".isdigit() is true, int("²") fails, and compare_digest refuses
+    # non-ASCII text; anyone can send this header, unauthenticated.
+    readable = 0 < len(stamp) <= 12 and stamp.isascii() and stamp.isdigit()
+    if not readable or not candidates or not all(_is_hex(c) for c in candidates):
         return 400, "The signature header cannot be read."
     now = time.time() if now is None else now
     if abs(now - int(stamp)) > SIGNATURE_WINDOW_SECONDS:
@@ -674,3 +677,7 @@ def signature_problem(
     if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
         return 401, "The signature does not match."
     return None
+
+
+def _is_hex(text: str) -> bool:
+    return 0 < len(text) <= 128 and text.isascii() and all(c in "0123456789abcdef" for c in text)

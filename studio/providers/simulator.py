@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import shutil
 import textwrap
 import time
@@ -172,6 +173,13 @@ class SimulatorProvider(Provider):
         job["cancelled"] = True
         job_file.write_text(json.dumps(job))
         (self.root / remote_id / "video.mp4").unlink(missing_ok=True)  # nothing to deliver
+
+    def forget(self, remote_id: str) -> None:
+        """The job's folder (its copy of the first frame, the prompt, the video) goes with
+        the clip. Only a folder directly under the scratch root, named like a job id."""
+        if not re.fullmatch(r"[0-9a-f]{32}", remote_id or ""):
+            return
+        shutil.rmtree(self.root / remote_id, ignore_errors=True)
 
     def download(self, url: str, destination: Path) -> None:
         if not url.startswith("simulator://"):
