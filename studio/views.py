@@ -1006,6 +1006,8 @@ def _continue_values(parent: Clip) -> dict:
         "first_frame_asset": parent.last_frame_id,
         "handoff_frame": parent.last_index,
         "start_mode": "first_frame",
+        # With sound when the clip it continues has sound, so the chain keeps it.
+        "generate_audio": bool(parent.generate_audio),
     }
 
 

@@ -36,14 +36,17 @@
       return Math.max(0, Math.min(last, Math.round(n)));
     }
 
-    function choose(n, seek) {
+    // A number typed by hand stays as typed (one outside the clip is refused beside the
+    // field by the server); the slider and the player show the nearest frame there is.
+    function choose(n, seek, typed) {
       n = clamp(n);
-      number.value = String(n);
+      if (!typed) number.value = String(n);
       slider.value = String(n);
       if (!use.checked) {
         use.checked = true;
         if (preview) preview.hidden = true;
       }
+      label(picker);
       if (seek) {
         seeking = true;
         video.currentTime = (n + 0.5) / fps;
@@ -52,7 +55,7 @@
 
     slider.addEventListener("input", function () { choose(Number(slider.value), true); });
     number.addEventListener("input", function () {
-      if (number.value !== "") choose(Number(number.value), true);
+      if (number.value !== "") choose(Number(number.value), true, true);
     });
     video.addEventListener("seeked", function () {
       if (seeking) {
@@ -69,8 +72,32 @@
     });
   }
 
+  // The chain view's button says which frame it continues from.
+  function label(picker) {
+    var button = document.querySelector('[data-handoff-submit="' + picker.id + '"]');
+    if (!button) return;
+    var checked = picker.querySelector("input[name=handoff_frame]:checked");
+    var number = picker.querySelector("[data-handoff-number]");
+    var frame = !checked ? "" : checked.value === "any" ? (number ? number.value : "") : checked.value;
+    button.textContent = frame === "" || frame === button.dataset.last
+      ? "Continue from last frame"
+      : "Continue from frame " + frame;
+  }
+
+  document.addEventListener("change", function (event) {
+    var picker = event.target.closest && event.target.closest("[data-handoff]");
+    if (picker) label(picker);
+  });
+  document.addEventListener("input", function (event) {
+    var picker = event.target.closest && event.target.closest("[data-handoff]");
+    if (picker) label(picker);
+  });
+
   function init() {
-    Array.prototype.forEach.call(document.querySelectorAll("[data-handoff]"), setUp);
+    Array.prototype.forEach.call(document.querySelectorAll("[data-handoff]"), function (picker) {
+      setUp(picker);
+      label(picker); // a swap redraws the button, not the picker it names (hx-preserve)
+    });
   }
 
   document.addEventListener("htmx:afterSettle", init);

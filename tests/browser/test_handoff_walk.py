@@ -23,13 +23,17 @@ def test_pick_a_frame_from_the_strip_continue_and_download_the_chain_with_sound(
     page.get_by_label("Model").select_option("simulator:cinema")
     page.get_by_label("Aspect ratio").select_option("16:9")
     page.get_by_label("Duration").select_option("4")
+    # Each choice redraws the model's options: tick the box once the last redraw is in.
+    page.wait_for_load_state("networkidle")
     page.get_by_label("Generate audio").check()
+    expect(page.get_by_label("Generate audio")).to_be_checked()
     generate(page, "A paper lantern drifts over a dark lake, slow dolly in")
     card, root = newest_ready_card(page, 1)
 
     # The strip: the last second, the true last frame chosen, the sharpest marked.
     card.get_by_role("link", name="Continue from last frame").click()
     page.get_by_role("heading", name=f"Continue clip #{root}").wait_for()
+    expect(page.get_by_label("Generate audio")).to_be_checked()  # as the clip it continues
     strip = page.get_by_role("group", name="Hand-off frame")
     radios = strip.locator(".strip input[type=radio]")
     expect(radios).to_have_count(FPS)
@@ -82,7 +86,7 @@ def test_pick_a_frame_from_the_strip_continue_and_download_the_chain_with_sound(
     number.fill("500")
     expect(nxt.get_by_role("radio", name="Continue from this frame")).to_be_checked()
     nxt.get_by_label("What happens next").fill("The snow settles over a silent town")
-    nxt.get_by_role("button", name="Continue from last frame").click()
+    nxt.get_by_role("button", name="Continue from frame 500").click()  # it says which
     expect(page.locator(".handoff-errors")).to_contain_text(
         f"Frame 500 is not in clip #{child}: it has {FRAMES} frames, numbered 0 to {FRAMES - 1}."
     )
