@@ -13,6 +13,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 from django.http import QueryDict
+from django.urls import reverse
 
 from . import catalogue, keys
 from .models import Asset, Chain, Clip, quota_problem
@@ -150,6 +151,16 @@ class GenerateForm(forms.Form):
     # brought a moment ago, still being prepared, deserves a better word than "invalid".
     extend_video = forms.CharField(label="Video to extend", required=False, widget=forms.Select)
     parent = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1, widget=forms.HiddenInput)
+    # Continuing a clip: the frame of it the new clip starts from. A frame of the strip (its
+    # number), or "any" with the number typed or scrubbed to in `handoff_any`.
+    handoff_frame = forms.CharField(label="Hand-off frame", required=False, max_length=20)
+    handoff_any = forms.IntegerField(
+        label="Frame number",
+        required=False,
+        min_value=0,
+        max_value=2**31,
+        error_messages={"invalid": "Enter the number of a frame (0 is the first)."},
+    )
 
     # What changed when the form was redrawn for another model ("Duration 10 s → 8 s, the
     # nearest this model makes"), set by the view that redraws it.
@@ -381,11 +392,13 @@ class GenerateForm(forms.Form):
             and _values(self.data, "last_frame_asset")
         ):
             self.add_error(None, f"{self.spec.label} cannot take a last frame.")
+        cleaned["handoff_index"] = self._clean_handoff(cleaned)
         if self.spec is None or "start_mode" not in self.fields:
             return cleaned
         given = {
             FIRST_FRAME: bool(
-                cleaned.get("first_frame_asset")
+                cleaned.get("handoff_index") is not None
+                or cleaned.get("first_frame_asset")
                 or cleaned.get("last_frame_asset")
                 or self.errors.get("first_frame_asset")
                 or self.errors.get("last_frame_asset")
@@ -442,6 +455,37 @@ class GenerateForm(forms.Form):
             self._check_publishable(mode, cleaned)
         return cleaned
 
+    def _clean_handoff(self, cleaned) -> int | None:
+        """The number of the parent's frame the clip starts from, or None (not continuing
+        from a chosen frame). A frame outside the parent is refused beside its field."""
+        raw = (cleaned.get("handoff_frame") or "").strip()
+        if not raw or "first_frame_asset" not in self.fields:
+            return None
+        field = "handoff_frame"
+        if raw == "any":
+            field, index = "handoff_any", cleaned.get("handoff_any")
+            if index is None:
+                if not self.errors.get("handoff_any"):
+                    self.add_error(field, "Enter the number of the frame to continue from (0 is the first).")
+                return None
+        elif raw.isascii() and raw.isdigit():
+            index = int(raw)
+        else:
+            self.add_error(field, "Choose one of the frames, or enter a frame number.")
+            return None
+        parent = cleaned.get("parent")
+        if parent is None:
+            if not self.errors.get("parent"):
+                self.add_error(
+                    field, "A hand-off frame is a frame of the clip being continued; none was given."
+                )
+            return None
+        problem = parent.handoff_error(index)
+        if problem:
+            self.add_error(field, problem)
+            return None
+        return index
+
     def _check_publishable(self, mode: str, cleaned) -> None:
         """A provider that fetches files by URL needs the studio's public address; say so
         now, before anything is sent, rather than fail the clip later."""
@@ -454,7 +498,7 @@ class GenerateForm(forms.Form):
         if not provider.needs_public_urls:
             return
         if mode == FIRST_FRAME:
-            parent, asset = cleaned.get("parent"), cleaned.get("first_frame_asset")
+            parent, asset = cleaned.get("parent"), self._first_frame_of(cleaned)
             if (
                 parent is not None
                 and asset is not None
@@ -465,6 +509,8 @@ class GenerateForm(forms.Form):
         field = {FIRST_FRAME: "first_frame_asset", REFERENCES: "reference_assets", EXTEND: "extend_video"}[
             mode
         ]
+        if mode == FIRST_FRAME and cleaned.get("handoff_index") is not None:
+            field = "handoff_frame"  # beside the picker, where the frame was chosen
         self.add_error(
             field,
             (
@@ -488,7 +534,34 @@ class GenerateForm(forms.Form):
     # --- Results ------------------------------------------------------------------------
 
     def chosen_first_frame(self) -> Asset | None:
-        return self.cleaned_data.get("first_frame_asset")
+        return self._first_frame_of(self.cleaned_data)
+
+    @staticmethod
+    def _first_frame_of(cleaned) -> Asset | None:
+        """The picture the clip starts from, when it exists already. Continuing from a chosen
+        frame: the parent's last-frame image for its last frame as made; any other frame (or
+        one of a colour-matched parent) is taken from the video by the worker
+        (jobs.attach_handoff_frame), so nothing sent with the form can stand in for it."""
+        parent, handoff = cleaned.get("parent"), cleaned.get("handoff_index")
+        if parent is None or handoff is None:
+            return cleaned.get("first_frame_asset")
+        if handoff == parent.last_index and parent.last_frame_id and not parent.plays_matched:
+            return parent.last_frame
+        return None
+
+    def handoff(self) -> int | None:
+        """The parent's frame the clip starts from, as Clip.handoff_frame records it: the
+        chosen one, or the last when the parent's last-frame image was sent (older pages)."""
+        data = self.cleaned_data
+        parent = data.get("parent")
+        if self.chosen_mode != FIRST_FRAME or parent is None:
+            return None
+        if data.get("handoff_index") is not None:
+            return data["handoff_index"]
+        first = data.get("first_frame_asset")
+        if first is not None and first.pk == parent.last_frame_id:
+            return parent.last_index
+        return None
 
     def clip_fields(self) -> dict:
         """What Clip.create_for needs; only the inputs of the chosen way to start."""
@@ -510,6 +583,7 @@ class GenerateForm(forms.Form):
             "reference_images": list(data.get("reference_assets") or []) if mode == REFERENCES else [],
             "extend_video": extend,
             "parent": parent,
+            "handoff_frame": self.handoff(),
         }
 
     # --- Display ------------------------------------------------------------------------
@@ -665,9 +739,77 @@ class GenerateForm(forms.Form):
         return Asset.objects.filter(pk=pk, owner=self.user).first() if pk else None
 
     def parent_clip(self) -> Clip | None:
-        raw = self.data.get("parent") if self.is_bound else self.initial.get("parent")
-        pk = as_pk(raw)
-        return Clip.objects.filter(pk=pk, owner=self.user).first() if pk else None
+        if not hasattr(self, "_parent_clip"):
+            raw = self.data.get("parent") if self.is_bound else self.initial.get("parent")
+            pk = as_pk(raw)
+            self._parent_clip = Clip.objects.filter(pk=pk, owner=self.user).first() if pk else None
+        return self._parent_clip
+
+    def handoff_picker(self) -> HandoffPicker | None:
+        """The hand-off frame picker, when the form continues a ready clip from a frame."""
+        parent = self.parent_clip()
+        if (
+            parent is None
+            or not parent.is_ready
+            or not parent.video_frames
+            or "first_frame_asset" not in self.fields
+        ):
+            return None
+        source = self.data if self.is_bound else self.initial
+        errors = self.errors if self.is_bound else {}
+        return HandoffPicker(
+            parent,
+            chosen=str(source.get("handoff_frame") or ""),
+            any_value=str(source.get("handoff_any") or ""),
+            errors=list(errors.get("handoff_frame", [])),
+            any_errors=list(errors.get("handoff_any", [])),
+        )
+
+
+class HandoffPicker:
+    """What the hand-off picker shows for a parent clip: its strip (the last second, the true
+    last frame preselected, the sharpest marked) and the "any frame" scrubber. Shared by the
+    generate form and the chain view's next step."""
+
+    def __init__(
+        self, parent: Clip, chosen="", any_value="", errors=(), any_errors=(), prefix="", preserve=False
+    ):
+        self.parent = parent
+        # Kept as it is across the chain view's live swaps (hx-preserve).
+        self.preserve = preserve
+        self.frames = parent.strip_frames
+        self.last = parent.last_index
+        self.errors, self.any_errors = list(errors), list(any_errors)
+        self.prefix = prefix or f"handoff-{parent.pk}"
+        numbers = {f.index for f in self.frames}
+        self.any_chosen = chosen == "any" or (
+            chosen.isdigit() and int(chosen) not in numbers and bool(self.frames)
+        )
+        if self.any_chosen:
+            self.selected = None
+            self.any_value = any_value if chosen == "any" else chosen
+        else:
+            self.selected = int(chosen) if chosen.isdigit() else self.last
+            self.any_value = any_value or str(self.last)
+
+    @property
+    def fps(self) -> float:
+        return self.parent.frames_per_second
+
+    @property
+    def preview(self) -> dict:
+        """The picture the new clip will start from, shown large: the parent's last-frame
+        image for its last frame, else the strip's picture of the chosen frame."""
+        index = self.selected if self.selected is not None else self.last
+        if index == self.last and self.parent.last_frame_id:
+            return {
+                "url": reverse("asset_file", args=[self.parent.last_frame_id]),
+                "alt": "First frame: last frame of the clip being continued",
+            }
+        return {
+            "url": reverse("clip_strip_frame", args=[self.parent.pk, index]),
+            "alt": f"First frame: frame {index} of the clip being continued",
+        }
 
 
 def as_pk(raw) -> int | None:
@@ -742,7 +884,7 @@ def options_initial(spec: ModelSpec, values, changes: list | None = None) -> dic
             notes.append(f"Resolution {resolution} → {near}, the nearest this model makes.")
     if not spec.generate_audio and values.get("generate_audio") not in (None, "", "false", "off"):
         notes.append("This model makes no sound, so there is no audio.")
-    for name in ("first_frame_asset", "parent", "extend_video"):
+    for name in ("first_frame_asset", "parent", "extend_video", "handoff_frame", "handoff_any"):
         if values.get(name):
             initial[name] = values[name]
     if values.get("last_frame_asset") and spec.last_frame:
@@ -794,6 +936,8 @@ def data_from_clip(clip: Clip) -> QueryDict:
             data["extend_video"] = f"asset:{video.pk}"
     if clip.parent_id and clip.parent_id != _extended_clip_pk(data):
         data["parent"] = str(clip.parent_id)
+        if clip.handoff_frame is not None:
+            data["handoff_frame"] = str(clip.handoff_frame)
     return data
 
 

@@ -108,6 +108,14 @@ def enqueue_prepare(pk: int) -> None:
     async_task("studio.jobs.prepare_video", pk, task_name=f"prepare video {pk}", group="inputs")
 
 
+def enqueue_measure(pk: int) -> None:
+    async_task("studio.jobs.measure_clip", pk, task_name=f"measure seam of clip {pk}", group="media")
+
+
+def enqueue_colour_match(pk: int) -> None:
+    async_task("studio.jobs.match_colour", pk, task_name=f"match colour of clip {pk}", group="media")
+
+
 def _send_deadline() -> timedelta:
     """How long the studio keeps trying to send a clip that providers refuse for now."""
     return timedelta(minutes=settings.CLIP_DEADLINE_MINUTES)
@@ -297,6 +305,10 @@ def submit_clip(pk: int) -> None:
     clip = Clip.objects.filter(pk=pk).first()
     if clip is None:
         return
+    # Before the claim: a worker that dies while decoding leaves the clip queued (nothing
+    # was sent), never "may have started".
+    if clip.status == Clip.Status.QUEUED and not attach_handoff_frame(clip):
+        return
     if not clip.claim(
         {"status": Clip.Status.QUEUED},
         status=Clip.Status.SUBMITTING,
@@ -321,6 +333,54 @@ def submit_clip(pk: int) -> None:
         _after_submit_error(clip, provider, exc)
         return
     _accept(clip, provider, remote_id, {"status": Clip.Status.SUBMITTING})
+
+
+def attach_handoff_frame(clip: Clip) -> bool:
+    """Give a clip continued from a chosen frame of its parent that frame's picture as its
+    first frame: the parent's last-frame image when it is the last frame as made, else the
+    frame decoded from the video the parent plays (its colour-matched copy, when it has one,
+    so the seam matches what is seen). Safe to run twice: the picture is attached only if
+    none is yet. False when the clip cannot be sent (it is failed, with the reason)."""
+    if clip.handoff_frame is None or clip.first_frame_id:
+        return True
+    parent = clip.parent
+    if parent is None or not parent.is_ready or not parent.video:
+        _fail(
+            clip,
+            "The clip it continues was deleted, so its hand-off frame is gone. Nothing was sent.",
+            expected_status=Clip.Status.QUEUED,
+        )
+        return False
+    if clip.handoff_frame == parent.last_index and parent.last_frame_id and not parent.plays_matched:
+        frame = parent.last_frame
+    else:
+        try:
+            with media.local_copy(parent.played_video) as path:
+                picture = media.frame_at_index(path, clip.handoff_frame)
+        except media.MediaError as exc:
+            _fail(
+                clip,
+                f"The hand-off frame could not be taken from clip #{parent.pk}: {exc} Nothing was sent.",
+                expected_status=Clip.Status.QUEUED,
+            )
+            return False
+        frame = Asset(
+            owner=clip.owner,
+            source=Asset.Source.HANDOFF_FRAME,
+            width=picture.width,
+            height=picture.height,
+            original_name=f"clip-{parent.pk}-frame-{clip.handoff_frame}.png",
+        )
+        frame.file.save("handoff-frame.png", ContentFile(media.png_bytes(picture)), save=False)
+        frame.save()
+    attached = Clip.objects.filter(pk=clip.pk, first_frame__isnull=True).update(first_frame=frame)
+    if not attached and frame.source == Asset.Source.HANDOFF_FRAME:
+        # Another run attached its own copy first: this one is not needed.
+        name = frame.file.name
+        frame.delete()
+        _remove_files(frame.file.storage, [name])
+    clip.refresh_from_db()
+    return True
 
 
 def _accept(clip: Clip, provider: Provider, remote_id: str, expected: dict, accepted_at=None) -> bool:
@@ -951,6 +1011,9 @@ def _copy_results(clip: Clip) -> None:
         thumb = _provider_image(clip, provider, result.get("thumbnail_url"), tmp / "thumbnail")
         if thumb is None:
             thumb = media.frame_at(video_path, min(1.0, info.duration / 2))
+        # The hand-off candidates, decoded once here (the picker only serves the images).
+        strip = _strip_images(clip, video_path)
+        repeated = _repeated_source(clip, video_path)
 
         with transaction.atomic():
             clip = Clip.objects.select_for_update().get(pk=clip.pk)
@@ -972,6 +1035,10 @@ def _copy_results(clip: Clip) -> None:
             clip.video_width, clip.video_height = info.width, info.height
             clip.video_duration = info.duration
             clip.video_frames = info.frames or None
+            clip.strip = _save_strip(clip, strip)
+            clip.repeated_frames = repeated
+            # The seam into this clip and its drift are measured next (measure_clip).
+            clip.media_due_at = timezone.now()
             clip.status = Clip.Status.READY
             clip.error = ""
             clip.failure_kind = ""
@@ -983,7 +1050,42 @@ def _copy_results(clip: Clip) -> None:
             # The model's typical time has moved: the next card reads it afresh.
             key = estimate_cache_key(clip.provider, clip.model_key)
             transaction.on_commit(lambda: cache.delete(key))
+            transaction.on_commit(lambda: enqueue_measure(clip.pk))
     log.info("clip %s ready (%sx%s, %.2f s)", clip.pk, clip.video_width, clip.video_height, info.duration)
+
+
+def _strip_images(clip: Clip, video_path: Path) -> list[tuple[media.StripFrame, bytes]]:
+    """The last second of the video as hand-off candidates, each with its JPEG; none when it
+    cannot be decoded (the clip is still usable: measure_clip tries again)."""
+    try:
+        return [(frame, media.thumbnail_jpeg(frame.image)) for frame in media.frame_strip(video_path)]
+    except media.MediaError as exc:
+        log.warning("clip %s: no frame strip (%s)", clip.pk, exc)
+        return []
+
+
+def _save_strip(clip: Clip, strip: list[tuple[media.StripFrame, bytes]]) -> list[dict]:
+    storage = clip.video.storage
+    entries = []
+    for frame, jpeg in strip:
+        name = storage.save(clip.strip_name(frame.index), ContentFile(jpeg))
+        entries.append(
+            {"index": frame.index, "time": frame.time, "sharpness": round(frame.sharpness, 2), "name": name}
+        )
+    return entries
+
+
+def _repeated_source(clip: Clip, video_path: Path) -> int:
+    """For an extend result: how many of its leading frames repeat the video it extends
+    (the contract leaves open whether a provider returns the source too)."""
+    if clip.extend_video_id is None:
+        return 0
+    try:
+        with media.local_copy(clip.extend_video.file) as source:
+            return media.repeated_source_frames(source, video_path, clip.duration)
+    except (media.MediaError, OSError) as exc:
+        log.warning("clip %s: could not compare the extend result with its source (%s)", clip.pk, exc)
+        return 0
 
 
 def _provider_image(clip: Clip, provider, url: str | None, destination: Path):
@@ -1065,6 +1167,7 @@ def recover_stale_clips() -> None:
             enqueue_finish(clip.pk)
     for pk in recover_stale_exports():
         enqueue_export(pk)
+    recover_media_work(now)
     for asset in Asset.objects.filter(
         status=Asset.Status.PREPARING, updated_at__lt=now - PREPARE_STALE_AFTER
     ):
@@ -1086,6 +1189,295 @@ def refresh_provider_models() -> str:
             log.warning("could not refresh the models of %s: %s", provider.name, exc.message)
             done.append(f"{provider.name}: failed")
     return "; ".join(done) or "nothing to refresh"
+
+
+# --- Seams: figures and colour ----------------------------------------------------------------
+# What the chain view shows of each seam is measured here, never in a web request: the seam
+# into a clip (the parent's hand-off frame against this clip's first shown frame, both as the
+# sequence plays them), its drift against the chain's first step, the strip of hand-off
+# candidates (when finishing could not make it), and colour-matched copies.
+
+# A colour match (a re-encode of the whole clip) still claimed after this long died with
+# its worker. A 10 s 1080p clip takes 30-140 s on two busy cores (bench/RESULTS.md).
+COLOUR_STALE_AFTER = timedelta(minutes=20)
+# Seam pictures are shown small beside the figures.
+SEAM_IMAGE_BOX = (320, 320)
+
+
+def _chain_root(clip: Clip) -> Clip:
+    return clip.chain()[0]
+
+
+def _figures_key(clip: Clip, root: Clip) -> str:
+    """Names what the figures of `clip` depend on: the parent's played video and hand-off
+    frame, the clip's own played video, and the chain's first step."""
+    parent = clip.parent
+    reference = clip.match_reference_key() if parent is not None else ""
+    return f"{reference}|{clip.played_video.name}|{root.played_video.name}"[:300]
+
+
+def _shown_first(clip: Clip, path: Path):
+    """The first frame of `clip` the sequence shows at the seam (after a repeated source)."""
+    return (
+        media.frame_at_index(path, clip.repeated_frames) if clip.repeated_frames else media.first_frame(path)
+    )
+
+
+def _handoff_picture(clip: Clip, parent: Clip, path: Path):
+    handoff = clip.handoff_of(parent)
+    return (
+        (handoff, media.frame_at_index(path, handoff))
+        if handoff is not None
+        else (None, media.last_frame(path))
+    )
+
+
+def measure_clip(pk: int) -> None:
+    """Measure the seam into a clip and its drift, on the videos the sequence plays (and,
+    for a colour-matched clip, on its own video too, for the before-and-after). Safe to run
+    twice: figures already measured on the same videos are left as they are."""
+    clip = Clip.objects.select_related("parent").filter(pk=pk).first()
+    if clip is None:
+        return
+    if not clip.is_ready or not clip.video:
+        Clip.objects.filter(pk=pk).update(media_due_at=None)
+        return
+    if clip.colour_pending:
+        return  # measured once its corrected copy is made (match_colour asks for it)
+    parent = clip.parent if clip.parent is not None and clip.parent.is_ready else None
+    if parent is not None and parent.colour_pending:
+        return  # the parent's copy changes the seam: its match asks for this clip again
+    root = _chain_root(clip)
+    key = _figures_key(clip, root)
+    if clip.figures_for == key and clip.strip and clip.figures:
+        Clip.objects.filter(pk=pk).update(media_due_at=None)
+        return
+    storage = clip.video.storage
+    old_images = [n for n in (clip.figures.get("before_image"), clip.figures.get("after_image")) if n]
+    new_images: list[str] = []
+    try:
+        with ExitStack() as files:
+            played = files.enter_context(media.local_copy(clip.played_video))
+            strip = clip.strip
+            if not strip:  # finishing could not make it (or the clip is older than strips)
+                own = played if not clip.plays_matched else files.enter_context(media.local_copy(clip.video))
+                strip = _save_strip(clip, _strip_images(clip, own))
+            after = _shown_first(clip, played)
+            if root.pk == clip.pk:
+                reference = after
+            else:
+                with media.local_copy(root.played_video) as root_path:
+                    reference = media.first_frame(root_path)
+            figures: dict = {"drift": round(media.drift(reference, after), 3)}
+            if parent is not None:
+                parent_path = files.enter_context(media.local_copy(parent.played_video))
+                handoff, before = _handoff_picture(clip, parent, parent_path)
+                seam = media.seam_figures(before, after)
+                figures.update(
+                    difference=round(seam.difference, 3),
+                    colour_shift=round(seam.colour_shift, 3),
+                    parent_frame=handoff if handoff is not None else parent.last_index,
+                )
+                if clip.plays_matched:
+                    with media.local_copy(clip.video) as own:
+                        own_first = _shown_first(clip, own)
+                    unmatched = media.seam_figures(before, own_first)
+                    figures["original"] = {
+                        "difference": round(unmatched.difference, 3),
+                        "colour_shift": round(unmatched.colour_shift, 3),
+                        "drift": round(media.drift(reference, own_first), 3),
+                    }
+                folder = f"clips/{clip.storage_key}/seam/"
+                for side, picture in (("before", before), ("after", after)):
+                    small = picture.convert("RGB")
+                    small.thumbnail(SEAM_IMAGE_BOX)
+                    name = storage.save(folder + f"{side}.jpg", ContentFile(media.thumbnail_jpeg(small)))
+                    new_images.append(name)
+                    figures[f"{side}_image"] = name
+    except media.MediaError as exc:
+        log.warning("clip %s: its seam could not be measured (%s)", pk, exc)
+        Clip.objects.filter(pk=pk).update(figures={"error": str(exc)}, figures_for=key, media_due_at=None)
+        _remove_files(storage, new_images)
+        return
+    Clip.objects.filter(pk=pk).update(figures=figures, figures_for=key, strip=strip, media_due_at=None)
+    _remove_files(storage, [n for n in old_images if n not in new_images])
+    log.info("clip %s measured: %s", pk, {k: v for k, v in figures.items() if not k.endswith("_image")})
+
+
+def ask_to_measure(clips) -> None:
+    """Measure these clips in the worker (after commit), marking them due so the chain view
+    waits for the figures."""
+    clips = [c for c in clips if c.is_ready]
+    pks = [c.pk for c in clips]
+    if not pks:
+        return
+    now = timezone.now()
+    Clip.objects.filter(pk__in=pks).update(media_due_at=now)
+    for clip in clips:
+        clip.media_due_at = now  # the page drawn from these objects waits for the figures
+    for pk in pks:
+        transaction.on_commit(lambda pk=pk: enqueue_measure(pk))
+
+
+def set_colour_match(clips, on: bool) -> list[Clip]:
+    """Switch "Match colour to the previous clip" for these clips (steps after the first).
+    Switched on, the worker renders each corrected copy; off, the clip plays its own video
+    again at once. Either way what later clips start from has changed: their copies and
+    figures are made again. Returns the clips that changed."""
+    changed = []
+    for clip in clips:
+        again = on and clip.colour_match and clip.colour_state == Clip.ColourState.FAILED
+        if clip.parent_id is None or not clip.is_ready or (clip.colour_match == on and not again):
+            continue
+        now = timezone.now()
+        if on:
+            done = clip.claim(
+                {"colour_match": clip.colour_match, "colour_state": clip.colour_state},
+                colour_match=True,
+                colour_state=Clip.ColourState.QUEUED,
+                colour_claimed_at=now,
+                colour_error="",
+            )
+            if done:
+                transaction.on_commit(lambda pk=clip.pk: enqueue_colour_match(pk))
+        else:
+            old = clip.matched_video.name
+            done = clip.claim(
+                {"colour_match": True},
+                colour_match=False,
+                colour_state=Clip.ColourState.NONE,
+                colour_error="",
+                matched_video="",
+                matched_for="",
+                colour_claimed_at=None,
+            )
+            if done:
+                if old:
+                    storage = clip.video.storage
+                    transaction.on_commit(lambda old=old, storage=storage: _remove_files(storage, [old]))
+                _played_changed(clip)
+        if done:
+            changed.append(clip)
+    return changed
+
+
+def _played_changed(clip: Clip) -> None:
+    """The video `clip` plays changed (a corrected copy was made, or dropped): measure it
+    again, and every clip that continues it (their seams start from it); those matched to
+    it are matched again."""
+    ask_to_measure([clip])
+    now = timezone.now()
+    children = list(clip.children.filter(status=Clip.Status.READY))
+    again = [c for c in children if c.colour_match]
+    if again:
+        # Also over a match in progress: its result would be corrected towards the old picture.
+        Clip.objects.filter(pk__in=[c.pk for c in again]).update(
+            colour_state=Clip.ColourState.QUEUED, colour_claimed_at=now, updated_at=now
+        )
+        for child in again:
+            transaction.on_commit(lambda pk=child.pk: enqueue_colour_match(pk))
+    ask_to_measure([c for c in children if not c.colour_match])
+
+
+def match_colour(pk: int) -> None:
+    """Render the clip's copy corrected towards its parent's hand-off frame, as the parent
+    plays it (media.colour_match_video), once (claimed). A parent still being matched goes
+    first: its match queues this one again when it is done."""
+    clip = Clip.objects.select_related("parent").filter(pk=pk).first()
+    if clip is None or not clip.colour_match:
+        return
+    parent = clip.parent
+    if parent is None or not clip.is_ready or not parent.is_ready:
+        clip.claim(
+            {"colour_match": True, "colour_state__in": [Clip.ColourState.QUEUED, Clip.ColourState.MATCHING]},
+            colour_state=Clip.ColourState.FAILED,
+            colour_error="There is no previous clip to match the colour to.",
+        )
+        return
+    if parent.colour_pending:
+        return
+    key = clip.match_reference_key()
+    if clip.colour_state == Clip.ColourState.READY and clip.matched_for == key:
+        return
+    if clip.colour_state not in (Clip.ColourState.QUEUED, Clip.ColourState.READY):
+        return  # being matched by another worker (recovered if it died), or failed
+    now = timezone.now()
+    if not clip.claim(
+        {
+            "colour_match": True,
+            "colour_state": clip.colour_state,
+            "colour_claimed_at": clip.colour_claimed_at,
+        },
+        colour_state=Clip.ColourState.MATCHING,
+        colour_claimed_at=now,
+        colour_error="",
+    ):
+        return
+    mine = {
+        "pk": pk,
+        "colour_match": True,
+        "colour_state": Clip.ColourState.MATCHING,
+        "colour_claimed_at": now,
+    }
+    try:
+        with tempfile.TemporaryDirectory(prefix="colour-") as tmp, ExitStack() as files:
+            parent_path = files.enter_context(media.local_copy(parent.played_video))
+            source = files.enter_context(media.local_copy(clip.video))
+            _, reference = _handoff_picture(clip, parent, parent_path)
+            out = Path(tmp) / "matched.mp4"
+            result = media.colour_match_video(source, reference, out)
+            with transaction.atomic():
+                current = Clip.objects.select_for_update().filter(**mine).first()
+                if current is None:
+                    return  # switched off, or queued again meanwhile
+                old = current.matched_video.name
+                with out.open("rb") as fh:
+                    current.matched_video.save("matched.mp4", File(fh), save=False)
+                current.colour_state = Clip.ColourState.READY
+                current.matched_for = key
+                current.save()
+                storage = current.video.storage
+                if old and old != current.matched_video.name:
+                    transaction.on_commit(lambda: _remove_files(storage, [old]))
+                _played_changed(current)
+        log.info(
+            "clip %s colour matched: difference %.2f -> %.2f (clipped %.4f)",
+            pk,
+            result.before,
+            result.after,
+            result.clipped,
+        )
+    except media.MediaError as exc:
+        Clip.objects.filter(**mine).update(
+            colour_state=Clip.ColourState.FAILED, colour_error=str(exc), updated_at=timezone.now()
+        )
+    except Exception:
+        log.exception("clip %s: colour match failed", pk)
+        Clip.objects.filter(**mine).update(
+            colour_state=Clip.ColourState.FAILED,
+            colour_error="The colour could not be matched because of an error in the studio.",
+            updated_at=timezone.now(),
+        )
+
+
+def recover_media_work(now=None) -> None:
+    """Measurements and colour matches whose task was lost or whose worker died: handed
+    out again (read first: this runs every second)."""
+    now = now or timezone.now()
+    grace = now - QUEUE_GRACE
+    for clip in Clip.objects.filter(
+        status=Clip.Status.READY, media_due_at__lt=grace, media_due_at__gt=now - timedelta(days=1)
+    ).only("pk", "media_due_at"):
+        if Clip.objects.filter(pk=clip.pk, media_due_at=clip.media_due_at).update(media_due_at=now):
+            enqueue_measure(clip.pk)
+    stale = (Q(colour_state=Clip.ColourState.QUEUED) & Q(colour_claimed_at__lt=grace)) | (
+        Q(colour_state=Clip.ColourState.MATCHING) & Q(colour_claimed_at__lt=now - COLOUR_STALE_AFTER)
+    )
+    for clip in Clip.objects.filter(stale, colour_match=True).only("pk", "colour_state", "colour_claimed_at"):
+        if Clip.objects.filter(
+            pk=clip.pk, colour_state=clip.colour_state, colour_claimed_at=clip.colour_claimed_at
+        ).update(colour_state=Clip.ColourState.QUEUED, colour_claimed_at=now):
+            enqueue_colour_match(clip.pk)
 
 
 # --- Joining a chain ------------------------------------------------------------------------
@@ -1128,6 +1520,11 @@ def export_chain(pk: int) -> None:
         by_pk = {c.pk: c for c in Clip.objects.filter(owner=export.owner, pk__in=export.clip_ids)}
         clips = [by_pk.get(pk) for pk in export.clip_ids]
         missing = [pk for pk, c in zip(export.clip_ids, clips) if c is None or not c.is_ready or not c.video]
+        matching = [c.pk for c in clips if c is not None and c.colour_pending]
+        if not missing and matching:
+            raise media.MediaError(
+                f"The colour of clip #{matching[0]} is still being matched: join the chain once it is done."
+            )
         if missing:
             raise media.MediaError(
                 f"Clip #{missing[0]} is not ready (or was deleted), so the chain cannot be joined."
@@ -1139,7 +1536,8 @@ def export_chain(pk: int) -> None:
         with tempfile.TemporaryDirectory(prefix="chain-") as tmp, ExitStack() as copies:
             # Each video as a file PyAV can open: itself on a local disk, else a temporary
             # copy from the storage (a bucket), removed after the join.
-            paths = [copies.enter_context(media.local_copy(clip.video)) for clip in clips]
+            # The colour-matched copy of a step that has one (what the sequence player plays).
+            paths = [copies.enter_context(media.local_copy(clip.played_video)) for clip in clips]
             # The same cuts the sequence player plays (models.sequence_cuts).
             parts = [cut.join_part(path) for cut, path in zip(sequence_cuts(clips), paths)]
             out = Path(tmp) / "chain.mp4"
@@ -1154,6 +1552,12 @@ def export_chain(pk: int) -> None:
                 current.progress = 100
                 current.method, current.method_reason = result.method, result.reason
                 current.duration, current.dropped_frames = result.duration, result.dropped
+                current.has_audio, current.audio_duration = result.has_audio, result.audio_duration
+                current.silent_parts = [
+                    {"part": n, "why": result.sound_states[n] if n < len(result.sound_states) else "none"}
+                    for n in result.silent_parts
+                ]
+                current.notes = result.notes
                 current.error = ""
                 current.finished_at = timezone.now()
                 current.save()
@@ -1262,6 +1666,7 @@ def delete_clip(clip: Clip, with_takes: bool = False) -> int:
     doomed = [clip] + (clip.descendants() if with_takes else [])
     ids = {c.pk for c in doomed}
     names = [f.name for c in doomed for f in (c.video, c.thumbnail) if f]
+    derived = [name for c in doomed for name in c.media_names()]
     uses = [rel for rel in Asset._meta.related_objects if rel.related_model is Clip]
     used_by_doomed = Q()
     for rel in uses:
@@ -1285,6 +1690,7 @@ def delete_clip(clip: Clip, with_takes: bool = False) -> int:
         Asset.objects.filter(pk__in=[a.pk for a in doomed_assets]).delete()
         ChainExport.containing(clip.owner, ids).filter(stale_since=None).update(stale_since=timezone.now())
         Clip.objects.filter(pk__in=ids).delete()
+        names += derived
         storage = clip.video.storage
         transaction.on_commit(lambda: _remove_files(storage, names))
         transaction.on_commit(lambda: _forget_jobs(jobs_kept))

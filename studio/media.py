@@ -908,6 +908,8 @@ class JoinResult:
     has_audio: bool = False
     audio_duration: float = 0.0
     silent_parts: list[int] = field(default_factory=list)  # parts (0-based) that play silence
+    # Each part's sound: "ok", "resampled", "none" (it has none) or "corrupt" (unreadable).
+    sound_states: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # plain sentences for the creator
 
 
@@ -1774,6 +1776,7 @@ class _Soundtrack:
 
     def report(self, result: JoinResult) -> None:
         result.has_audio = True
+        result.sound_states = list(self.states)
         if not any(state in ("ok", "resampled") for state in self.states):
             result.notes.append(
                 "None of the clips' sound could be read: the joined video's sound track is silent."

@@ -37,6 +37,10 @@ REMOTE_URL_FRESH_FOR = timedelta(minutes=30)
 # for again this often while CLIP_LATE_DELIVERY_HOURS last, and whenever a webhook calls.
 LATE_LOOK_EVERY = timedelta(minutes=5)
 
+# How long the chain view keeps asking for seam figures the worker was asked to measure
+# (a worker that is down must not keep every open page polling for ever).
+MEDIA_POLL_FOR = timedelta(minutes=10)
+
 # The frame rate assumed for a clip whose frame count is unknown (made before it was kept).
 DEFAULT_FPS = 24.0
 
@@ -173,6 +177,9 @@ class Asset(Claimable, StoredFiles):
         LAST_FRAME = "last_frame", "Last frame of a clip"
         # The video of one of the creator's clips, published to be extended (same file).
         CLIP_VIDEO = "clip_video", "Video of a clip"
+        # A frame of one of the creator's clips picked as the hand-off (Clip.handoff_frame),
+        # extracted by the worker: the next clip's first frame.
+        HANDOFF_FRAME = "handoff_frame", "Hand-off frame of a clip"
 
     class Status(models.TextChoices):
         # A brought video is checked (and re-encoded when needed) by the worker first.
@@ -323,8 +330,19 @@ class ClipQuerySet(models.QuerySet):
         return statistics.median(seconds), len(seconds)
 
 
+class ColourState(models.TextChoices):
+    """Where a clip's colour-matched copy stands."""
+
+    NONE = "", "Not matched"
+    QUEUED = "queued", "Waiting to match the colour"
+    MATCHING = "matching", "Matching the colour"
+    READY = "ready", "Colour matched"
+    FAILED = "failed", "Colour match failed"
+
+
 class Clip(Claimable, StoredFiles):
-    FILE_FIELDS = ("video", "thumbnail")
+    ColourState = ColourState
+    FILE_FIELDS = ("video", "thumbnail", "matched_video")
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -435,6 +453,38 @@ class Clip(Claimable, StoredFiles):
     video_duration = models.FloatField(null=True, blank=True)
     # Frames in the video (the sequence player turns frame cuts into times with it).
     video_frames = models.PositiveIntegerField(null=True, blank=True)
+
+    # --- Seams (issue 12) ---------------------------------------------------------------
+    # Recorded on the child, not the parent: several takes of one step may start from
+    # different frames of the same parent, and a parent is never changed by its children.
+    # The frame of the parent (its number, 0 = first shown) this clip starts from: its
+    # picture is this clip's frame 0, and the chain cuts the parent right after it. None:
+    # not started from a frame of its parent, or made before hand-offs were recorded (then
+    # a first frame that is the parent's last frame means the last).
+    handoff_frame = models.PositiveIntegerField(null=True, blank=True)
+    # Leading frames of an extend result that repeat its source clip (found when it was
+    # finished, media.repeated_source_frames): the chain shows the source once.
+    repeated_frames = models.PositiveIntegerField(default=0)
+    # The last second as hand-off candidates: [{"index", "time", "sharpness"}], each with
+    # a JPEG beside the video (strip_name), made by the worker when the clip was finished.
+    strip = models.JSONField(default=list, blank=True)
+    # The seam into this clip and its drift, measured by the worker on what the sequence
+    # plays (jobs.measure_clip): difference, colour_shift, drift (against the root's first
+    # frame), and the same before colour matching ("original"). `figures_for` names what
+    # they were measured on; when it no longer matches (a colour match was made) they are
+    # measured again. `media_due_at`: measuring was asked for and has not been done yet.
+    figures = models.JSONField(default=dict, blank=True)
+    figures_for = models.CharField(max_length=300, blank=True)
+    media_due_at = models.DateTimeField(null=True, blank=True)
+    # "Match colour to the previous clip": the worker renders a corrected copy (jobs.
+    # match_colour) that the sequence player and the join use instead of `video`.
+    colour_match = models.BooleanField(default=False)
+    colour_state = models.CharField(max_length=20, choices=ColourState.choices, blank=True, default="")
+    colour_error = models.TextField(blank=True)
+    colour_claimed_at = models.DateTimeField(null=True, blank=True)
+    matched_video = models.FileField(upload_to=clip_upload_to, blank=True, max_length=300)
+    # What the copy was corrected towards (the parent's played video and hand-off frame).
+    matched_for = models.CharField(max_length=300, blank=True)
     cost_actual = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -532,7 +582,7 @@ class Clip(Claimable, StoredFiles):
     @property
     def start_mode(self) -> str:
         """How the clip starts: "text", "first_frame", "reference_images" or "extend_video"."""
-        if self.first_frame_id or self.end_frame_id:
+        if self.first_frame_id or self.end_frame_id or self.handoff_frame is not None:
             return "first_frame"
         if self.extend_video_id:
             return "extend_video"
@@ -548,7 +598,8 @@ class Clip(Claimable, StoredFiles):
             self.resolution,
             self.generate_audio,
             start_mode=self.start_mode,
-            frames=int(bool(self.first_frame_id)) + int(bool(self.end_frame_id)),
+            frames=int(bool(self.first_frame_id or self.handoff_frame is not None))
+            + int(bool(self.end_frame_id)),
             references=self.reference_images.count() if self.pk else 0,
         )
 
@@ -598,12 +649,108 @@ class Clip(Claimable, StoredFiles):
         return ChainTree.of(self).sequence
 
     def continues_seamlessly(self, previous: Clip) -> bool:
-        """True when this clip starts on `previous`'s last frame, so its frame 0 repeats it."""
-        return bool(
-            self.parent_id == previous.pk
-            and self.first_frame_id
-            and self.first_frame_id == previous.last_frame_id
-        )
+        """True when this clip starts on a frame of `previous` (its hand-off frame, or for a
+        clip made before those were recorded, its last frame), so its frame 0 repeats it."""
+        if self.parent_id != previous.pk or self.repeated_frames:
+            return False
+        if self.handoff_frame is not None:
+            return True
+        return bool(self.first_frame_id and self.first_frame_id == previous.last_frame_id)
+
+    def handoff_of(self, previous: Clip) -> int | None:
+        """The number of the frame of `previous` this clip starts from, when it continues it
+        from a frame and that frame is known; None otherwise (an old clip started on a last
+        frame whose number was never counted is cut nowhere but at the end)."""
+        if not self.continues_seamlessly(previous):
+            return None
+        if self.handoff_frame is not None:
+            return self.handoff_frame
+        return previous.last_index
+
+    @property
+    def last_index(self) -> int | None:
+        """The number of the clip's last frame (None until its frames are counted)."""
+        return self.video_frames - 1 if self.video_frames else None
+
+    def handoff_error(self, index) -> str:
+        """Why frame `index` cannot be this clip's hand-off frame ("" when it can)."""
+        if not self.is_ready or not self.video_frames:
+            return f"Clip #{self.pk} is not ready, so none of its frames can be chosen yet."
+        if not isinstance(index, int) or not 0 <= index < self.video_frames:
+            return (
+                f"Frame {index} is not in clip #{self.pk}: it has {self.video_frames} frames, "
+                f"numbered 0 to {self.video_frames - 1}."
+            )
+        return ""
+
+    # --- What plays: the colour-matched copy when there is one ---------------------------
+
+    @property
+    def plays_matched(self) -> bool:
+        return bool(self.colour_match and self.colour_state == ColourState.READY and self.matched_video)
+
+    @property
+    def played_video(self):
+        """The file the sequence player and the join use: the colour-matched copy when it is
+        ready, else the clip's own video."""
+        return self.matched_video if self.plays_matched else self.video
+
+    @property
+    def colour_pending(self) -> bool:
+        """A colour match was asked for and its copy is not made yet."""
+        return self.colour_match and self.colour_state in (ColourState.QUEUED, ColourState.MATCHING)
+
+    def match_reference_key(self) -> str:
+        """What this clip's colour-matched copy must be corrected towards: the parent's
+        played video at the hand-off frame. A copy made for another key is out of date."""
+        parent = self.parent
+        if parent is None:
+            return ""
+        handoff = self.handoff_of(parent)
+        return f"{parent.played_video.name}#{'last' if handoff is None else handoff}"
+
+    # --- The strip of hand-off candidates -------------------------------------------------
+
+    def strip_name(self, index: int) -> str:
+        """The stored JPEG of strip frame `index`, beside the clip's video."""
+        return f"clips/{self.storage_key}/strip/{index}.jpg"
+
+    @property
+    def strip_frames(self) -> list[StripChoice]:
+        """The strip as the picker shows it: oldest first, the true last frame preselected,
+        the sharpest one marked."""
+        entries = [e for e in self.strip or [] if isinstance(e, dict) and "index" in e]
+        if not entries:
+            return []
+        sharpest = max(entries, key=lambda e: e.get("sharpness") or 0)["index"]
+        last = entries[-1]["index"]
+        return [
+            StripChoice(
+                index=e["index"],
+                time=float(e.get("time") or 0),
+                sharpness=float(e.get("sharpness") or 0),
+                is_last=e["index"] == last,
+                is_sharpest=e["index"] == sharpest,
+            )
+            for e in entries
+        ]
+
+    def media_names(self) -> list[str]:
+        """Stored files made from the clip's video (the strip, the seam pictures, the
+        corrected copy), to remove with it."""
+        names = [e.get("name") for e in self.strip or [] if isinstance(e, dict)]
+        names += [(self.figures or {}).get(k) for k in ("before_image", "after_image")]
+        names.append(self.matched_video.name)
+        return [n for n in names if n]
+
+    @property
+    def seam(self) -> SeamView | None:
+        """The figures of the seam into this clip as the chain view shows them, or None
+        while they are not measured (or this clip starts no seam)."""
+        figures = self.figures or {}
+        if "difference" not in figures:
+            return None
+        return SeamView(figures)
 
     @property
     def frames_per_second(self) -> float:
@@ -852,6 +999,61 @@ class Chain(models.Model):
             return default_title(root.prompt)
 
 
+# A drift figure (media.drift, against step 1) warns from this step on: the look of a
+# faithful chain wanders a little with every hop (bench/RESULTS.md, "DRIFT_WARN").
+DRIFT_WARN_FROM_STEP = 3
+
+
+@dataclass(frozen=True)
+class StripChoice:
+    """One frame of a clip's strip, as the hand-off picker offers it."""
+
+    index: int
+    time: float
+    sharpness: float
+    is_last: bool
+    is_sharpest: bool
+
+
+class SeamView:
+    """The measured seam into a clip (Clip.figures), in the words the chain view uses."""
+
+    def __init__(self, figures: dict):
+        self.figures = figures
+        self.difference = float(figures.get("difference") or 0)
+        self.colour_shift = float(figures.get("colour_shift") or 0)
+        self.drift = figures.get("drift")
+        self.parent_frame = figures.get("parent_frame")
+        self.original = figures.get("original") or None
+        self.before_image = figures.get("before_image") or ""
+        self.after_image = figures.get("after_image") or ""
+
+    @property
+    def jumps_picture(self) -> bool:
+        return self.difference > media.SEAM_JUMP_DIFFERENCE
+
+    @property
+    def jumps_colour(self) -> bool:
+        return self.colour_shift > media.SEAM_JUMP_COLOUR
+
+    @property
+    def jumps(self) -> bool:
+        return self.jumps_picture or self.jumps_colour
+
+    @property
+    def verdict(self) -> str:
+        if self.jumps_picture and self.jumps_colour:
+            return "Visible jump: the picture and its colour change at the cut"
+        if self.jumps_picture:
+            return "Visible jump: the picture changes at the cut"
+        if self.jumps_colour:
+            return "Visible jump: the colour shifts at the cut"
+        return "Smooth"
+
+    def drift_warns(self, step: int) -> bool:
+        return step >= DRIFT_WARN_FROM_STEP and self.drift is not None and self.drift > media.DRIFT_WARN
+
+
 @dataclass(frozen=True)
 class Cut:
     """Where one step of a sequence starts and ends. The sequence player plays exactly this
@@ -901,13 +1103,27 @@ class Cut:
 
 
 def sequence_cuts(clips: list[Clip]) -> list[Cut]:
-    """The cut of each step of a sequence (clips in order). Today: a clip continued from the
-    previous one's last frame repeats that picture as its own frame 0, so that frame is left
-    out and the picture is shown once."""
+    """The cut of each step of a sequence (clips in order), the one rule the sequence player,
+    the seam figures and the join follow:
+    - a clip continued from a frame of the previous one (its hand-off frame) repeats that
+      picture as its own frame 0: the previous clip is cut right after the hand-off frame
+      (keep_frames = hand-off + 1) and the picture is shown once;
+    - an extend result that holds its source clip (repeated_frames) leaves those frames
+      out, so the source plays once."""
     cuts = []
     for index, clip in enumerate(clips):
-        repeats = index > 0 and clip.continues_seamlessly(clips[index - 1])
-        cuts.append(Cut(clip, skip_frames=1 if repeats else 0, repeats_previous=repeats))
+        previous = clips[index - 1] if index else None
+        following = clips[index + 1] if index + 1 < len(clips) else None
+        skip, repeats = 0, False
+        if previous is not None and clip.parent_id == previous.pk and clip.repeated_frames:
+            skip = clip.repeated_frames
+        elif previous is not None and clip.continues_seamlessly(previous):
+            skip, repeats = 1, True
+        keep = None
+        handoff = following.handoff_of(clip) if following is not None else None
+        if handoff is not None and clip.video_frames and handoff < clip.video_frames - 1:
+            keep = handoff + 1
+        cuts.append(Cut(clip, skip_frames=skip, keep_frames=keep, repeats_previous=repeats))
     return cuts
 
 
@@ -1249,6 +1465,16 @@ class ChainTree:
         return any(not c.is_finished for c in self.clips)
 
     @property
+    def media_pending(self) -> bool:
+        """The worker is still making something the chain view shows of a finished clip: a
+        colour-matched copy, or the seam figures (asked for within MEDIA_POLL_FOR)."""
+        recent = timezone.now() - MEDIA_POLL_FOR
+        return any(
+            c.colour_pending or (c.is_ready and c.media_due_at is not None and c.media_due_at > recent)
+            for c in self.clips
+        )
+
+    @property
     def generating(self) -> int:
         return sum(1 for c in self.clips if not c.is_finished)
 
@@ -1261,7 +1487,9 @@ class ChainTree:
         """Changes whenever anything the chain view shows of its clips changes (a status, a
         choice, a new or deleted take, a reported cost), so a poll can answer "no change"."""
         state = [
-            (c.pk, c.parent_id, c.status, c.chosen_take_id, c.error, str(c.cost_actual)) for c in self.clips
+            (c.pk, c.parent_id, c.status, c.chosen_take_id, c.error, str(c.cost_actual))
+            + (c.colour_match, c.colour_state, c.figures_for, bool(c.figures), bool(c.strip), c.media_due_at)
+            for c in self.clips
         ]
         return hashlib.blake2s(repr(state).encode(), digest_size=8).hexdigest()
 
@@ -1393,8 +1621,16 @@ class ChainExport(Claimable, StoredFiles):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.PositiveSmallIntegerField(default=0)  # percent
     error = models.TextField(blank=True)
-    method = models.CharField(max_length=20, blank=True)  # "copy" or "reencode"
+    # "copy", "smartcut" (a copy with the frames next to cuts re-encoded) or "reencode".
+    method = models.CharField(max_length=20, blank=True)
     method_reason = models.CharField(max_length=200, blank=True)
+    # The joined file's sound, as the join reports it: whether it has a sound track, how
+    # long it is, the parts (0-based) that play silence (no sound, or sound that could not
+    # be read), and the join's own sentences about it for the export panel.
+    has_audio = models.BooleanField(null=True, blank=True)
+    audio_duration = models.FloatField(null=True, blank=True)
+    silent_parts = models.JSONField(default=list, blank=True)
+    notes = models.JSONField(default=list, blank=True)
     storage_key = models.CharField(max_length=32, default=_storage_folder, editable=False)
     file = models.FileField(upload_to=export_upload_to, blank=True, max_length=300)
     duration = models.FloatField(null=True, blank=True)
@@ -1440,11 +1676,48 @@ class ChainExport(Claimable, StoredFiles):
 
     @staticmethod
     def key_for(clips) -> str:
-        return ",".join(str(c.pk) for c in clips)
+        """The sequence as it is joined: its clips, and the colour-matched copy a step plays
+        when it has one (matching a seam, or undoing it, makes another film)."""
+        return ",".join(
+            f"{c.pk}~{hashlib.blake2s(c.matched_video.name.encode(), digest_size=4).hexdigest()}"
+            if c.plays_matched
+            else str(c.pk)
+            for c in clips
+        )
 
     @classmethod
     def latest_for(cls, owner, clips) -> ChainExport | None:
         return cls.objects.filter(owner=owner, sequence_key=cls.key_for(clips)).first()
+
+    @property
+    def method_text(self) -> str:
+        if self.method == "copy":
+            return "by stream copy (no quality lost)"
+        if self.method == "smartcut":
+            return "by stream copy, the few frames next to each cut re-encoded (smart cut)"
+        return f"re-encoded ({self.method_reason})" if self.method_reason else "re-encoded"
+
+    def sound_lines(self) -> list[str]:
+        """What the export panel says of the joined file's sound, in plain sentences."""
+        if self.status != self.Status.READY:
+            return []
+        if not self.has_audio:
+            return ["No sound: none of the clips has a sound track, so the joined file is silent."]
+        lines = [
+            f"Sound: yes, AAC 48 kHz stereo, {self.audio_duration or 0:.2f} s, in step with the picture."
+        ]
+        for entry in self.silent_parts or []:
+            part = entry.get("part", 0) if isinstance(entry, dict) else int(entry)
+            why = entry.get("why", "none") if isinstance(entry, dict) else "none"
+            pk = self.clip_ids[part] if part < len(self.clip_ids) else None
+            what = f"Step {part + 1}" + (f" (clip #{pk})" if pk else "")
+            if why == "corrupt":
+                lines.append(f"{what}: its sound could not be read, so silence was inserted in its place.")
+            else:
+                lines.append(f"{what} has no sound: silence was inserted for its length.")
+        if len(self.silent_parts or []) == len(self.clip_ids):
+            lines[0] = "Sound: a silent track only (no clip's sound could be used)."
+        return lines
 
     def file_exists(self) -> bool:
         return bool(self.file) and self.file.storage.exists(self.file.name)

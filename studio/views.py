@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import inspect
 import mimetypes
@@ -42,6 +43,7 @@ from .forms import (
     ChainTitleForm,
     FirstAccountForm,
     GenerateForm,
+    HandoffPicker,
     ProviderKeyForm,
     as_pk,
     data_from_clip,
@@ -49,7 +51,17 @@ from .forms import (
     initial_from_clip,
     options_initial,
 )
-from .models import Asset, Chain, ChainExport, ChainTree, Clip, Estimate, FirstRun, storage_by_kind
+from .models import (
+    DRIFT_WARN_FROM_STEP,
+    Asset,
+    Chain,
+    ChainExport,
+    ChainTree,
+    Clip,
+    Estimate,
+    FirstRun,
+    storage_by_kind,
+)
 from .providers import ProviderError, WebhookRefused, all_providers, enabled_providers, get_provider
 
 GALLERY_PAGE = 24
@@ -249,6 +261,10 @@ def continue_clip(request, pk):
         messages.error(request, "That clip is not ready yet, so it has no last frame to continue from.")
         return redirect(parent)
     initial = _continue_values(parent)
+    # ?frame=N (a hand-off frame picked in the chain view or the clip page) comes preselected.
+    frame = request.GET.get("frame", "")
+    if frame.isascii() and frame.isdigit():
+        initial["handoff_frame"] = frame
     if catalogue.find_model(parent.model_ref) is None:
         messages.error(
             request, f"The model “{parent.model_label}” is not available any more; choose another."
@@ -505,6 +521,11 @@ def _next_url(request) -> str:
 def _export_blocker(clips) -> str:
     """Why the sequence cannot be joined yet ("" when it can)."""
     for clip in clips:
+        if clip.is_ready and clip.colour_pending:
+            return (
+                f"The colour of clip #{clip.pk} is being matched to the clip before it: the chain can "
+                "be joined once its corrected copy is made."
+            )
         if clip.status == Clip.Status.FAILED:
             return f"Clip #{clip.pk} failed: try it again or choose another take before joining the chain."
         if clip.status == Clip.Status.CANCELLED:
@@ -569,6 +590,8 @@ CLIP_LINKS = {
     "again": "chain_generate_again",
     "continue": "chain_continue",
     "more": "continue_clip",
+    "played": "clip_played_video",
+    "colour": "clip_colour",
 }
 
 
@@ -585,6 +608,14 @@ def _clip_links(clip: Clip) -> dict:
     links = {key: _url_pattern(name, prefix).format(clip.pk) for key, name in CLIP_LINKS.items()}
     for key, pk in (("first_frame", clip.first_frame_id), ("last_frame", clip.last_frame_id)):
         links[key] = _url_pattern("asset_file", prefix).format(pk) if pk else ""
+    # What the sequence plays: the clip's own video, or its colour-matched copy. That address
+    # plays another file whenever a copy is made again: the query keeps a browser from
+    # playing the one it cached.
+    if clip.plays_matched:
+        version = hashlib.blake2s(clip.matched_video.name.encode(), digest_size=4).hexdigest()
+        links["played"] += f"?v={version}"
+    else:
+        links["played"] = links["video"]
     return links
 
 
@@ -601,13 +632,14 @@ def _take_card(take: Clip, step, number: int, confirm, adds, form_fields: str, l
     label = e(f"Take {number} of step {step.number} (clip #{take.pk})")
     data = ""
     if take.is_ready:
-        video, poster = e(links["video"]), e(links["thumbnail"])
+        video, poster, played = e(links["video"]), e(links["thumbnail"]), e(links["played"])
         media_html = (
             f'<video id="player-{take.pk}" hx-preserve controls preload="metadata" playsinline '
             f'poster="{poster}" src="{video}" aria-label="{label}"></video>'
         )
+        # Compare plays what the sequence plays (a colour-matched copy, when there is one).
         data = (
-            f' data-src="{video}" data-poster="{poster}" data-start="{step.cut.start:.4f}"'
+            f' data-src="{played}" data-poster="{poster}" data-start="{step.cut.start:.4f}"'
             f' data-continue-url="{e(links["more"])}"'
         )
     elif take.ended_without_video:
@@ -688,6 +720,7 @@ def _timeline_entry(step) -> dict:
         "ready": clip.is_ready,
         "status": clip.status,
         "links": clip.links,
+        "src": clip.links["played"],
         "has_thumbnail": bool(clip.thumbnail),
         "grow": f"{cut.seconds:.3f}",
         "start": f"{cut.start:.4f}",
@@ -753,10 +786,29 @@ def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
         ),
     }
     context.update(extra)
+    if last.is_ready and last.video_frames:
+        sent = context["continue_form"] or {}
+        context["picker"] = HandoffPicker(
+            last,
+            chosen=str(sent.get("handoff_frame", "")),
+            any_value=str(sent.get("handoff_any", "")),
+            errors=sent.get("handoff_errors", []),
+            any_errors=sent.get("handoff_any_errors", []),
+            prefix=f"next-handoff-{last.pk}",
+            preserve=True,
+        )
+    matchable = [c for c in clips[1:] if c.is_ready]
+    context["colour_all"] = bool(matchable) and all(c.colour_match for c in matchable)
+    context["colour_any"] = bool(matchable)
+    context["seam_limits"] = SEAM_LIMITS
+    context["poll"] = context["poll"] or tree.media_pending
     if context["confirm"] is not None:
         context["poll"] = False  # hold the page still while a question waits for its answer
         context["confirm"]["back"] = opened.pk  # "Cancel" shows the page as it was
+    previous = None
     for step in steps:
+        step.seam = _seam_panel(step, previous) if previous is not None else None
+        previous = step
         step.again = adding(step.clip) if step.number > 1 and step.clip.is_finished else None
         step.cards = [
             _take_card(take, step, number, context["confirm"], adding, context["form_fields"], labels)
@@ -764,6 +816,47 @@ def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
         ]
         step.entry = _timeline_entry(step)
     return context
+
+
+# What the chain view says about its seam and drift thresholds (chosen from measurement:
+# bench/RESULTS.md, "How the thresholds were chosen"; media.SEAM_JUMP_* and DRIFT_WARN).
+SEAM_LIMITS = {
+    "difference": f"{media.SEAM_JUMP_DIFFERENCE:g}",
+    "colour": f"{media.SEAM_JUMP_COLOUR:g}",
+    "drift": f"{media.DRIFT_WARN:g}",
+    "drift_from": DRIFT_WARN_FROM_STEP,
+}
+
+
+def _seam_panel(step, previous) -> dict:
+    """The seam into `step` from the step before, as the chain view shows it: the two
+    pictures and their figures (measured by the worker), the drift against step 1, and the
+    colour match of this step."""
+    clip, parent = step.clip, previous.clip
+    seam = clip.seam if clip.is_ready else None
+    measuring = clip.is_ready and (clip.media_due_at is not None or clip.colour_pending)
+    error = (clip.figures or {}).get("error", "") if clip.is_ready else ""
+    frame = seam.parent_frame if seam is not None else None
+    if frame is None:
+        frame = clip.handoff_of(parent)
+    return {
+        "clip": clip,
+        "parent": parent,
+        "from_step": previous.number,
+        "seam": seam,
+        "measuring": measuring and seam is None,
+        "updating": measuring and seam is not None,
+        "error": error,
+        "frame": frame,
+        "drift_warns": seam is not None and seam.drift_warns(step.number),
+        "colour": clip.colour_match,
+        "colour_state": clip.colour_state,
+        "colour_label": clip.get_colour_state_display(),
+        "colour_error": clip.colour_error,
+        "extended": bool(clip.repeated_frames),
+        # The seam's pictures are drawn again when it is measured again (a colour match).
+        "version": hashlib.blake2s((seam.before_image if seam else "").encode(), digest_size=4).hexdigest(),
+    }
 
 
 def _chain_answer(request, tree: ChainTree, clip: Clip, status: int = 200, **extra):
@@ -784,6 +877,9 @@ def chain_view(request, pk):
     for it, every step with its takes side by side, the branches, the cost so far, and the
     join. The live part polls itself while anything is unfinished."""
     tree, opened = _chain_tree(request, pk)
+    # Steps made before seams were measured (or whose measurement was lost) are measured
+    # now, in the worker; the page shows them as they come.
+    jobs.ask_to_measure([c for c in tree.sequence if c.is_ready and not c.figures and c.media_due_at is None])
     context = _chain_context(request, tree, opened)
     context["editing_title"] = request.GET.get("edit") == "title"
     context["title_form"] = ChainTitleForm(initial={"title": tree.title})
@@ -909,15 +1005,18 @@ def chain_retry(request, pk):
 
 
 def _continue_values(parent: Clip) -> dict:
-    """The generate form's values to continue a clip: its last frame as the first frame, the
-    same model, aspect ratio and duration."""
+    """The generate form's values to continue a clip: its last frame as the hand-off (the
+    first frame), the same model, aspect ratio and duration."""
     return {
         "model": parent.model_ref,
         "aspect_ratio": parent.aspect_ratio,
         "duration": parent.duration,
         "parent": parent.pk,
         "first_frame_asset": parent.last_frame_id,
+        "handoff_frame": parent.last_index,
         "start_mode": "first_frame",
+        # With sound when the clip it continues has sound, so the chain keeps it.
+        "generate_audio": bool(parent.generate_audio),
     }
 
 
@@ -947,10 +1046,15 @@ def chain_continue(request, pk):
             "generate_audio": "on" if parent.generate_audio else "",
         }
     )
+    # The hand-off frame picked in the strip (or typed, "any"): the last frame by default.
+    for name in ("handoff_frame", "handoff_any"):
+        if request.POST.get(name, "") != "":
+            values[name] = request.POST[name]
     data = QueryDict(mutable=True)
     data.update({name: str(value) for name, value in values.items() if value not in (None, "")})
     form = GenerateForm(data, user=request.user)
     if not form.is_valid():
+        shown = {"prompt", "handoff_frame", "handoff_any"}
         return _chain_answer(
             request,
             tree,
@@ -959,10 +1063,45 @@ def chain_continue(request, pk):
             continue_form={
                 "prompt": data.get("prompt", ""),
                 "prompt_errors": form.errors.get("prompt", []),
-                "other_errors": _form_problems(form) if set(form.errors) - {"prompt"} else "",
+                "handoff_frame": data.get("handoff_frame", ""),
+                "handoff_any": data.get("handoff_any", ""),
+                "handoff_errors": form.errors.get("handoff_frame", []),
+                "handoff_any_errors": form.errors.get("handoff_any", []),
+                "other_errors": _form_problems(form) if set(form.errors) - shown else "",
             },
         )
     return _start_from_chain(request, parent, form, "the next step")
+
+
+@login_required
+@require_POST
+def clip_colour(request, pk):
+    """ "Match colour to the previous clip" at one seam (the step of clip `pk`), or undo it
+    (`match=0`): the worker renders the corrected copy; the page shows it once it is made."""
+    tree, clip = _chain_tree(request, pk)
+    if clip.parent_id is None or clip.parent_id not in tree.by_pk:
+        return _refused(request, tree, clip, "The first step has no previous clip to match the colour to.")
+    if not clip.is_ready:
+        return _refused(
+            request, tree, clip, f"Clip #{clip.pk} is not ready: its colour can be matched once it is."
+        )
+    jobs.set_colour_match([clip], request.POST.get("match") != "0")
+    return _chain_after_change(request, clip)
+
+
+@login_required
+@require_POST
+def chain_colour(request, pk):
+    """ "Match colour to the previous clip" at every seam of the sequence, or undo it all."""
+    tree, clip = _chain_tree(request, pk)
+    jobs.set_colour_match([c for c in tree.sequence[1:] if c.is_ready], request.POST.get("match") != "0")
+    return _chain_after_change(request, clip)
+
+
+def _chain_after_change(request, clip: Clip):
+    if not request.htmx:
+        return redirect("chain_view", clip.pk)
+    return _chain_answer(request, ChainTree.of(clip), clip)
 
 
 @login_required
@@ -1163,6 +1302,46 @@ def clip_video(request, pk):
     download = request.GET.get("download") == "1"
     name = f"lastframe-clip-{clip.pk}.mp4" if download else None
     return serve_file(request, clip.video.name, "video/mp4", download_name=name)
+
+
+@login_required
+@require_GET
+def clip_played_video(request, pk):
+    """The video the sequence player plays for a step: its colour-matched copy when it has
+    one, else its own video (the join uses the same file)."""
+    clip = _clip_for(request, pk)
+    played = clip.played_video
+    if not played:
+        raise Http404("This clip has no video yet.")
+    return serve_file(request, played.name, "video/mp4")
+
+
+@login_required
+@require_GET
+def clip_strip_frame(request, pk, index):
+    """One frame of the clip's hand-off strip, as the worker stored it (nothing is decoded
+    here). The images of a clip never change, so browsers keep them."""
+    clip = _clip_for(request, pk)
+    name = next(
+        (e.get("name") for e in clip.strip or [] if isinstance(e, dict) and e.get("index") == index), None
+    )
+    if not name:
+        raise Http404("That frame is not in the clip's strip.")
+    response = serve_file(request, name, "image/jpeg")
+    response["Cache-Control"] = "private, max-age=86400, immutable"
+    return response
+
+
+@login_required
+@require_GET
+def clip_seam_image(request, pk, side):
+    """The two pictures of the seam into a clip, as measured: "before" (the parent's hand-off
+    frame) and "after" (this clip's first frame shown)."""
+    clip = _clip_for(request, pk)
+    name = (clip.figures or {}).get(f"{side}_image") if side in ("before", "after") else None
+    if not name:
+        raise Http404("This seam has not been measured.")
+    return serve_file(request, name, "image/jpeg")
 
 
 @login_required

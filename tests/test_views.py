@@ -18,6 +18,7 @@ def ready_clip(user, **fields):
     make_due(clip)
     jobs.poll_clip(clip)
     jobs.finish_clip(clip.pk)
+    jobs.measure_clip(clip.pk)  # the worker's next task: the seam figures and drift
     clip.refresh_from_db()
     assert clip.is_ready, clip.error
     return clip

@@ -47,9 +47,16 @@ MODELS = [
         aspect_ratios=("16:9", "9:16"),
         durations=(4, 6, 8),
         first_frame=True,
+        # As Veo 3.1 does: a soundtrack on request, and extending a video (the result holds
+        # the source clip, then the new seconds: the studio finds and shows the source once).
+        generate_audio=True,
+        extend_video=True,
         cost_per_second=Decimal("0"),
         free_note=FREE_NOTE,
-        description="Offline preview with the options of Veo 3.1: renders on this computer in seconds, free.",
+        description=(
+            "Offline preview with the options of Veo 3.1 (sound, extend): renders on this computer in "
+            "seconds, free."
+        ),
     ),
     ModelSpec(
         provider="simulator",
@@ -118,6 +125,8 @@ class SimulatorProvider(Provider):
             "aspect_ratio": submission.aspect_ratio,
             "duration": submission.duration,
             "first_frame": None,
+            "audio": bool(submission.generate_audio),
+            "extend_video": None,
             "error": "",
         }
         first = None
@@ -127,9 +136,22 @@ class SimulatorProvider(Provider):
             with Image.open(io.BytesIO(submission.first_frame.read_bytes())) as image:
                 image.convert("RGB").save(first, "PNG")
             job["first_frame"] = first.name
+        source = None
+        if submission.extend_video is not None:
+            source = job_dir / "extend_source.mp4"
+            source.write_bytes(submission.extend_video.read_bytes())
+            job["extend_video"] = source.name
         partial = job_dir / f"video.{uuid.uuid4().hex}.part.mp4"
         try:
-            render(partial, submission.prompt, submission.aspect_ratio, submission.duration, first)
+            render(
+                partial,
+                submission.prompt,
+                submission.aspect_ratio,
+                submission.duration,
+                first,
+                audio=bool(submission.generate_audio),
+                extend_source=source,
+            )
             partial.replace(job_dir / "video.mp4")  # atomic: a poll never sees half a file
         except Exception as exc:  # the renderer's failure is the job's failure, seen by the poll
             partial.unlink(missing_ok=True)
