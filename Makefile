@@ -56,7 +56,7 @@ lint: $(VENV)/.installed-dev
 ## side (pytest-xdist): most of a browser walk is waiting on a clip, which the other fills.
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev browser axe lint
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Install a Debian package when its command is missing and apt can (as root):
 # $(call debian-package,COMMAND,PACKAGE,what happens without it)
