@@ -148,7 +148,9 @@ def test_play_the_sequence_plays_step_1_then_step_2_with_no_gap(page, storyboard
     expect(stage).to_have_attribute("data-step", "3")
     expect(front).to_have_attribute("src", f"/clips/{steps[2]}/video.mp4")
     expect(page.locator("[data-seq-step='3']")).to_have_attribute("aria-current", "step")
-    page.wait_for_function("document.querySelector('[data-sequence-stage] video.is-front').currentTime > 0.3")
+    page.wait_for_function(
+        "() => document.querySelector('[data-sequence-stage] video.is-front').currentTime > 0.3"
+    )
     page.get_by_role("button", name="Pause").click()
     third = [
         f
