@@ -119,6 +119,8 @@ INSTALLED_APPS = [
     "django_q",
     # Sign-in attempts, counted per account and per address (AXES_* below).
     "axes",
+    # The Content-Security-Policy header (CONTENT_SECURITY_POLICY below).
+    "csp",
     "studio",
 ]
 
@@ -133,6 +135,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as its docs ask: it turns a locked-out sign-in into the page that says so.
     "axes.middleware.AxesMiddleware",
@@ -394,8 +397,20 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     # Provider text in a log line never carries a key it echoed (studio.providers.redact).
-    "filters": {"redact": {"()": "studio.providers.redact.RedactingFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
+    "filters": {
+        "redact": {"()": "studio.providers.redact.RedactingFilter"},
+        # The token in /hooks/<provider>/<token>/ is a provider's only credential: never in
+        # a log line. The access logs (runserver's, gunicorn's) have handlers of their own:
+        # StudioConfig.ready puts the same filter on their loggers.
+        "hook_tokens": {"()": "studio.logs.MaskHookTokens"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact", "hook_tokens"],
+        }
+    },
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -409,6 +424,40 @@ LOGGING = {
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
-if env_bool("SECURE_COOKIES", PUBLIC_BASE_URL.startswith("https://")):
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool(
+    "SECURE_COOKIES", PUBLIC_BASE_URL.startswith("https://")
+)
+# Served over https (PUBLIC_BASE_URL says so): browsers are told to come back only over https
+# (HSTS) for STUDIO_HSTS_SECONDS. Django sends it on secure requests: behind a proxy that ends
+# TLS, set BEHIND_HTTPS_PROXY=true so X-Forwarded-Proto tells Django the request was https
+# (only then: a client could send that header itself).
+SECURE_HSTS_SECONDS = (
+    int(env_float("STUDIO_HSTS_SECONDS", 365 * 24 * 3600)) if PUBLIC_BASE_URL.startswith("https://") else 0
+)
+if env_bool("BEHIND_HTTPS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Content-Security-Policy (django-csp): scripts only from the studio's own static files, no
+# inline script, no eval (htmx runs with allowEval off). Inline styles stay allowed: cards
+# set their aspect ratio in a style attribute and htmx adds its indicator style. Media may
+# come from a bucket (a presigned redirect) when one is configured.
+_media_sources = ["'self'", "blob:", "data:"]
+if AWS_STORAGE_BUCKET_NAME:
+    _media_sources.append("https:")
+    _endpoint = os.environ.get("AWS_S3_ENDPOINT_URL", "").strip()
+    if _endpoint.startswith("http://"):
+        _media_sources.append(_endpoint.rstrip("/"))
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": _media_sources,
+        "media-src": _media_sources,
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}

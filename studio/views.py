@@ -511,6 +511,9 @@ def refresh_models(request):
 def _next_url(request) -> str:
     """A same-site page to go back to after a POST (the `next` field), or ""."""
     target = request.POST.get("next") or request.GET.get("next") or ""
+    # A path of this site only: redirect() would take "0" or "home" for a view's name.
+    if not target.startswith("/"):
+        return ""
     if url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):

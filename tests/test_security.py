@@ -326,3 +326,80 @@ def test_a_server_error_page_shows_nothing_inside(client, settings, monkeypatch)
         monkeypatch.undo()
         importlib.reload(studio.urls)
         clear_url_caches()
+
+
+# --- Headers ----------------------------------------------------------------------------
+
+
+def test_pages_send_a_content_security_policy_without_inline_script_or_eval(signed_in):
+    policy = signed_in.get("/")["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";") if part.strip())
+    assert directives["script-src"] == "'self'"
+    assert "unsafe" not in directives["script-src"] and "unsafe" not in directives["default-src"]
+    assert directives["object-src"] == "'none'" and directives["frame-ancestors"] == "'none'"
+
+
+def test_no_template_or_page_carries_inline_script_handlers_or_eval():
+    """What the policy forbids must not be in the pages: <script> without src, on*="..."
+    handlers, hx-on (htmx evaluates it) and hx-trigger filters ("[...]", evaluated too)."""
+    sources = list((ROOT / "templates").rglob("*.html")) + [ROOT / "studio" / "views.py"]
+    import re
+
+    for path in sources:
+        text = path.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), path
+        assert not re.search(r"\son[a-z]+\s*=", text), path
+        assert "hx-on" not in text and "javascript:" not in text, path
+        for trigger in re.findall(r'hx-trigger="([^"]*)"', text):
+            assert "[" not in trigger, (path, trigger)
+    assert '"allowEval": false' in (ROOT / "templates" / "base.html").read_text()
+
+
+def test_with_an_https_public_address_cookies_are_secure_and_hsts_is_sent():
+    import json
+
+    from .test_settings import read_settings
+
+    names = ["SECURE_HSTS_SECONDS", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"]
+    done = read_settings(names, env={"PUBLIC_BASE_URL": "https://studio.example.com"})
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["SECURE_HSTS_SECONDS"] >= 180 * 24 * 3600
+    assert found["SESSION_COOKIE_SECURE"] and found["CSRF_COOKIE_SECURE"]
+    plain = json.loads(read_settings(names, env={"PUBLIC_BASE_URL": "http://127.0.0.1:8000"}).stdout)
+    assert plain["SECURE_HSTS_SECONDS"] == 0 and not plain["SESSION_COOKIE_SECURE"]
+
+
+def test_an_https_request_gets_hsts_when_it_is_on(client, settings):
+    settings.SECURE_HSTS_SECONDS = 3600
+    assert client.get("/healthz", secure=True)["Strict-Transport-Security"] == "max-age=3600"
+
+
+def test_webhook_tokens_are_masked_in_access_log_lines(client, caplog):
+    token = "tok_" + "x" * 30
+    record = logging.LogRecord(
+        "django.server",
+        logging.INFO,
+        __file__,
+        1,
+        '"%s" %s %s',
+        (f"POST /hooks/openrouter/{token}/ HTTP/1.1", "404", "9"),
+        None,
+    )
+    for name in ("django.server", "gunicorn.access"):
+        logger = logging.getLogger(name)
+        assert all(f.filter(record) for f in logger.filters)
+    assert token not in record.getMessage() and "/hooks/openrouter/…/" in record.getMessage()
+    # gunicorn names its atoms in a dict.
+    atoms = logging.LogRecord(
+        "gunicorn.access", logging.INFO, __file__, 1, "%(r)s", ({"r": f"GET /hooks/x/{token}/"},), None
+    )
+    for f in logging.getLogger("gunicorn.access").filters:
+        f.filter(atoms)
+    assert token not in atoms.getMessage()
+    # And a studio log line that names the hook, through the console handler's filters.
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("studio.test").info("webhook for /hooks/simulator/%s/ refused", token)
+    from studio.logs import mask_hook_tokens
+
+    assert mask_hook_tokens(f"https://s.example/hooks/p/{token}/?a=1") == "https://s.example/hooks/p/…/?a=1"

@@ -286,3 +286,15 @@ def test_a_cards_poll_reads_only_the_user_and_the_clip(signed_in, user):
     with CaptureQueriesContext(connection) as queries:
         html = signed_in.get(url, HTTP_HX_REQUEST="true").content.decode()
     assert len(queries.captured_queries) == 2 and "Continue from last frame" in html
+
+
+def test_a_next_that_is_not_a_path_of_this_site_goes_home(signed_in, user, enqueued):
+    clip = Clip.objects.create(
+        owner=user, provider="simulator", model_key="cinema", model_label="Sim", prompt="A prompt",
+        status=Clip.Status.FAILED,
+    )  # fmt: skip
+    # redirect() reads "0" or "home" as the name of a view (found by tests/test_fuzz.py).
+    for target in ("0", "home", "https://elsewhere.example/", "//elsewhere.example/"):
+        Clip.objects.filter(pk=clip.pk).update(status=Clip.Status.FAILED)
+        response = signed_in.post(f"/clips/{clip.pk}/retry/", {"next": target})
+        assert response.status_code == 302 and response.url == "/", target

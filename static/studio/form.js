@@ -4,6 +4,14 @@
 // No inline script anywhere: the page's Content-Security-Policy forbids it.
 (function () {
   var HIGHLIGHT_MS = 6000;
+
+  // A select that changes the model's options asks the form to redraw them (the
+  // #form-redraw element listens for "studio:redraw").
+  document.addEventListener("change", function (e) {
+    if (!e.target.matches || !e.target.matches("[data-redraw]")) { return; }
+    var redraw = e.target.closest("#form-redraw");
+    if (redraw && window.htmx) { window.htmx.trigger(redraw, "studio:redraw"); }
+  });
   // Card id → when its highlight ends. Kept here because a card redraws itself every few
   // seconds (a new element each time), and the highlight must outlive those redraws.
   var highlighted = {};

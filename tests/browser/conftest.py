@@ -172,11 +172,19 @@ def page(chromium, request):
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(20_000)
+    # Anything the Content-Security-Policy refused (an inline script, an eval, htmx needing
+    # one) fails the test that caused it: every walk checks the policy and the pages agree.
+    refused = []
+    page.on(
+        "console",
+        lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     yield page
     if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-failure.png"), full_page=True)
     context.close()
+    assert not refused, refused
 
 
 @pytest.hookimpl(hookwrapper=True)

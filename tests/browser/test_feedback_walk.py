@@ -127,7 +127,7 @@ def test_a_notification_is_created_when_a_clip_finishes_in_a_background_tab(page
     expect(page.locator("article.card").first).to_be_visible()
     assert page.evaluate("window.__asked") == 0  # granted already: nothing to ask
     page.evaluate("window.__setHidden(true)")
-    page.wait_for_function("window.__notes.length === 1", timeout=TIMEOUT)
+    page.wait_for_function("() => window.__notes.length === 1", timeout=TIMEOUT)
     note = page.evaluate("window.__notes[0]")
     assert re.fullmatch(r"Clip #\d+ is ready", note["title"]) and "paper boat" in note["body"]
     assert page.title().startswith("✓ 1 ready · ")
@@ -169,7 +169,7 @@ def test_permission_is_asked_once_after_the_first_generate_and_never_after_a_no(
             # Refused: the studio works on, says so, and notifies nobody.
             page.evaluate("window.__setHidden(true)")
             page.locator("article.card .status", has_text="Ready").first.wait_for(timeout=TIMEOUT)
-            page.wait_for_function("document.title.startsWith('✓')", timeout=TIMEOUT)
+            page.wait_for_function("() => document.title.startsWith('✓')", timeout=TIMEOUT)
             assert page.evaluate("window.__notes.length") == 0
             expect(page.locator("#notify-status")).to_have_text(
                 "Notifications are off in this browser (its site settings can turn them on)."
@@ -200,12 +200,12 @@ def test_keyboard_only_generate(page, start_studio):
     page.keyboard.press("Enter")
     # The error is beside the field, and the focus goes to the field.
     expect(page.locator("#id_prompt_error")).to_contain_text("at least 5 characters")
-    page.wait_for_function("document.activeElement.id === 'id_prompt'")
+    page.wait_for_function("() => document.activeElement.id === 'id_prompt'")
     assert page.get_attribute("#id_prompt", "aria-invalid") == "true"
     page.keyboard.type("c a fox crosses a frozen lake")
     tab_to("#generate-button")
     page.keyboard.press("Enter")
-    page.wait_for_function("/^clip-\\d+$/.test(document.activeElement.id)")
+    page.wait_for_function("() => /^clip-\\d+$/.test(document.activeElement.id)")
     card_id = page.evaluate("document.activeElement.id")
     expect(page.locator("#generated-note")).to_have_text(f"Clip #{card_id.split('-')[1]} queued")
     shot(page, "feedback-keyboard-generate")

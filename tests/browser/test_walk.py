@@ -43,7 +43,9 @@ def test_generate_watch_and_continue_from_the_last_frame(page, start_studio):
 
     video = card.locator("video")
     video.evaluate("v => { v.muted = true; return v.play(); }")
-    page.wait_for_function("document.querySelector('article.card video').currentTime > 0.2", timeout=TIMEOUT)
+    page.wait_for_function(
+        "() => document.querySelector('article.card video').currentTime > 0.2", timeout=TIMEOUT
+    )
     first_src = video.get_attribute("src")
 
     card.get_by_role("link", name="Continue from last frame").click()
