@@ -54,9 +54,10 @@ lint: $(VENV)/.installed-dev
 
 ## Install what the tests need, lint, then run them all, in TEST_WORKERS processes side by
 ## side (pytest-xdist): most of a browser walk is waiting on a clip, which the other fills.
+## By file: a module's tests may share one studio and build on each other's steps.
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev browser axe lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Install a Debian package when its command is missing and apt can (as root):
 # $(call debian-package,COMMAND,PACKAGE,what happens without it)

@@ -18,11 +18,6 @@ TAPPABLE = (
 )
 
 
-# One studio with its clips serves every test here: one process runs them, so it is started
-# once (`make test` shares the tests between processes by these groups).
-pytestmark = pytest.mark.xdist_group("accessibility")
-
-
 @pytest.fixture(scope="module")
 def studio(chromium, tmp_path_factory):
     """One studio for the module, with a chain of two ready clips and one still generating."""

@@ -24,12 +24,6 @@ def continue_chain(page, prompt):
     page.get_by_role("button", name="Continue from last frame").click()
 
 
-# Its tests share one studio and build on each other's steps (the fourth step of the first
-# test is the branch of a later one): they run in one process, in order (`make test`
-# shares the tests between processes by these groups).
-pytestmark = pytest.mark.xdist_group("storyboard")
-
-
 @pytest.fixture(scope="module")
 def storyboard(chromium, tmp_path_factory):
     """A studio with one chain: step 1, step 2 with two takes (the second in use), step 3."""
