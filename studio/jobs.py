@@ -1721,8 +1721,9 @@ def remove_unused_uploads() -> int:
     removed = 0
     for pk in list(Asset.unused().filter(created_at__lt=cutoff).values_list("pk", flat=True)[:1000]):
         with transaction.atomic():
-            asset = Asset.unused().select_for_update().filter(pk=pk, created_at__lt=cutoff).first()
-            if asset is None:
+            # Locked first (a lock cannot cover the outer joins "unused" reads), then checked.
+            asset = Asset.objects.select_for_update().filter(pk=pk).first()
+            if asset is None or not Asset.unused().filter(pk=pk, created_at__lt=cutoff).exists():
                 continue
             name = asset.file.name if asset.source != Asset.Source.CLIP_VIDEO else ""
             storage = asset.file.storage
