@@ -969,7 +969,8 @@ def file_name_for(title: str) -> str:
     """A download's file name from a chain's title: the title itself (accents kept), with
     what no file system takes left out."""
     name = re.sub(r'[\\/:*?"<>|\x00-\x1f\x7f]+', " ", title or "")
-    name = " ".join(name.split()).strip(". ")[:100].strip(". ")
+    # A default title ends in "…" where the prompt went on: a file is named without it.
+    name = " ".join(name.split()).strip(". …")[:100].strip(". …")
     return f"{name or 'lastframe-chain'}.mp4"
 
 

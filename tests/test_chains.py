@@ -436,6 +436,9 @@ def test_a_title_becomes_a_file_name_with_its_accents_and_without_what_file_syst
     assert file_name_for("Le phare à l’aube") == "Le phare à l’aube.mp4"
     assert file_name_for('Act 1/2: "Night" <final>?') == "Act 1 2 Night final.mp4"
     assert file_name_for(" ... ") == "lastframe-chain.mp4"
+    assert file_name_for(default_title("A red fox trots through fresh snow at dawn")) == (
+        "A red fox trots through fresh.mp4"
+    )
     assert len(file_name_for("x" * 200)) == 104
 
 
