@@ -16,11 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from django.core.files.base import ContentFile
 from django.urls import reverse
 from pages import signed_in_client
 
 from studio import jobs, media
-from studio.models import Clip
+from studio.models import Asset, Clip
 
 # bench/media.py, imported once pages.py has pointed Django at the throwaway database (it
 # sets Django up itself, with the default one, when it is imported first).
@@ -59,7 +60,12 @@ def stored_clip(user, source: Path, parent=None) -> Clip:
     )
     clip.save()
     with source.open("rb") as fh:
-        clip.video.save("video.mp4", fh, save=True)
+        clip.video.save("video.mp4", fh, save=False)
+    last = media.last_frame(source)
+    frame = Asset(owner=user, source=Asset.Source.LAST_FRAME, width=last.width, height=last.height)
+    frame.file.save("last-frame.png", ContentFile(media.png_bytes(last)), save=True)
+    clip.last_frame = frame
+    clip.save()
     return clip
 
 
@@ -119,18 +125,26 @@ def main() -> None:
         child = stored_clip(user, drifted, parent=parent)
         child.handoff_frame = parent.video_frames - 1
         child.save(update_fields=["handoff_frame"])
-        reference = graded(media.last_frame(path), 0.05)
-        # The child itself stands for a drifted take: match it towards a graded hand-off.
+        # As bench/media.py: the hand-off frame is this clip's first picture as a parent graded
+        # 5 % warmer, so the figures before and after say what the match did.
+        reference = graded(media.first_frame(path), 0.05)
         wall, cpu = seconds(lambda: jobs.measure_clip(child.pk))
         print(f"  seam measured by the worker: {wall:.2f} s (CPU {cpu:.2f} s)")
         out = tmp / "matched.mp4"
-        wall, cpu = seconds(lambda: media.colour_match_video(Path(child.video.path), reference, out))
-        print(f"  colour match of a 10 s 1080p clip (colour_match_video): {wall:.1f} s (CPU {cpu:.1f} s)")
+        found = []
+        wall, cpu = seconds(
+            lambda: found.append(media.colour_match_video(Path(child.video.path), reference, out))
+        )
+        print(
+            f"  colour match of a 10 s 1080p clip (colour_match_video): {wall:.1f} s (CPU {cpu:.1f} s), "
+            f"seam difference {found[0].before:.2f} -> {found[0].after:.2f}, clipped {found[0].clipped:.4f}"
+        )
         Clip.objects.filter(pk=child.pk).update(colour_match=True, colour_state=Clip.ColourState.QUEUED)
         wall, cpu = seconds(lambda: jobs.match_colour(child.pk))
         child.refresh_from_db()
         print(
-            f"  the worker's whole match_colour task: {wall:.1f} s (CPU {cpu:.1f} s), state {child.colour_state}"
+            f"  the worker's whole match_colour task (towards the parent's last frame, another picture: "
+            f"timing only): {wall:.1f} s (CPU {cpu:.1f} s), state {child.colour_state}"
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

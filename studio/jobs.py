@@ -1329,6 +1329,8 @@ def set_colour_match(clips, on: bool) -> list[Clip]:
         again = on and clip.colour_match and clip.colour_state == Clip.ColourState.FAILED
         if clip.parent_id is None or not clip.is_ready or (clip.colour_match == on and not again):
             continue
+        if on and clip.repeated_frames:
+            continue  # an extend result goes on from its source's own pictures: nothing to match
         now = timezone.now()
         if on:
             done = clip.claim(

@@ -800,7 +800,7 @@ def _chain_context(request, tree: ChainTree, opened: Clip, **extra) -> dict:
             prefix=f"next-handoff-{last.pk}",
             preserve=True,
         )
-    matchable = [c for c in clips[1:] if c.is_ready]
+    matchable = [c for c in clips[1:] if c.is_ready and not c.repeated_frames]
     context["colour_all"] = bool(matchable) and all(c.colour_match for c in matchable)
     context["colour_any"] = bool(matchable)
     context["seam_limits"] = SEAM_LIMITS
@@ -903,7 +903,7 @@ def chain_live(request, pk):
     """The live part of the chain view. `v` is the state the page shows: while nothing
     changed the answer is 204 (nothing to swap, the poll goes on)."""
     tree, opened = _chain_tree(request, pk)
-    if request.GET.get("v") == tree.signature() and tree.unfinished:
+    if request.GET.get("v") == tree.signature() and (tree.unfinished or tree.media_pending):
         return HttpResponse(status=204)
     return render(request, "studio/_chain_live.html", _chain_context(request, tree, opened))
 
