@@ -335,6 +335,16 @@ def submit_clip(pk: int) -> None:
     _accept(clip, provider, remote_id, {"status": Clip.Status.SUBMITTING})
 
 
+def _save_frame(owner, source: str, picture, original_name: str, file_name: str) -> Asset:
+    """A frame of a clip (its last one, or a hand-off frame) kept as a PNG asset."""
+    frame = Asset(
+        owner=owner, source=source, width=picture.width, height=picture.height, original_name=original_name
+    )
+    frame.file.save(file_name, ContentFile(media.png_bytes(picture)), save=False)
+    frame.save()
+    return frame
+
+
 def attach_handoff_frame(clip: Clip) -> bool:
     """Give a clip continued from a chosen frame of its parent that frame's picture as its
     first frame: the parent's last-frame image when it is the last frame as made, else the
@@ -364,15 +374,13 @@ def attach_handoff_frame(clip: Clip) -> bool:
                 expected_status=Clip.Status.QUEUED,
             )
             return False
-        frame = Asset(
-            owner=clip.owner,
-            source=Asset.Source.HANDOFF_FRAME,
-            width=picture.width,
-            height=picture.height,
-            original_name=f"clip-{parent.pk}-frame-{clip.handoff_frame}.png",
+        frame = _save_frame(
+            clip.owner,
+            Asset.Source.HANDOFF_FRAME,
+            picture,
+            f"clip-{parent.pk}-frame-{clip.handoff_frame}.png",
+            "handoff-frame.png",
         )
-        frame.file.save("handoff-frame.png", ContentFile(media.png_bytes(picture)), save=False)
-        frame.save()
     attached = Clip.objects.filter(pk=clip.pk, first_frame__isnull=True).update(first_frame=frame)
     if not attached and frame.source == Asset.Source.HANDOFF_FRAME:
         # Another run attached its own copy first: this one is not needed.
@@ -1019,15 +1027,9 @@ def _copy_results(clip: Clip) -> None:
             clip = Clip.objects.select_for_update().get(pk=clip.pk)
             if clip.status != Clip.Status.FINISHING:
                 return
-            frame_asset = Asset(
-                owner=clip.owner,
-                source=Asset.Source.LAST_FRAME,
-                width=last.width,
-                height=last.height,
-                original_name=f"clip-{clip.pk}-last-frame.png",
+            frame_asset = _save_frame(
+                clip.owner, Asset.Source.LAST_FRAME, last, f"clip-{clip.pk}-last-frame.png", "last-frame.png"
             )
-            frame_asset.file.save("last-frame.png", ContentFile(media.png_bytes(last)), save=False)
-            frame_asset.save()
             with video_path.open("rb") as fh:
                 clip.video.save("video.mp4", File(fh), save=False)
             clip.thumbnail.save("thumbnail.jpg", ContentFile(media.thumbnail_jpeg(thumb)), save=False)
