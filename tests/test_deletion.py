@@ -1,6 +1,7 @@
 """What deleting leaves behind (nothing only the clip used), uploads no clip uses, and the
 storage a creator uses: the account page and the optional quota."""
 
+import importlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -100,6 +101,14 @@ def test_uploads_no_clip_uses_are_removed_after_a_day(user, enqueued, django_cap
 
 
 def test_the_removal_of_unused_uploads_is_scheduled_once():
+    """The migration's own step, run twice: one hourly schedule. (Run here rather than read
+    from the test database, which a transactional test elsewhere in this process may have
+    emptied of what the migrations wrote.)"""
+    from django.apps import apps
+
+    step = importlib.import_module("studio.migrations.0013_unused_uploads_schedule")
+    step.create_schedule(apps, None)
+    step.create_schedule(apps, None)
     schedules = Schedule.objects.filter(func="studio.jobs.remove_unused_uploads")
     assert schedules.count() == 1 and schedules.get().schedule_type == Schedule.HOURLY
 
