@@ -11,6 +11,8 @@ import time
 import warnings
 from pathlib import Path
 
+from machine import cpu_name, load_average  # bench/ is the script folder: on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TMP = Path(tempfile.mkdtemp(prefix="lastframe-bench-"))
@@ -92,16 +94,11 @@ def measure_side_by_side(client, cases, runs=RUNS):
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return f"{os.cpu_count()} cores ({cpu}), load average {load}, SQLite, Django {django.get_version()}"
+    load = load_average()
+    load = " ".join(f"{x:.1f}" for x in load) if load else "?"
+    return (
+        f"{os.cpu_count()} cores ({cpu_name()}), load average {load}, SQLite, Django {django.get_version()}"
+    )
 
 
 def run(main) -> None:

@@ -30,6 +30,8 @@ from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
+from machine import cpu_name, load_average  # bench/ is the script folder: on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TMP = Path(tempfile.mkdtemp(prefix="lastframe-bench-poll-"))
@@ -153,16 +155,9 @@ def measure(count: int, concurrency: int, interval: float) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{os.cpu_count()} cores ({cpu}{load}), Python {platform.python_version()}, SQLite"
+    load = load_average()
+    load = f", load average {load[0]:.1f}" if load else ""
+    return f"{os.cpu_count()} cores ({cpu_name()}{load}), Python {platform.python_version()}, SQLite"
 
 
 def main() -> None:
