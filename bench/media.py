@@ -34,6 +34,8 @@ from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 django.setup()
 
+from machine import cpu_name as cpu_model  # noqa: E402  bench/ is on sys.path (the script's folder)
+
 from studio import media  # noqa: E402
 from studio.providers.simulator import render  # noqa: E402
 
@@ -388,16 +390,6 @@ def main() -> None:
             speed(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
