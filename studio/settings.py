@@ -334,6 +334,13 @@ SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", True)
 # Seconds the simulated service takes to accept a job and, again, to finish rendering it,
 # so a creator sees the card go "Queued" then "Generating" as with a hosted model.
 SIMULATOR_DELAY_SECONDS = env_float("SIMULATOR_DELAY_SECONDS", 2)
+# Lines of picture the simulator renders (the width follows the aspect ratio). 480 keeps
+# encoding around a second per clip; the test suite renders 144 to spend less of its CPU.
+SIMULATOR_HEIGHT = int(env_float("SIMULATOR_HEIGHT", 480))
+if not (144 <= SIMULATOR_HEIGHT <= 1080 and SIMULATOR_HEIGHT % 2 == 0):
+    raise ImproperlyConfigured(
+        f"SIMULATOR_HEIGHT must be an even number of lines from 144 to 1080; it is {SIMULATOR_HEIGHT}."
+    )
 
 # Pictory AI Studio (Veo 3.1, Veo 3.1 Fast, PixVerse 5.5): on when the key is set.
 PICTORY_API_KEY = os.environ.get("PICTORY_API_KEY", "").strip()

@@ -737,12 +737,13 @@ def test_simulator_clips_with_no_seam_are_joined_by_stream_copy(tmp_path):
     assert len(frames_in(str(tmp_path / "out.mp4"))) == 192
 
 
-def test_a_seam_frame_other_frames_refer_to_is_left_out_by_re_encoding_only_next_to_it(tmp_path):
+def test_a_seam_frame_other_frames_refer_to_is_left_out_by_re_encoding_only_next_to_it(tmp_path, settings):
     from studio.providers.simulator import render
 
-    # x264 ends this clip with B-frames that refer to its last frame, so dropping that
-    # packet in a plain stream copy would break them: the frames next to the seam are
-    # re-encoded, the rest copied.
+    # At the simulator's own 480 lines, x264 ends this clip with B-frames that refer to its
+    # last frame, so dropping that packet in a plain stream copy would break them: the
+    # frames next to the seam are re-encoded, the rest copied.
+    settings.SIMULATOR_HEIGHT = 480
     render(tmp_path / "a.mp4", "hello world test", "16:9", 4, None)
     media.last_frame(tmp_path / "a.mp4").save(tmp_path / "last.png")
     render(tmp_path / "b.mp4", "The next moment", "16:9", 4, tmp_path / "last.png")

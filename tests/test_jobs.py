@@ -12,7 +12,7 @@ from studio.catalogue import find_model
 from studio.models import Clip, Lease
 from studio.providers import ProviderError
 from studio.providers.base import RemoteStatus
-from studio.providers.simulator import SimulatorProvider
+from studio.providers.simulator import SimulatorProvider, frame_size
 
 from .conftest import run_enqueued
 
@@ -84,7 +84,7 @@ def test_clip_goes_queued_submitting_running_ready(
     clip.refresh_from_db()
     assert clip.status == Clip.Status.READY and clip.status_label == "Ready"
     assert clip.video and clip.thumbnail and clip.last_frame
-    assert (clip.video_width, clip.video_height) == (854, 480)
+    assert (clip.video_width, clip.video_height) == frame_size("16:9")
     assert clip.video_duration == pytest.approx(4, abs=0.05)
     assert Path(clip.video.path).is_relative_to(Path(clip.video.storage.location))
 

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from studio import links, media
-from studio.providers.simulator import render
+from studio.providers.simulator import frame_size, render
 
 from .images import png_bytes
 
@@ -169,7 +169,7 @@ def test_check_video_accepts_mp4_and_reports_duration(tmp_path):
     path = tmp_path / "clip.mp4"
     render(path, "A video to extend", "16:9", 1, None)
     info = media.check_video(path)
-    assert info.duration == pytest.approx(1.0, abs=0.05) and (info.width, info.height) == (854, 480)
+    assert info.duration == pytest.approx(1.0, abs=0.05) and (info.width, info.height) == frame_size("16:9")
 
 
 def test_check_video_refuses_other_files_and_big_ones(tmp_path, settings):

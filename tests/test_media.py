@@ -7,11 +7,13 @@ import math
 import av
 import numpy as np
 import pytest
+from django.test import override_settings
 from PIL import Image, ImageFilter
 
 from studio import media
 from studio.providers.simulator import frame_size, render
 
+from .conftest import TEST_SIMULATOR_HEIGHT
 from .images import jpeg_bytes, png_bytes, striped_png
 from .test_jobs import mean_abs_diff
 
@@ -19,8 +21,16 @@ from .test_jobs import mean_abs_diff
 @pytest.fixture(scope="module")
 def clip_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("media") / "clip.mp4"
-    render(path, "A slow pan over a mountain lake", "16:9", 4, None)
+    with override_settings(SIMULATOR_HEIGHT=TEST_SIMULATOR_HEIGHT):  # before the per-test settings
+        render(path, "A slow pan over a mountain lake", "16:9", 4, None)
     return path
+
+
+@pytest.fixture
+def default_simulator_size(settings):
+    """The simulator's own 480 lines, for the tests that compare its pictures with full-size
+    ones or check the shape it gives by default."""
+    settings.SIMULATOR_HEIGHT = 480
 
 
 def decode_all(path):
@@ -30,7 +40,7 @@ def decode_all(path):
 
 def test_probe_reads_duration_size_and_codec(clip_path):
     info = media.probe(clip_path)
-    assert (info.width, info.height, info.codec) == (854, 480, "h264")
+    assert (info.width, info.height, info.codec) == (*frame_size("16:9"), "h264")
     assert info.duration == pytest.approx(4.0, abs=0.05)
 
 
@@ -53,7 +63,7 @@ def test_last_frame_of_a_clip_shorter_than_the_seek_window(tmp_path):
 @pytest.mark.parametrize(
     "ratio,expected", [("16:9", (640, 360)), ("9:16", (270, 480)), ("1:1", (480, 480)), ("4:3", (640, 480))]
 )
-def test_thumbnail_fits_the_box_and_keeps_the_shape(ratio, expected):
+def test_thumbnail_fits_the_box_and_keeps_the_shape(ratio, expected, default_simulator_size):
     image = Image.new("RGB", frame_size(ratio), (10, 20, 30))
     thumb = Image.open(io.BytesIO(media.thumbnail_jpeg(image)))
     assert thumb.format == "JPEG"
@@ -79,7 +89,7 @@ def test_probe_refuses_a_truncated_video(tmp_path, clip_path):
         media.probe(path)
 
 
-def test_rendered_clip_with_a_first_frame_starts_on_that_picture(tmp_path):
+def test_rendered_clip_with_a_first_frame_starts_on_that_picture(tmp_path, default_simulator_size):
     start = tmp_path / "start.png"
     start.write_bytes(striped_png())
     path = tmp_path / "from-image.mp4"
@@ -90,7 +100,7 @@ def test_rendered_clip_with_a_first_frame_starts_on_that_picture(tmp_path):
     assert mean_abs_diff(media.last_frame(path), Image.open(start)) > 4
 
 
-def test_rendered_clip_has_the_requested_shape_and_length(tmp_path):
+def test_rendered_clip_has_the_requested_shape_and_length(tmp_path, default_simulator_size):
     path = tmp_path / "portrait.mp4"
     render(path, "Tall shot", "9:16", 2, None)
     info = media.probe(path)
@@ -153,7 +163,7 @@ def test_check_image_refuses_too_many_bytes(settings):
         media.check_image(png_bytes(size=(300, 300)))
 
 
-def test_simulator_last_frame_carries_no_caption(tmp_path):
+def test_simulator_last_frame_carries_no_caption(tmp_path, default_simulator_size):
     """The next clip starts from this frame: the old caption must not be burnt into it."""
     start = tmp_path / "black.png"
     Image.new("RGB", (854, 480), (0, 0, 0)).save(start)
@@ -302,7 +312,7 @@ def test_simulator_without_audio_has_no_sound_stream(clip_path):
     assert not media.probe(clip_path).has_audio
 
 
-def test_simulator_end_frame_is_the_last_picture(tmp_path):
+def test_simulator_end_frame_is_the_last_picture(tmp_path, default_simulator_size):
     end = tmp_path / "end.png"
     end.write_bytes(striped_png())
     path = tmp_path / "to-end.mp4"

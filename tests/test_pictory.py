@@ -497,7 +497,7 @@ def test_completed_with_only_a_video_url_derives_last_frame_and_thumbnail(signed
     pictory.script_polls("completed-bare")
     poll(clip, enqueued)
     assert clip.status == Clip.Status.READY
-    assert clip.last_frame.width == 854 and clip.thumbnail
+    assert clip.last_frame.width == clip.video_width and clip.thumbnail
     assert [r.path.rsplit("/", 1)[1] for r in pictory.file_requests()] == ["video.mp4"]
 
 

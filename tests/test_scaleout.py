@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import provider_secret_settings
+from .conftest import TEST_SIMULATOR_HEIGHT, provider_secret_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_HOST, PG_PORT = os.environ.get("STUDIO_TEST_PG_HOST", "127.0.0.1"), 5432
@@ -55,6 +55,7 @@ def base_env(tmp_path, database_url, **extra):
         "MEDIA_ROOT": str(tmp_path / "media"),
         "SECRET_KEY": "scaleout-test-key",
         "STUDIO_IGNORE_DOTENV": "1",
+        "SIMULATOR_HEIGHT": str(TEST_SIMULATOR_HEIGHT),
         **dict.fromkeys(provider_secret_settings(), ""),
         **extra,
     }

@@ -1,7 +1,7 @@
 """Seams (issue 12) in the studio itself: the hand-off frame a creator picks, the strip it is
 picked from, the seam figures and drift the worker measures, colour matching, the sound of
 the joined chain, and extend results that hold their source. Real encoded media throughout
-(the simulator renders 480-line H.264 with AAC); nothing of PyAV is mocked."""
+(the simulator renders H.264 with AAC, 240 lines in the tests); nothing of PyAV is mocked."""
 
 import os
 import re
@@ -147,9 +147,13 @@ def test_the_join_ends_the_parent_on_the_hand_off_frame_and_shows_the_repeat_onc
     out = frames_of(export.file.path)
     parent_frames, child_frames = frames_of(root.video.path), frames_of(child.video.path)
     assert len(out) == 81 + FRAMES - 1
-    # Frames 0-80 of the parent, the hand-off picture once, then the child from its second frame.
+    # Frames 0-79 of the parent, the hand-off picture once, then the child from its second
+    # frame. The picture shown once may be either copy of it (the parent's frame 80 or the
+    # child's re-encoded frame 0), so it is found as the nearest of the parent's frames.
     assert mean_abs_diff(out[79], parent_frames[79]) < 1.5
-    assert mean_abs_diff(out[80], parent_frames[80]) < 1.5
+    around = range(76, FRAMES)
+    assert min(around, key=lambda i: mean_abs_diff(out[80], parent_frames[i])) == 80
+    assert mean_abs_diff(out[80], parent_frames[80]) < 2.5
     assert mean_abs_diff(out[81], child_frames[1]) < 1.5
     assert mean_abs_diff(out[81], parent_frames[80]) > mean_abs_diff(out[80], parent_frames[80])
     # The sequence player plays the same cut.

@@ -88,3 +88,15 @@ def test_any_other_boolean_stops_start_up_naming_the_variable(value):
 def test_a_number_that_is_not_one_stops_start_up_naming_the_variable():
     done = read_settings(["CLIP_DEADLINE_MINUTES"], env={"CLIP_DEADLINE_MINUTES": "ten"})
     assert done.returncode != 0 and "CLIP_DEADLINE_MINUTES must be a number" in done.stderr
+
+
+def test_the_simulator_renders_480_lines_unless_told_and_refuses_a_height_it_cannot_encode():
+    import json
+
+    done = read_settings(["SIMULATOR_HEIGHT"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"SIMULATOR_HEIGHT": 480}
+    for value in ("481", "100"):  # H.264 needs an even height; under 144 the caption is unreadable
+        done = read_settings(["SIMULATOR_HEIGHT"], env={"SIMULATOR_HEIGHT": value})
+        assert done.returncode != 0
+        assert "SIMULATOR_HEIGHT must be an even number of lines from 144 to 1080" in done.stderr

@@ -35,7 +35,6 @@ from .. import media
 from .base import ModelSpec, Provider, ProviderError, RemoteStatus, Submission
 
 FPS = 24
-HEIGHT = 480  # small on purpose: encoding stays around a second per clip (NOTES.md)
 
 FREE_NOTE = "Free: the offline simulator renders on this computer."
 
@@ -73,10 +72,13 @@ MODELS = [
 
 
 def frame_size(aspect_ratio: str) -> tuple[int, int]:
-    """Width and height for a ratio like "16:9", HEIGHT lines tall, both even (H.264)."""
+    """Width and height for a ratio like "16:9", SIMULATOR_HEIGHT lines tall (480 unless
+    set: small on purpose, so encoding stays around a second per clip, NOTES.md), both
+    even (H.264)."""
+    height = settings.SIMULATOR_HEIGHT
     w, h = (int(part) for part in aspect_ratio.split(":"))
-    width = int(round(HEIGHT * w / h / 2)) * 2
-    return width, HEIGHT
+    width = int(round(height * w / h / 2)) * 2
+    return width, height
 
 
 class SimulatorProvider(Provider):

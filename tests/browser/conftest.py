@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import chromium_path, free_port, provider_secret_settings
+from ..conftest import TEST_SIMULATOR_HEIGHT, chromium_path, free_port, provider_secret_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -51,6 +51,7 @@ class Studio:
             "MEDIA_ROOT": str(base_dir / "media"),
             "SECRET_KEY": "browser-test-secret-key-not-for-production",
             "SIMULATOR_DELAY_SECONDS": "1.5",
+            "SIMULATOR_HEIGHT": str(TEST_SIMULATOR_HEIGHT),
             "POLL_SWEEP_SECONDS": "60",
             "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
             "STUDIO_IGNORE_DOTENV": "1",

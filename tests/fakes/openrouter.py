@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from django.conf import settings
+
 from .server import LoopbackServer, send
 
 API = "/api/v1"
@@ -108,7 +110,7 @@ FIELDS = {
     "provider",
 }
 
-_RENDERS: dict[str, bytes] = {}
+_RENDERS: dict[tuple[str, int] | None, bytes] = {}
 _RENDER_LOCK = threading.Lock()
 
 
@@ -116,7 +118,7 @@ def render_clip(aspect_ratio: str, first_frame: bytes | None = None) -> bytes:
     """A 1 s MP4 at `aspect_ratio`, starting from `first_frame` (image bytes) when given."""
     from studio.providers.simulator import render
 
-    cache_key = aspect_ratio if first_frame is None else None
+    cache_key = (aspect_ratio, settings.SIMULATOR_HEIGHT) if first_frame is None else None
     with _RENDER_LOCK:
         if cache_key in _RENDERS:
             return _RENDERS[cache_key]

@@ -22,6 +22,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
+
 from .server import LoopbackServer, send
 
 API = "/pictoryapis"
@@ -47,14 +49,15 @@ EXCLUSIVE = ("firstFrameImageUrl", "extendVideoUrl", "referenceImageUrls")
 URI = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
 # Rendering is the slow part of a test: one small clip per aspect ratio is enough.
-_RENDERS: dict[str, tuple[bytes, bytes, bytes]] = {}
+_RENDERS: dict[tuple[str, int], tuple[bytes, bytes, bytes]] = {}
 _RENDER_LOCK = threading.Lock()
 
 
 def rendered(aspect_ratio: str) -> tuple[bytes, bytes, bytes]:
     """(MP4, PNG last frame, JPEG thumbnail) of a 1 s clip at `aspect_ratio`."""
     with _RENDER_LOCK:
-        if aspect_ratio not in _RENDERS:
+        key = (aspect_ratio, settings.SIMULATOR_HEIGHT)
+        if key not in _RENDERS:
             from studio import media
             from studio.providers.simulator import render
 
@@ -65,8 +68,8 @@ def rendered(aspect_ratio: str) -> tuple[bytes, bytes, bytes]:
                 png = io.BytesIO()
                 last.save(png, "PNG")
                 thumb = media.thumbnail_jpeg(media.first_frame(path))
-                _RENDERS[aspect_ratio] = (path.read_bytes(), png.getvalue(), thumb)
-        return _RENDERS[aspect_ratio]
+                _RENDERS[key] = (path.read_bytes(), png.getvalue(), thumb)
+        return _RENDERS[key]
 
 
 @dataclass
