@@ -12,6 +12,34 @@
     var redraw = e.target.closest("#form-redraw");
     if (redraw && window.htmx) { window.htmx.trigger(redraw, "studio:redraw"); }
   });
+  // A choice made while the options are being redrawn (a box ticked just after choosing a
+  // model) would be lost: the new options carry the values sent with the redraw. So what
+  // changes after a redraw is sent is kept here and applied again to the options it brings.
+  var changedSince = {};
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    if (e.detail && e.detail.elt && e.detail.elt.id === "form-redraw") { changedSince = {}; }
+  });
+  document.addEventListener("change", function (e) {
+    var control = e.target;
+    if (!control.name || !control.closest || !control.closest("#model-options") || control.matches("[data-redraw]")) { return; }
+    changedSince[control.name] = control.type === "checkbox" ? { checked: control.checked } : { value: control.value };
+  });
+
+  function applyChangedSince(options) {
+    Object.keys(changedSince).forEach(function (name) {
+      var saved = changedSince[name];
+      Array.prototype.forEach.call(options.querySelectorAll("[name]"), function (control) {
+        if (control.name !== name) { return; }
+        if ("checked" in saved && control.type === "checkbox") { control.checked = saved.checked; }
+        else if (control.type === "radio") { control.checked = control.value === saved.value; }
+        else if (control.tagName === "SELECT") {
+          if (control.querySelector('option[value="' + CSS.escape(saved.value) + '"]')) { control.value = saved.value; }
+        } else if ("value" in saved && control.type !== "file") { control.value = saved.value; }
+      });
+    });
+    changedSince = {};
+  }
+
   // Card id → when its highlight ends. Kept here because a card redraws itself every few
   // seconds (a new element each time), and the highlight must outlive those redraws.
   var highlighted = {};
@@ -124,6 +152,7 @@
 
   function onLoad(root) {
     reveal(root);
+    if (root.id === "model-options") { applyChangedSince(root); }
     if (root.querySelectorAll) {
       Array.prototype.forEach.call(root.querySelectorAll("[data-card]"), mark);
     }
