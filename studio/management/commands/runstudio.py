@@ -38,9 +38,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.http.request import validate_host
 
-# Ctrl-C must stop everything within 5 s: 3.5 s of grace, then SIGKILL, reaping, and
-# Python's own exit, with room to spare on a busy 2-core machine.
-STOP_GRACE_SECONDS = 3.5
+# Ctrl-C must stop everything within 5 s: 3 s of grace, then SIGKILL, reaping, and
+# Python's own exit, with room to spare on a busy 2-core machine (with 3.5 s of grace, a
+# busy worker's stop took 5.2 s once, with the machine's two cores fully loaded).
+STOP_GRACE_SECONDS = 3.0
 FIRST_RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
 # A part that ran this long before stopping counts as stable: its next delay starts over.
