@@ -5,7 +5,7 @@ npm package `make test` installs) finds no serious or critical violation, tap ta
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import ROOT, Studio, shot, sign_in
+from .conftest import ROOT, Studio, new_context, shot, sign_in
 
 TIMEOUT = 60_000
 AXE = ROOT / ".axe" / "node_modules" / "axe-core" / "axe.min.js"
@@ -22,7 +22,7 @@ TAPPABLE = (
 def studio(chromium, tmp_path_factory):
     """One studio for the module, with a chain of two ready clips and one still generating."""
     running = Studio(tmp_path_factory.mktemp("a11y"), {"SIMULATOR_DELAY_SECONDS": "0.5"}).start()
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context = new_context(chromium)
     page = context.new_page()
     page.set_default_timeout(20_000)
     try:
@@ -44,7 +44,7 @@ def studio(chromium, tmp_path_factory):
 
 
 def open_page(chromium, studio, name, width, errors):
-    context = chromium.new_context(viewport={"width": width, "height": 900})
+    context = new_context(chromium, width, 900)
     page = context.new_page()
     page.set_default_timeout(20_000)
     page.on("console", lambda m: errors.append(f"{name} at {width}: {m.text}") if m.type == "error" else None)

@@ -6,7 +6,7 @@ import re
 
 from playwright.sync_api import expect
 
-from .conftest import shot, sign_in
+from .conftest import new_context, shot, sign_in
 
 TIMEOUT = 60_000
 
@@ -61,7 +61,7 @@ def in_viewport(locator) -> bool:
 
 def test_generate_shows_the_message_and_scrolls_to_the_highlighted_card_on_a_phone(chromium, start_studio):
     studio = start_studio()
-    context = chromium.new_context(viewport={"width": 375, "height": 740})
+    context = new_context(chromium, 375, 740)
     page = context.new_page()
     page.set_default_timeout(20_000)
     try:
@@ -143,7 +143,7 @@ def test_a_notification_is_created_when_a_clip_finishes_in_a_background_tab(page
 def test_permission_is_asked_once_after_the_first_generate_and_never_after_a_no(chromium, start_studio):
     studio = start_studio()
     for answer_button, browser_answer in (("No, thanks", "granted"), ("Notify me", "denied")):
-        context = chromium.new_context(viewport={"width": 1280, "height": 900})
+        context = new_context(chromium)
         page = context.new_page()
         page.set_default_timeout(20_000)
         page.add_init_script(NOTIFICATION_STUB % {"permission": "default", "answer": browser_answer})

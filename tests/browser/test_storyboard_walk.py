@@ -8,7 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import Studio, shot, sign_in
+from .conftest import Studio, new_context, shot, sign_in
 from .test_chains_walk import generate_4s_cinema
 
 TIMEOUT = 60_000
@@ -28,7 +28,7 @@ def continue_chain(page, prompt):
 def storyboard(chromium, tmp_path_factory):
     """A studio with one chain: step 1, step 2 with two takes (the second in use), step 3."""
     studio = Studio(tmp_path_factory.mktemp("storyboard")).start()
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context = new_context(chromium)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
     try:
