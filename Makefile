@@ -54,11 +54,14 @@ lint: $(VENV)/.installed-dev
 
 ## Install what the tests need, lint, then run them all, in TEST_WORKERS processes side by
 ## side (pytest-xdist): most of a browser walk is waiting on a clip, which the others fill.
-## Three on the 2-core CI machine: 409 s, against 462 s with two and 419 s with four.
+## Three on the 2-core CI machine: 333 s, against 320 s with four, which loads the machine
+## so far that runstudio's 5-second stop was missed twice in four runs.
 ## By file: a module's tests may share one studio and build on each other's steps.
+## --no-loadscope-reorder keeps the longest-first order of tests/conftest.py: by default
+## xdist hands out the files with the most tests first, and the two longest came last.
 TEST_WORKERS ?= 3
 test: $(VENV)/.installed-dev browser axe lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Install a Debian package when its command is missing and apt can (as root):
 # $(call debian-package,COMMAND,PACKAGE,what happens without it)

@@ -316,7 +316,8 @@ def test_a_worker_busy_with_a_long_task_is_still_stopped_within_5_s(run_studio, 
     started = time.monotonic()
     os.killpg(studio.process.pid, signal.SIGINT)
     studio.process.wait(10)
-    assert time.monotonic() - started < 5
+    took = time.monotonic() - started
+    assert took < 5, f"{took:.2f} s; the log says when each step happened:\n{studio.log()[-3000:]}"
     assert living_in_groups(groups) == []
     assert "did not stop in time" in studio.log()
 
