@@ -22,7 +22,7 @@ def mean_abs_diff(a, b):
 
 def test_generate_watch_and_continue_from_the_last_frame(page, start_studio):
     studio = start_studio()
-    sign_in(page, studio)
+    sign_in(page, studio, with_the_form=True)
     page.evaluate("window.__noReload = true")
     shot(page, "walk-1-empty-gallery")
 
