@@ -45,9 +45,10 @@ def pytest_collection_modifyitems(items):
 
 
 # Lines of picture the simulator renders in tests, here and in the studios and test runs
-# they start: a fifth of the default 480's CPU (rendering was two thirds of the job and
-# fault tests' time). Tests of the default size set 480 themselves.
-TEST_SIMULATOR_HEIGHT = 240
+# they start: the fewest it allows. Rendering and decoding are most of the media-heavy
+# tests' CPU: eight such files took 253 s of it at 240 lines and 159 s at 144 on the 2-core
+# machine. Tests of the default size, or of fidelity at full size, set 480 themselves.
+TEST_SIMULATOR_HEIGHT = 144
 
 
 @pytest.fixture(autouse=True)
