@@ -54,15 +54,16 @@ lint: $(VENV)/.installed-dev
 
 ## Install what the tests need, lint, then run them all, in TEST_WORKERS processes side by
 ## side (pytest-xdist): most of a browser walk is waiting on a clip, which the others fill.
-## Three on the 2-core CI machine: 333 s, against 320 s with four, which loads the machine
-## so far that runstudio's 5-second stop was missed twice in four runs.
+## Four on the 2-core CI machine: 358 s, against 379 s with three (2-core AMD EPYC). With
+## the heavier suite of before, four loaded it so far that runstudio's 5-second stop was
+## missed twice in four runs; the suite now spends half the CPU it did.
 ## By file: a module's tests may share one studio and build on each other's steps.
 ## --no-loadscope-reorder keeps the longest-first order of tests/conftest.py: by default
 ## xdist hands out the files with the most tests first, and the two longest came last.
 ## Bytecode is written even where PYTHONDONTWRITEBYTECODE is set (it is, on the CI machine):
 ## the suite starts about a hundred Python processes (each studio is three), and compiling
 ## the studio's modules afresh in each cost 0.2 s of CPU a time.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 test: $(VENV)/.installed-dev browser axe lint
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 

@@ -13,18 +13,18 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 # The files that take longest, longest first (seconds of one run on the 2-core CI machine,
-# from `pytest --durations`): handed out first, so no long file starts last.
+# from `pytest --durations`, four processes): handed out first, so no long file starts last.
 LONG_FILES = (
-    "browser/test_feedback_walk.py",  # 130 s
-    "test_scaleout.py",  # 127 s: the job and fault tests again on PostgreSQL, two workers
-    "browser/test_storyboard_walk.py",  # 110 s: one studio, steps built test by test
-    "browser/test_accessibility.py",  # 105 s
-    "test_runstudio.py",  # 81 s
-    "browser/test_chains_walk.py",  # 64 s
-    "browser/test_inputs_walk.py",  # 51 s
-    "test_seams.py",  # 47 s
-    "browser/test_pictory_walk.py",  # 36 s
-    "browser/test_handoff_walk.py",  # 34 s
+    "test_scaleout.py",  # 182 s: the job and fault tests again on PostgreSQL, two workers
+    "browser/test_feedback_walk.py",  # 144 s
+    "browser/test_storyboard_walk.py",  # 125 s: one studio, steps built test by test
+    "browser/test_accessibility.py",  # 117 s
+    "test_runstudio.py",  # 102 s
+    "browser/test_chains_walk.py",  # 75 s
+    "test_seams.py",  # 50 s
+    "test_fuzz.py",  # 49 s
+    "test_chains.py",  # 47 s
+    "browser/test_pictory_walk.py",  # 40 s
 )
 
 
