@@ -38,7 +38,6 @@ _TEMPLATE: dict[str, object] = {}
 # Makes the account and a signed-in session for it, and prints the session's key. The
 # studios share SECRET_KEY, so the session is good in each copy of the database.
 MAKE_ACCOUNT = f"""
-from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 user = get_user_model().objects.create_superuser("ana", "ana@example.com", {PASSWORD!r})
