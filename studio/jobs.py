@@ -263,19 +263,25 @@ def build_submission(clip: Clip) -> Submission:
         duration=clip.duration,
         resolution=clip.resolution,
         first_frame=_first_frame_input(clip),
-        last_frame=clip.end_frame.image_input() if clip.end_frame else None,
+        last_frame=provider_input(clip.end_frame) if clip.end_frame else None,
         generate_audio=clip.generate_audio,
         seed=clip.seed,
-        reference_images=[a.image_input() for a in clip.reference_images.order_by("pk")],
-        extend_video=clip.extend_video.image_input() if clip.extend_video else None,
+        reference_images=[provider_input(a) for a in clip.reference_images.order_by("pk")],
+        extend_video=provider_input(clip.extend_video) if clip.extend_video else None,
         webhook_url=webhook_url(clip),
     )
+
+
+def provider_input(asset: Asset) -> ImageInput:
+    """An asset as a provider input (an image, or a video to extend), read through the
+    storage (which may be a bucket: no local path is assumed)."""
+    return ImageInput(storage=asset.file.storage, storage_name=asset.file.name, public_url=asset.public_url())
 
 
 def _first_frame_input(clip: Clip) -> ImageInput | None:
     if clip.first_frame is None:
         return None
-    image = clip.first_frame.image_input()
+    image = provider_input(clip.first_frame)
     # Continuing a clip: the provider's own last-frame URL, while fresh, is the exact
     # picture and needs nothing published; our copy at its public URL is the fallback.
     parent = clip.parent

@@ -28,7 +28,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from . import media
-from .providers.base import ImageInput, ModelSpec
 
 # How long a provider's own result URLs (e.g. a last-frame image) are trusted after we
 # received them. Undocumented; after this the studio's own published copy is sent instead.
@@ -234,13 +233,6 @@ class Asset(Claimable, StoredFiles):
     @property
     def aspect(self) -> float | None:
         return self.width / self.height if self.width and self.height else None
-
-    def image_input(self) -> ImageInput:
-        """This file as a provider input (an image, or a video to extend), read through the
-        storage (which may be a bucket: no local path is assumed)."""
-        return ImageInput(
-            storage=self.file.storage, storage_name=self.file.name, public_url=self.public_url()
-        )
 
     def public_url(self) -> str:
         if not settings.PUBLIC_BASE_URL:
@@ -590,9 +582,10 @@ class Clip(Claimable, StoredFiles):
             return "reference_images"
         return "text"
 
-    def estimate_with(self, spec: ModelSpec):
-        """What this clip's settings cost with `spec` (ModelSpec.estimate: the same
-        computation the form shows), or None when the price is only known afterwards."""
+    def estimate_with(self, spec):
+        """What this clip's settings cost with `spec`, a provider's ModelSpec (its
+        estimate_cost: the computation the form shows), or None when the price is only
+        known afterwards."""
         return spec.estimate_cost(
             self.duration,
             self.resolution,
@@ -939,7 +932,8 @@ class ModelOverride(models.Model):
     def __str__(self):
         return f"{self.provider}:{self.model_key}"
 
-    def apply(self, spec: ModelSpec) -> ModelSpec:
+    def apply(self, spec):
+        """`spec` (a provider's ModelSpec, a dataclass) with what this override knows."""
         changes = {}
         if self.reference_images == self.Choice.YES:
             changes["max_reference_images"] = max(1, self.max_reference_images)

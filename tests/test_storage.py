@@ -172,10 +172,9 @@ def test_inputs_are_checked_kept_and_previewed_through_the_storage(
     # through the storage too.
     from studio.providers.openrouter import _image_url
 
-    url = _image_url(image.image_input())
-    assert url.startswith("data:image/png;base64,") and image.image_input().read_bytes() == stored_bytes(
-        image.file
-    )
+    sent = jobs.provider_input(image)
+    assert _image_url(sent).startswith("data:image/png;base64,")
+    assert sent.read_bytes() == stored_bytes(image.file)
 
 
 def test_a_chain_is_joined_through_the_storage(
