@@ -1633,6 +1633,7 @@ def prepare_video(pk: int) -> None:
                 kept = Path(tmp) / "video.mp4"
                 media.to_h264_mp4(source, kept)
                 info = media.probe(kept)
+            poster = media.thumbnail_jpeg(media.first_frame(kept or source))
             old_name = asset.file.name
             with transaction.atomic():
                 current = (
@@ -1643,6 +1644,7 @@ def prepare_video(pk: int) -> None:
                 if kept is not None:
                     with kept.open("rb") as fh:
                         current.file.save("video.mp4", File(fh), save=False)
+                current.poster.save("poster.jpg", ContentFile(poster), save=False)
                 current.width, current.height, current.duration = info.width, info.height, info.duration
                 current.status = Asset.Status.READY
                 current.save()
@@ -1695,8 +1697,7 @@ def delete_clip(clip: Clip, with_takes: bool = False) -> int:
                 names = [n for n in names if n != asset.file.name]  # a clip extends this video
             else:
                 doomed_assets.append(asset)
-                if asset.source != Asset.Source.CLIP_VIDEO:
-                    names.append(asset.file.name)
+                names += asset.own_file_names()
         Asset.objects.filter(pk__in=[a.pk for a in doomed_assets]).delete()
         ChainExport.containing(clip.owner, ids).filter(stale_since=None).update(stale_since=timezone.now())
         Clip.objects.filter(pk__in=ids).delete()
@@ -1735,11 +1736,10 @@ def remove_unused_uploads() -> int:
             asset = Asset.objects.select_for_update().filter(pk=pk).first()
             if asset is None or not Asset.unused().filter(pk=pk, created_at__lt=cutoff).exists():
                 continue
-            name = asset.file.name if asset.source != Asset.Source.CLIP_VIDEO else ""
-            storage = asset.file.storage
+            names, storage = asset.own_file_names(), asset.file.storage
             asset.delete()
-            if name:
-                transaction.on_commit(lambda storage=storage, name=name: _remove_files(storage, [name]))
+            if names:
+                transaction.on_commit(lambda storage=storage, names=names: _remove_files(storage, names))
             removed += 1
     if removed:
         log.info("removed %s upload(s) no clip used for a day", removed)

@@ -193,6 +193,9 @@ class Asset(Claimable, StoredFiles):
     error = models.TextField(blank=True)
     storage_key = models.CharField(max_length=32, default=_storage_folder, editable=False)
     file = models.FileField(upload_to=asset_upload_to, max_length=300)
+    # A brought video's first frame as a small JPEG, made by the worker when it checks the
+    # video (jobs.prepare_video): the held-file card shows it, and no web request decodes.
+    poster = models.FileField(upload_to=asset_upload_to, max_length=300, blank=True)
     original_name = models.CharField(max_length=255, blank=True)
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
@@ -202,7 +205,7 @@ class Asset(Claimable, StoredFiles):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    FILE_FIELDS = ("file",)
+    FILE_FIELDS = ("file", "poster")
 
     def __str__(self):
         return self.original_name or Path(self.file.name).name
@@ -212,7 +215,11 @@ class Asset(Claimable, StoredFiles):
 
     def counted_files(self):
         # A clip's video published to be extended is that clip's file: counted there.
-        return [] if self.source == self.Source.CLIP_VIDEO else [self.file]
+        return [] if self.source == self.Source.CLIP_VIDEO else [self.file, self.poster]
+
+    def own_file_names(self) -> list[str]:
+        """The stored files that go with this asset when it is deleted."""
+        return [f.name for f in self.counted_files() if f]
 
     @classmethod
     def unused(cls):

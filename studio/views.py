@@ -1511,16 +1511,11 @@ def held_input(request, pk):
 @login_required
 @require_GET
 def asset_poster(request, pk):
-    """The first frame of a held video, as a small JPEG preview (only once the worker has
-    checked the video: nothing unchecked is decoded in a web request)."""
+    """The first frame of a held video, as the worker stored it when it checked the video
+    (nothing is decoded in a web request)."""
     asset = get_object_or_404(
         Asset.objects.filter(owner=request.user, kind=Asset.Kind.VIDEO, status=Asset.Status.READY), pk=pk
     )
-    try:
-        with media.local_copy(asset.file) as local:
-            image = media.first_frame(local)
-    except (media.MediaError, OSError):
+    if not asset.poster:
         raise Http404("No preview.")
-    response = HttpResponse(media.thumbnail_jpeg(image), content_type="image/jpeg")
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return serve_file(request, asset.poster.name, "image/jpeg")

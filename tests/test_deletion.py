@@ -12,6 +12,7 @@ from django_q.models import Schedule
 
 from studio import inputs, jobs
 from studio.models import Asset, ChainExport, Clip, storage_used
+from studio.providers.simulator import render
 
 from .images import png_bytes
 from .test_views import ready_clip
@@ -98,6 +99,36 @@ def test_uploads_no_clip_uses_are_removed_after_a_day(user, enqueued, django_cap
     assert Asset.objects.filter(pk__in=[recent_unused.pk, old_used.pk]).count() == 2
     assert Path(recent_unused.file.path).exists()
     assert jobs.remove_unused_uploads() == 0  # a second run finds nothing left to do
+
+
+def brought_video(user, tmp_path) -> Asset:
+    """A video a creator brought to extend, prepared by the worker (so it has its poster)."""
+    path = tmp_path / "mine.mp4"
+    render(path, "My own footage", "16:9", 1, None)
+    video = SimpleUploadedFile("mine.mp4", path.read_bytes(), content_type="video/mp4")
+    asset = inputs.bring(user, "extend_video", upload=video)
+    jobs.prepare_video(asset.pk)
+    asset.refresh_from_db()
+    assert asset.status == Asset.Status.READY and asset.poster
+    return asset
+
+
+def test_a_brought_videos_poster_goes_with_it(
+    signed_in, user, enqueued, tmp_path, django_capture_on_commit_callbacks
+):
+    unused, extended = brought_video(user, tmp_path), brought_video(user, tmp_path)
+    files = {a.pk: [Path(a.file.path), Path(a.poster.path)] for a in (unused, extended)}
+    assert all(p.exists() for paths in files.values() for p in paths)
+    assert unused.stored_bytes == sum(p.stat().st_size for p in files[unused.pk])
+    Asset.objects.filter(pk=unused.pk).update(created_at=timezone.now() - timedelta(days=2))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert jobs.remove_unused_uploads() == 1
+    assert not any(p.exists() for p in files[unused.pk]) and not files[unused.pk][0].parent.exists()
+
+    clip = ready_clip(user, extend_video=extended)
+    delete(signed_in, clip, django_capture_on_commit_callbacks)
+    assert not Asset.objects.exists()
+    assert not any(p.exists() for p in files[extended.pk]) and not files[extended.pk][0].parent.exists()
 
 
 def test_the_removal_of_unused_uploads_is_scheduled_once():

@@ -170,7 +170,7 @@ def held_card(client, asset):
 
 
 def test_a_video_to_extend_is_prepared_by_the_worker_then_previewed(
-    sent_video, signed_in, user, tmp_path, enqueued
+    sent_video, signed_in, user, tmp_path, enqueued, monkeypatch
 ):
     path = tmp_path / "mine.mp4"
     render(path, "My own footage", "16:9", 1, None)
@@ -189,8 +189,11 @@ def test_a_video_to_extend_is_prepared_by_the_worker_then_previewed(
     html = held_card(signed_in, asset)
     assert "Preparing" not in html and "every 1s" not in html and "1 s" in html
     assert f'name="extend_video" value="asset:{asset.pk}"' in html
+    # The worker made the preview: the page only sends the stored JPEG, decoding nothing.
+    monkeypatch.setattr(media, "first_frame", lambda *a: pytest.fail("a web request decoded a video"))
     poster = signed_in.get(f"/assets/{asset.pk}/poster.jpg")
-    assert poster.status_code == 200 and Image.open(io.BytesIO(poster.content)).format == "JPEG"
+    assert poster.status_code == 200 and poster["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(b"".join(poster.streaming_content))).format == "JPEG"
 
 
 def test_a_brought_video_is_never_decoded_in_the_web_request(
@@ -199,7 +202,7 @@ def test_a_brought_video_is_never_decoded_in_the_web_request(
     def no_decoding(*args, **kwargs):
         raise AssertionError("a web request decoded a video")
 
-    for name in ("check_video", "check_video_limits", "probe", "to_h264_mp4", "is_h264_mp4"):
+    for name in ("check_video", "check_video_limits", "probe", "to_h264_mp4", "is_h264_mp4", "first_frame"):
         monkeypatch.setattr(media, name, no_decoding)
     response = send(
         signed_in, "extend_video", file=image_upload("take.webm", webm_bytes(tmp_path), "video/webm")

@@ -70,7 +70,13 @@ def stored_bytes(fieldfile) -> bytes:
 
 
 def test_file_fields_use_the_default_storage_lazily(memory_storage):
-    for model, name in ((Clip, "video"), (Clip, "thumbnail"), (Asset, "file"), (ChainExport, "file")):
+    for model, name in (
+        (Clip, "video"),
+        (Clip, "thumbnail"),
+        (Asset, "file"),
+        (Asset, "poster"),
+        (ChainExport, "file"),
+    ):
         assert model._meta.get_field(name).storage is default_storage
 
 
@@ -164,8 +170,10 @@ def test_inputs_are_checked_kept_and_previewed_through_the_storage(
     video.refresh_from_db()
     card = signed_in.get(f"/inputs/{video.pk}/", {"field": "extend_video"}).content.decode()
     assert "1 s" in card and memory_storage.exists(video.file.name)
+    # The poster was made by the worker and kept in the storage: served like a thumbnail.
+    assert Image.open(io.BytesIO(stored_bytes(video.poster))).format == "JPEG"
     poster = signed_in.get(f"/assets/{video.pk}/poster.jpg")
-    assert poster.status_code == 200 and Image.open(io.BytesIO(poster.content)).format == "JPEG"
+    assert poster.status_code == 302 and poster["Location"] == memory_storage.url(video.poster.name)
     assert local_files(settings) == []
 
     # A provider that takes images inline (OpenRouter without PUBLIC_BASE_URL) reads them
