@@ -20,7 +20,8 @@ PACKAGE = ROOT / "studio"
 
 def studio_imports(path: Path) -> set[str]:
     """The studio modules a file imports ("studio.models", "studio.providers.base", ...)."""
-    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    # A relative import is relative to the package: a package's own __init__ is in it.
     package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):

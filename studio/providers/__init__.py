@@ -13,6 +13,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from .base import ModelSpec, Provider, ProviderError, RemoteStatus, Submission, WebhookRefused  # noqa: F401
+from .redact import read_secrets_from
 
 # Name → class, in the order the Model select lists them.
 REGISTRY = {
@@ -61,3 +62,7 @@ def secret_values() -> list[str]:
         except Exception:  # a stored key that cannot be read now: the settings still count
             continue
     return list(dict.fromkeys(value for value in values if isinstance(value, str) and value))
+
+
+# Every redaction (pages, logs, the database) reads the secrets through the registry.
+read_secrets_from(secret_values)

@@ -47,6 +47,16 @@ _MIN_SECRET = 6
 
 _reading = threading.local()
 _last_known: list[str] = []
+# What gives the secret values: the registry's secret_values, which it hands over as it is
+# imported (importing this module imports the registry first). Handed over rather than
+# imported, because the registry imports the contract, which imports this module.
+_secret_source = None
+
+
+def read_secrets_from(source) -> None:
+    """Take the secret values from `source()` (a function returning a list of strings)."""
+    global _secret_source
+    _secret_source = source
 
 
 def configured_secrets() -> list[str]:
@@ -56,13 +66,11 @@ def configured_secrets() -> list[str]:
     known. Reading them may itself log (a stored key that cannot be decrypted), and that
     line comes back here: it gets the last ones known rather than reading them again."""
     global _last_known
-    if getattr(_reading, "active", False):
+    if getattr(_reading, "active", False) or _secret_source is None:
         return _last_known
     _reading.active = True
     try:
-        from . import secret_values
-
-        values = secret_values()
+        values = _secret_source()
     except Exception:
         return _last_known
     finally:
