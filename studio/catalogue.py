@@ -73,10 +73,6 @@ def model_groups() -> list[tuple[Provider, list[ModelSpec]]]:
     return [(provider, specs) for provider, specs in groups if specs]
 
 
-def all_models() -> list[ModelSpec]:
-    return [spec for _, specs in model_groups() for spec in specs]
-
-
 def find_model(ref: str) -> ModelSpec | None:
     """The spec named by a "provider:key" value, or None when no enabled provider has it."""
     provider_name, _, key = (ref or "").partition(":")

@@ -564,7 +564,7 @@ class GenerateForm(forms.Form):
         return None
 
     def clip_fields(self) -> dict:
-        """What Clip.create_for needs; only the inputs of the chosen way to start."""
+        """The new clip's fields for jobs.start_clip; only the inputs of the chosen way to start."""
         data = self.cleaned_data
         mode = self.chosen_mode
         parent = data.get("parent")
@@ -955,12 +955,12 @@ def initial_from_clip(clip: Clip) -> dict:
 class FirstAccountForm(UserCreationForm):
     """The very first account of a studio; it becomes the admin."""
 
-    def save(self, commit=True):
-        user = super().save(commit=False)
+    def admin_user(self):
+        """The account as the studio's admin, not yet saved: FirstRun.admit saves it, unless
+        another first account was made meanwhile."""
+        user = self.save(commit=False)
         user.is_staff = True
         user.is_superuser = True
-        if commit:
-            user.save()
         return user
 
 

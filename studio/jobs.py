@@ -652,15 +652,6 @@ def _poll_once(provider: Provider, clip: Clip) -> RemoteStatus | ProviderError:
                 connection.close()
 
 
-def poll_clip(clip: Clip) -> None:
-    """Poll this one clip now, if it is due and nobody else is polling it."""
-    provider = _provider_or_none(clip.provider)
-    if provider is None or not provider.is_enabled():
-        pause_clips_of_disabled_providers()
-        return
-    poll_batch(provider, claim_due(provider, pks=[clip.pk]))
-
-
 def _after_poll(clip: Clip, provider: Provider, outcome: RemoteStatus | ProviderError) -> None:
     now = timezone.now()
     if clip.status == Clip.Status.FAILED:
@@ -815,23 +806,6 @@ def pause_clips_of_disabled_providers() -> int:
             ),
         )
     return paused
-
-
-def poll_due_once() -> int:
-    """Poll every clip due now, once, and wait for the answers; return how many. (The sweep
-    keeps polls flowing instead: poll_due_clips.)"""
-    count = 0
-    polls = Polls()
-    pause_clips_of_disabled_providers()
-    try:
-        while True:
-            started = polls.start_due(POLL_BATCH)
-            polls.drain()
-            count += started
-            if started < POLL_BATCH:
-                return count
-    finally:
-        polls.cancel()
 
 
 def _active_clips() -> bool:

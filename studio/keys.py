@@ -135,12 +135,9 @@ def stored(provider: str) -> str:
     return entry[1]
 
 
-def saved_state(provider: str) -> str:
-    """ "none", "saved" or "unreadable" (saved, but the encryption key has changed)."""
-    row = ProviderKey.objects.filter(provider=provider).first()
-    if row is None:
-        return "none"
-    return "saved" if decrypt(row.encrypted) else "unreadable"
+def saved_row(provider: str) -> ProviderKey | None:
+    """The saved key's row (who saved it and when), or None when none is saved."""
+    return ProviderKey.objects.select_related("updated_by").filter(provider=provider).first()
 
 
 def last_four(key: str) -> str:

@@ -395,16 +395,6 @@ def check_image(source: bytes | str | os.PathLike) -> CheckedImage:
     return CheckedImage(out.getvalue(), extension, image.width, image.height, scaled_from)
 
 
-def image_preview(path: str | os.PathLike, box: tuple[int, int]) -> bytes:
-    """A small JPEG of an image a creator brought, fitting in `box`. A large JPEG is decoded
-    at reduced size, so a preview costs a fraction of the full picture's memory. The same
-    checks and messages as check_image."""
-    image, _fmt, _original = _decode(path, box, IMAGE_FORMATS)
-    out = io.BytesIO()
-    _clean(image, "RGB").save(out, "JPEG", quality=85)
-    return out.getvalue()
-
-
 def load_image(path: Path) -> Image.Image:
     """Open an image a provider sent us (any format Pillow reads), fully decoded, upright and
     in sRGB, or raise MediaError."""
@@ -721,14 +711,6 @@ def _fit_correction(image: Image.Image, reference: Image.Image) -> _Correction:
         middle = (low + high) / 2
         low, high = (middle, high) if fits(full.weakened(middle)) else (low, middle)
     return full.weakened(low)
-
-
-def colour_transfer(image: Image.Image, reference: Image.Image) -> Image.Image:
-    """`image` with the mean colour and contrast of `reference` (per-channel mean and spread
-    transfer in Lab), weakened where it would clip."""
-    correction = _fit_correction(image, reference)
-    rgb = correction.rgb(np.asarray(image.convert("RGB"), dtype=np.float32))
-    return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
 
 
 def _cube(correction: _Correction, path: Path) -> None:

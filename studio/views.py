@@ -372,12 +372,15 @@ def _key_state(request, provider) -> dict | None:
         return None
     state = {"source": provider.key_source, "setting": provider.key_setting}
     if request.user.is_superuser:
-        saved, saved_state = keys.stored(provider.name), keys.saved_state(provider.name)
+        saved, row = keys.stored(provider.name), keys.saved_row(provider.name)
         state.update(
             ending=keys.last_four(provider.api_key),
             saved_ending=keys.last_four(saved),
-            has_saved=saved_state != "none",
-            unreadable=saved_state == "unreadable",
+            has_saved=row is not None,
+            # Saved, but the encryption key has changed since.
+            unreadable=row is not None and not keys.decrypt(row.encrypted),
+            saved_by=row.updated_by if row is not None else None,
+            saved_at=row.updated_at if row is not None else None,
         )
     return state
 
@@ -1396,7 +1399,7 @@ def setup(request):
         return redirect("login")
     form = FirstAccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save(commit=False)
+        user = form.admin_user()
         if not FirstRun.admit(user):
             # Several posts at once each saw a studio with no user: one of them won.
             messages.info(request, "The studio's first account was created a moment ago: sign in with it.")
@@ -1475,7 +1478,6 @@ def _held_context(asset: Asset, field: str) -> dict:
         "field": field,
         "label": label,
         "input_name": input_name,
-        "input_value": inputs.held_value(field, asset),
     }
 
 

@@ -25,6 +25,8 @@ from tests.fakes.pictory import FakePictory
 from tests.images import png_bytes
 from tests.test_jobs import make_due, new_clip
 
+from .worker import poll_clip
+
 pytestmark = pytest.mark.django_db
 
 CINEMA, MOTION = "simulator:cinema", "simulator:motion"
@@ -224,7 +226,7 @@ def test_a_provider_that_can_stop_a_job_has_it_stopped_there(signed_in, user, en
     assert clip.error == "Cancelled at the offline simulator while it was being made."
     assert get_provider("simulator").poll(clip.remote_id).error == "The job was cancelled."
     make_due(clip)
-    jobs.poll_clip(clip)
+    poll_clip(clip)
     assert Clip.objects.get(pk=clip.pk).status == Clip.Status.CANCELLED
 
 
@@ -234,7 +236,7 @@ def test_a_clip_that_finished_before_the_cancel_keeps_its_result(user, enqueued,
     jobs.submit_clip(clip.pk)
     stale = Clip.objects.get(pk=clip.pk)  # what the card showed: running
     make_due(clip)
-    jobs.poll_clip(clip)  # meanwhile the provider finished it
+    poll_clip(clip)  # meanwhile the provider finished it
     cancelled, message = jobs.cancel_clip(stale)
     assert not cancelled and "already made this clip" in message
     jobs.finish_clip(clip.pk)
@@ -522,7 +524,7 @@ def test_every_aria_describedby_points_at_a_real_id_on_every_page(
     made = new_clip(user)
     jobs.submit_clip(made.pk)
     make_due(made)
-    jobs.poll_clip(made)
+    poll_clip(made)
     run_enqueued(enqueued)
     made.refresh_from_db()
     pages = [

@@ -160,32 +160,6 @@ def test_a_large_png_is_stored_scaled_down_too(monkeypatch):
     assert (checked.width, checked.height, checked.scaled_from) == (80, 45, (320, 180))
 
 
-def test_image_preview_decodes_a_large_jpeg_at_reduced_size(tmp_path, monkeypatch):
-    path = tmp_path / "big.jpg"
-    path.write_bytes(jpeg_with_metadata(size=(1600, 1200), orientation=1))
-    sizes = decoded_loads(monkeypatch)
-    preview = media.image_preview(path, (160, 160))
-    assert sizes == [(200, 150)]  # 1/8 scale, the largest that still covers the box
-    image = Image.open(io.BytesIO(preview))
-    assert image.format == "JPEG" and image.size == (160, 120)
-    assert set(jpeg_segments(preview)) <= CLEAN_JPEG_MARKERS
-    assert_no_secrets(preview)
-    assert close_to(image.getpixel((100, 100)), adobe_rgb_to_srgb(SATURATED), 4)
-
-
-def test_image_preview_fits_a_turned_picture_in_its_box(tmp_path):
-    path = tmp_path / "turned.jpg"
-    path.write_bytes(jpeg_with_metadata(size=(400, 300), orientation=6))
-    assert Image.open(io.BytesIO(media.image_preview(path, (90, 120)))).size == (90, 120)
-
-
-def test_image_preview_refuses_what_check_image_refuses(tmp_path):
-    path = tmp_path / "x.gif"
-    Image.new("RGB", (8, 8)).save(path, "GIF")
-    with pytest.raises(media.MediaError, match="JPEG, PNG or WebP"):
-        media.image_preview(path, (64, 64))
-
-
 # --- Refusals stay as they were ----------------------------------------------------------------
 
 

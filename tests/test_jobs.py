@@ -15,6 +15,7 @@ from studio.providers.base import RemoteStatus
 from studio.providers.simulator import SimulatorProvider, frame_size
 
 from .conftest import run_enqueued
+from .worker import poll_clip, poll_due_once
 
 pytestmark = pytest.mark.django_db
 
@@ -76,7 +77,7 @@ def test_clip_goes_queued_submitting_running_ready(
     enqueued.clear()
     make_due(clip)
     with django_capture_on_commit_callbacks(execute=True):
-        jobs.poll_due_once()
+        poll_due_once()
     clip.refresh_from_db()
     assert clip.status == Clip.Status.FINISHING
     assert enqueued == [("studio.jobs.finish_clip", (clip.pk,))]
@@ -102,7 +103,7 @@ def test_finish_task_run_twice_finishes_once(user, enqueued, django_capture_on_c
     clip = new_clip(user)
     jobs.submit_clip(clip.pk)
     make_due(clip)
-    jobs.poll_clip(clip)
+    poll_clip(clip)
     jobs.finish_clip(clip.pk)
     clip.refresh_from_db()
     first_video = clip.video.name
@@ -166,7 +167,7 @@ def test_running_clip_past_its_deadline_is_polled_once_more_then_times_out(user,
     jobs.recover_stale_clips()  # past the deadline: due for one last poll, not failed yet
     clip.refresh_from_db()
     assert clip.status == Clip.Status.RUNNING and clip.next_poll_at <= timezone.now()
-    jobs.poll_due_once()
+    poll_due_once()
     clip.refresh_from_db()
     assert polls == [clip.remote_id]
     assert clip.status == Clip.Status.FAILED and clip.failure_kind == Clip.Failure.TIMED_OUT
@@ -182,7 +183,7 @@ def test_a_clip_the_last_poll_finds_done_is_not_timed_out(user, enqueued, django
         deadline_at=timezone.now() - timedelta(seconds=1), next_poll_at=timezone.now() - timedelta(seconds=1)
     )
     with django_capture_on_commit_callbacks(execute=True):
-        jobs.poll_due_once()  # the simulator has finished it
+        poll_due_once()  # the simulator has finished it
     run_enqueued([e for e in enqueued if e[0] == "studio.jobs.finish_clip"])
     clip.refresh_from_db()
     assert clip.status == Clip.Status.READY and clip.error == ""
@@ -197,8 +198,8 @@ def test_a_poll_is_claimed_so_two_pollers_poll_once(user, enqueued, monkeypatch)
         SimulatorProvider, "poll", lambda self, rid: polls.append(rid) or RemoteStatus("running")
     )
     stale_copy = Clip.objects.get(pk=clip.pk)  # a second worker read the same row
-    jobs.poll_clip(clip)
-    jobs.poll_clip(stale_copy)
+    poll_clip(clip)
+    poll_clip(stale_copy)
     assert len(polls) == 1
 
 
@@ -212,7 +213,7 @@ def test_transient_poll_error_backs_off_and_does_not_fail(user, enqueued, monkey
 
     monkeypatch.setattr(SimulatorProvider, "poll", broken)
     before = timezone.now()
-    jobs.poll_clip(clip)
+    poll_clip(clip)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.RUNNING
     assert clip.poll_failures == 1
@@ -252,7 +253,7 @@ def test_failed_remote_job_shows_its_reason(user, enqueued, monkeypatch):
     monkeypatch.setattr(
         SimulatorProvider, "poll", lambda self, rid: RemoteStatus("failed", error="Out of ideas.")
     )
-    jobs.poll_clip(clip)
+    poll_clip(clip)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.FAILED and clip.error == "Out of ideas."
 
@@ -287,7 +288,7 @@ def test_continued_clip_starts_from_the_parents_last_frame(user, enqueued):
     parent = new_clip(user)
     jobs.submit_clip(parent.pk)
     make_due(parent)
-    jobs.poll_clip(parent)
+    poll_clip(parent)
     jobs.finish_clip(parent.pk)
     parent.refresh_from_db()
     child = new_clip(
@@ -295,7 +296,7 @@ def test_continued_clip_starts_from_the_parents_last_frame(user, enqueued):
     )
     jobs.submit_clip(child.pk)
     make_due(child)
-    jobs.poll_clip(child)
+    poll_clip(child)
     jobs.finish_clip(child.pk)
     child.refresh_from_db()
     assert child.is_ready and child.chain() == [parent, child]
@@ -336,7 +337,7 @@ def finishing_clip(user):
     clip = new_clip(user)
     jobs.submit_clip(clip.pk)
     make_due(clip)
-    jobs.poll_clip(clip)
+    poll_clip(clip)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.FINISHING
     return clip
@@ -405,7 +406,7 @@ def test_a_copy_that_keeps_failing_is_kept_and_looked_for_again(
     # Later, the provider's file answers again: a look finds it done and the copy works.
     Clip.objects.filter(pk=clip.pk).update(next_poll_at=timezone.now() - timedelta(seconds=1))
     with django_capture_on_commit_callbacks(execute=True):
-        jobs.poll_due_once()
+        poll_due_once()
     run_finishes(enqueued)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.READY and clip.error == "" and clip.failure_kind == ""
@@ -420,7 +421,7 @@ def timed_out_clip(user, monkeypatch):
             deadline_at=timezone.now() - timedelta(seconds=1),
             next_poll_at=timezone.now() - timedelta(seconds=1),
         )
-        jobs.poll_due_once()
+        poll_due_once()
     clip.refresh_from_db()
     assert clip.failure_kind == Clip.Failure.TIMED_OUT
     return clip
@@ -430,13 +431,13 @@ def test_a_timed_out_clip_delivered_later_is_revived_by_a_poll(
     user, enqueued, monkeypatch, django_capture_on_commit_callbacks
 ):
     clip = timed_out_clip(user, monkeypatch)
-    jobs.poll_due_once()
+    poll_due_once()
     clip.refresh_from_db()
     assert clip.status == Clip.Status.FAILED  # not looked at again before LATE_LOOK_EVERY
     assert clip.next_poll_at >= timezone.now() + jobs.LATE_LOOK_EVERY - timedelta(seconds=5)
     make_due(clip)
     with django_capture_on_commit_callbacks(execute=True):
-        jobs.poll_due_once()
+        poll_due_once()
     run_finishes(enqueued)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.READY and clip.error == "" and not clip.failure_kind
@@ -450,7 +451,7 @@ def test_a_timed_out_clip_is_revived_when_a_webhook_says_it_is_done(
         assert jobs.wake_by_webhook("simulator", clip.webhook_token) is True
     assert ("studio.jobs.poll_due_clips", ()) in enqueued
     with django_capture_on_commit_callbacks(execute=True):
-        jobs.poll_due_once()
+        poll_due_once()
     run_finishes(enqueued)
     clip.refresh_from_db()
     assert clip.is_ready
@@ -464,7 +465,7 @@ def test_the_studio_stops_looking_after_the_late_delivery_window(user, enqueued,
     )
     polls = []
     still_running(monkeypatch, polls)
-    jobs.poll_due_once()
+    poll_due_once()
     assert polls == []
     clip.refresh_from_db()
     assert clip.still_looking_until is None
@@ -477,7 +478,7 @@ def test_a_provider_failure_seen_late_replaces_the_time_out(user, enqueued, monk
         SimulatorProvider, "poll", lambda self, rid: RemoteStatus("failed", error="The GPU caught fire.")
     )
     make_due(clip)
-    jobs.poll_due_once()
+    poll_due_once()
     clip.refresh_from_db()
     assert clip.error == "The GPU caught fire." and clip.next_poll_at is None and not clip.failure_kind
 
@@ -500,7 +501,7 @@ def test_a_refused_key_while_polling_pauses_the_clip_and_it_resumes(
             deadline_at=timezone.now() - timedelta(seconds=1),
             next_poll_at=timezone.now() - timedelta(seconds=1),
         )
-        jobs.poll_due_once()
+        poll_due_once()
     clip.refresh_from_db()
     # Past its deadline too: a refused key never fails a running job, it waits.
     assert clip.status == Clip.Status.RUNNING and clip.paused_at is not None
@@ -508,7 +509,7 @@ def test_a_refused_key_while_polling_pauses_the_clip_and_it_resumes(
     assert "refused the API key" in clip.notice and "carries on" in clip.notice
     make_due(clip)
     with django_capture_on_commit_callbacks(execute=True):
-        jobs.poll_due_once()
+        poll_due_once()
     clip.refresh_from_db()
     assert clip.paused_at is None and clip.notice == "" and clip.status == Clip.Status.FINISHING
 
@@ -538,12 +539,12 @@ def test_a_clip_of_a_provider_switched_off_waits_for_it(user, enqueued, settings
     jobs.submit_clip(clip.pk)
     settings.SIMULATOR_ENABLED = False
     make_due(clip)
-    jobs.poll_due_once()
+    poll_due_once()
     clip.refresh_from_db()
     assert clip.status == Clip.Status.RUNNING and clip.paused_at is not None
     assert "switched off" in clip.notice
     settings.SIMULATOR_ENABLED = True
-    jobs.poll_due_once()
+    poll_due_once()
     clip.refresh_from_db()
     assert clip.paused_at is None and clip.status == Clip.Status.FINISHING
 
@@ -575,7 +576,7 @@ def test_due_clips_are_claimed_in_one_batch_and_an_unchanged_poll_writes_nothing
     # each switched-off provider, a read of the keys pasted in the studio (one may have been
     # pasted since the last sweep) and a look for its clips. Not 4 queries per clip.
     with django_assert_max_num_queries(10):
-        assert jobs.poll_due_once() == 30
+        assert poll_due_once() == 30
 
 
 def test_a_claimed_batch_is_never_claimed_again_in_the_same_interval(user, enqueued):
@@ -608,7 +609,7 @@ def test_a_slow_poll_does_not_hold_back_the_others(user, enqueued, monkeypatch, 
 
     monkeypatch.setattr(jobs, "_after_poll", after_poll)
     monkeypatch.setattr(SimulatorProvider, "poll", poll)
-    assert jobs.poll_due_once() == 6
+    assert poll_due_once() == 6
     assert applied[-1] == slow and others_done.is_set()
 
 
@@ -623,7 +624,7 @@ def test_the_simulator_renders_when_it_accepts_a_job_never_in_a_poll(user, enque
 
     monkeypatch.setattr(simulator, "render", no_render)
     make_due(clip)
-    jobs.poll_clip(clip)
+    poll_clip(clip)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.FINISHING
 

@@ -5,9 +5,12 @@ import logging
 from contextlib import contextmanager
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 
 from studio import keys
 from studio.models import Clip, ProviderKey
@@ -315,10 +318,12 @@ def test_non_admins_see_which_providers_are_connected_never_a_key(signed_in, pic
     assert 'name="key"' not in html
 
 
-def test_an_admin_sees_only_the_last_four_characters_of_a_saved_key(as_admin, pictory):
-    keys.save("pictory", PASTED)
+def test_an_admin_sees_only_the_last_four_characters_of_a_saved_key_and_who_saved_it(as_admin, pictory):
+    admin = get_user_model().objects.get(is_superuser=True)
+    keys.save("pictory", PASTED, admin)
     html = as_admin.get(reverse("providers")).content.decode()
-    assert "with the key pasted here (ending 3210)." in html
+    today = date_format(timezone.localdate(), "j F Y")
+    assert f"with the key pasted here (ending 3210), saved by {admin.get_username()} on {today}." in html
     assert PASTED not in html and PASTED[:-4] not in html
     assert 'type="password"' in html and 'value="' + PASTED not in html
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 from PIL import Image
 
 from studio import jobs
-from studio.catalogue import all_models, find_model
+from studio.catalogue import find_model, model_groups
 from studio.models import Clip, ModelOverride, ProviderModelCache, WebhookDelivery
 from studio.providers import ProviderError, Submission, get_provider
 from studio.providers.openrouter import (
@@ -45,6 +45,8 @@ from tests.fakes.openrouter import (
     sign,
 )
 from tests.test_pictory import send_when_due
+
+from .worker import poll_due_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,6 +79,11 @@ def public(settings):
     return PUBLIC
 
 
+def offered_models():
+    """Every model the Model select offers now."""
+    return [spec for _, specs in model_groups() for spec in specs]
+
+
 def png(color=(200, 40, 40), size=(64, 36), name="frame.png"):
     out = io.BytesIO()
     Image.new("RGB", size, color).save(out, "PNG")
@@ -95,7 +102,7 @@ def make_due(clip):
 
 def poll(clip, enqueued):
     make_due(clip)
-    jobs.poll_due_once()
+    poll_due_once()
     run_enqueued(enqueued)
     clip.refresh_from_db()
     return clip
@@ -274,7 +281,7 @@ def test_a_failed_refresh_keeps_the_last_good_list(signed_in, openrouter):
 
 def test_the_periodic_task_reads_the_list_only_when_it_is_stale(openrouter, settings):
     settings.OPENROUTER_MODELS_REFRESH_MINUTES = 60
-    assert all_models()
+    assert offered_models()
     jobs.refresh_provider_models()
     assert len(openrouter.model_reads()) == 1
     ProviderModelCache.objects.update(fetched_at=timezone.now() - timedelta(minutes=61))
@@ -622,7 +629,7 @@ def test_refusals_say_why_and_never_show_the_key(signed_in, openrouter, enqueued
 
 def test_a_wrong_key_is_refused_by_the_fake_and_reported(signed_in, openrouter, enqueued, settings):
     settings.OPENROUTER_API_KEY = "sk-or-wrong-but-secret"
-    assert not [m for m in all_models() if m.provider == "openrouter"]  # nor can the list be read
+    assert not [m for m in offered_models() if m.provider == "openrouter"]  # nor can the list be read
     assert "OpenRouter refused the API key" in page(signed_in.get(reverse("providers")))
 
 
@@ -931,7 +938,7 @@ def test_a_401_while_copying_waits_for_the_key_without_losing_the_clip(signed_in
     clip = create_clip(signed_in, enqueued)
     openrouter.script_polls("completed")
     make_due(clip)
-    jobs.poll_due_once()
+    poll_due_once()
     openrouter.key_refused = True
     run_enqueued(enqueued)
     clip.refresh_from_db()

@@ -28,6 +28,8 @@ from studio.providers.pictory import FIREWALL, KEY_REFUSED, USER_AGENT, field_er
 from tests.conftest import free_port, run_enqueued
 from tests.fakes.pictory import FakePictory, Job, rendered
 
+from .worker import poll_due_once
+
 # Real commits, so on-commit callbacks (enqueueing tasks) run at once, as in production.
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,7 +74,7 @@ def make_due(clip):
 def poll(clip, enqueued):
     """Poll the clip once now, and run what that enqueues (finishing)."""
     make_due(clip)
-    jobs.poll_due_once()
+    poll_due_once()
     run_enqueued(enqueued)
     clip.refresh_from_db()
     return clip
@@ -862,7 +864,7 @@ def test_links_that_expired_before_copying_are_replaced_by_a_fresh_poll(signed_i
     clip = create_clip(signed_in, enqueued)
     pictory.script_polls("completed", "completed")
     make_due(clip)
-    jobs.poll_due_once()
+    poll_due_once()
     pictory.expire_links()  # the signed URLs of that answer no longer work (403)
     run_enqueued(enqueued)
     clip.refresh_from_db()
@@ -878,7 +880,7 @@ def test_files_that_stay_unavailable_leave_a_made_clip_looked_for_not_lost(
     clip = create_clip(signed_in, enqueued)
     pictory.complete_after = 1  # every poll of the job says completed
     make_due(clip)
-    jobs.poll_due_once()
+    poll_due_once()
     pictory.expire_files(status)
     run_enqueued(enqueued)
     clip.refresh_from_db()
@@ -897,7 +899,7 @@ def test_a_server_error_while_downloading_is_retried(signed_in, pictory, enqueue
     clip = create_clip(signed_in, enqueued)
     pictory.script_polls("completed")
     make_due(clip)
-    jobs.poll_due_once()
+    poll_due_once()
     pictory.expire_files(502)
     run_enqueued(enqueued)
     clip.refresh_from_db()

@@ -19,12 +19,13 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from studio import jobs
 from studio.models import Clip
 from studio.providers.openrouter import specs_from
 from tests.conftest import run_enqueued
 from tests.fakes.openrouter import FakeOpenRouter, render_clip
 from tests.fakes.openrouter_models import REALISTIC_MODELS
+
+from .worker import poll_due_once
 
 SPECS = {spec.key: spec for spec in specs_from(copy.deepcopy(REALISTIC_MODELS))}
 PROMPT = "A paper lantern drifts over a night market, slow crane up"
@@ -256,7 +257,7 @@ def test_reported_costs_replace_estimates_and_chain_totals_sum_them(signed_in, o
         clip = Clip.objects.latest("pk")
         openrouter.script_polls("completed")  # the fake reports usage.cost 0.5
         Clip.objects.filter(pk=clip.pk).update(next_poll_at=timezone.now() - timedelta(seconds=1))
-        jobs.poll_due_once()
+        poll_due_once()
         run_enqueued(enqueued)
         clip.refresh_from_db()
         assert clip.is_ready, clip.error

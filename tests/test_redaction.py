@@ -16,13 +16,14 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from studio import jobs
 from studio.models import Clip
 from studio.providers import ProviderError, RemoteStatus
 from studio.providers.redact import REDACTED, RedactingFilter, redact
 from tests.conftest import run_enqueued
 from tests.fakes.openrouter import FakeOpenRouter, error, render_clip
 from tests.fakes.pictory import FakePictory, rendered
+
+from .worker import poll_due_once
 
 PROMPT = "A lighthouse at dusk, waves crashing, slow dolly in"
 PICTORY_KEY = "pictai_live_Q2xpcFN0dWRpbzEyMzQ1Njc4OTA"
@@ -186,7 +187,7 @@ def test_a_key_echoed_by_providers_reaches_no_page_log_line_or_database_field(si
             assert clip.status == Clip.Status.RUNNING, clip.error
             (pictory if model.startswith("pictory") else openrouter).script_polls("failed")
             make_due(clip)
-            jobs.poll_due_once()
+            poll_due_once()
             clips.append(clip)
         # OpenRouter: a 400 that echoes it (beside a field) and a 418 whose message does.
         openrouter.create_replies.append(error(400, f"duration invalid for key {OPENROUTER_KEY}"))

@@ -8,6 +8,7 @@ from studio import jobs
 from studio.models import Asset, Clip
 
 from .test_jobs import make_due, new_clip
+from .worker import poll_clip
 
 pytestmark = pytest.mark.django_db
 
@@ -16,7 +17,7 @@ def ready_clip(user, **fields):
     clip = new_clip(user, **fields)
     jobs.submit_clip(clip.pk)
     make_due(clip)
-    jobs.poll_clip(clip)
+    poll_clip(clip)
     jobs.finish_clip(clip.pk)
     jobs.measure_clip(clip.pk)  # the worker's next task: the seam figures and drift
     clip.refresh_from_db()

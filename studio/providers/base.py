@@ -388,10 +388,6 @@ class Provider:
         """What the Providers page says about connecting this provider (plain words)."""
         return ""
 
-    def status_note(self) -> str:
-        """A line for the Providers page about something an admin should know, or ""."""
-        return ""
-
     def models(self) -> list[ModelSpec]:
         """The fixed model list of a provider that does not publish one."""
         return []

@@ -53,8 +53,7 @@ class ProcessClient:
     """An httpx.Client created on first use, and again in a forked worker (a pool's sockets
     must not be shared between processes) or when the timeout setting changes."""
 
-    def __init__(self, headers: dict[str, str] | None = None):
-        self.headers = dict(headers or {})
+    def __init__(self):
         self._client: httpx.Client | None = None
         self._key: tuple | None = None
         self._lock = threading.Lock()
@@ -67,17 +66,10 @@ class ProcessClient:
                     self._client.close()
                 self._client = httpx.Client(
                     timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout)),
-                    headers=self.headers,
                     follow_redirects=False,
                 )
                 self._key = key
             return self._client
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None and self._key[0] == os.getpid():
-                self._client.close()
-            self._client = None
 
 
 def save_stream(response: httpx.Response, destination: Path, vendor: str) -> None:
@@ -341,6 +333,3 @@ class HostedProvider(Provider):
             # idempotency key tells the two apart (contracts.md, "Lost answers").
             error.outcome_unknown = True
         raise error
-
-    def close(self) -> None:
-        self._client.close()

@@ -44,7 +44,9 @@ def test_pasting_a_key_for_the_fake_pictory_makes_its_models_appear_with_no_rest
         section.get_by_role("button", name="Save", exact=True).click()
         expect(page.locator(".message--success")).to_contain_text("Pictory AI Studio key saved (ending 6789)")
         section = page.locator("#provider-pictory")
-        expect(section.locator(".provider-state")).to_contain_text("with the key pasted here (ending 6789).")
+        expect(section.locator(".provider-state")).to_contain_text(
+            "with the key pasted here (ending 6789), saved by "
+        )
         expect(section).to_contain_text("Veo 3.1 Fast · Pictory")
         assert PASTED not in page.content()
         shot(page, "keys-2-saved")
