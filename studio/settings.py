@@ -20,14 +20,6 @@ from dotenv import load_dotenv
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-# A git-ignored .env beside manage.py (or the file STUDIO_DOTENV names) may hold the
-# settings (provider keys...). It is read
-# with python-dotenv, so comments, quotes and `export` behave as people expect; the real
-# environment always wins. Never under pytest: a developer's real keys must not reach the
-# tests (they would talk to the real services).
-if os.environ.get("STUDIO_IGNORE_DOTENV") != "1" and "pytest" not in sys.modules:
-    load_dotenv(os.environ.get("STUDIO_DOTENV") or BASE_DIR / ".env", override=False)
-
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"0", "false", "no"}
 
@@ -45,6 +37,14 @@ def env_bool(name, default=False):
     raise ImproperlyConfigured(
         f"{name} must be true or false (also accepted: 1/0, yes/no); it is {os.environ[name]!r}."
     )
+
+
+# A git-ignored .env beside manage.py (or the file STUDIO_DOTENV names) may hold the
+# settings (provider keys...). It is read with python-dotenv, so comments, quotes and
+# `export` behave as people expect; the real environment always wins. Never under pytest:
+# a developer's real keys must not reach the tests (they would talk to the real services).
+if not env_bool("STUDIO_IGNORE_DOTENV") and "pytest" not in sys.modules:
+    load_dotenv(os.environ.get("STUDIO_DOTENV") or BASE_DIR / ".env", override=False)
 
 
 def env_float(name, default):

@@ -57,6 +57,28 @@ def test_the_real_environment_wins_over_dotenv(tmp_path):
     assert json.loads(done.stdout) == {"PICTORY_API_KEY": "pictai_env"}
 
 
+@pytest.mark.parametrize("value", ["1", "true", "YES"])
+def test_studio_ignore_dotenv_takes_any_true_word(tmp_path, value):
+    import json
+
+    done = read_settings(
+        ["PICTORY_API_KEY"],
+        env={"STUDIO_IGNORE_DOTENV": value},
+        dotenv="PICTORY_API_KEY=pictai_file\n",
+        tmp_path=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"PICTORY_API_KEY": ""}
+
+
+def test_studio_ignore_dotenv_refuses_a_word_that_is_not_a_boolean(tmp_path):
+    done = read_settings(
+        ["PICTORY_API_KEY"], env={"STUDIO_IGNORE_DOTENV": "please"}, dotenv="", tmp_path=tmp_path
+    )
+    assert done.returncode != 0
+    assert "STUDIO_IGNORE_DOTENV must be true or false" in done.stderr and "'please'" in done.stderr
+
+
 @pytest.mark.parametrize(
     "value,expected",
     [
