@@ -82,8 +82,10 @@ def test_generate_shows_the_message_and_scrolls_to_the_highlighted_card_on_a_pho
         # The prompt stays, for the next take; "Clear" empties it.
         expect(page.get_by_label("Prompt")).to_have_value("A heron lifts off a misty river at dawn")
         shot(page, "feedback-375-generated")
-        # The highlight outlives the card's own redraws (every 2 s), then goes.
-        page.wait_for_timeout(2500)
+        # The highlight outlives the card's own redraws (every 2 s), then goes. A redraw
+        # replaces the element (outerHTML): the mark set on this one is gone with it.
+        card.evaluate("el => { el.dataset.beforeRedraw = '1'; }")
+        expect(card).not_to_have_attribute("data-before-redraw", "1", timeout=8000)
         expect(card).to_have_class(re.compile(r"card--new"))
         expect(card).not_to_have_class(re.compile(r"card--new"), timeout=8000)
         page.get_by_role("button", name="Clear the prompt").click()
@@ -161,9 +163,14 @@ def test_permission_is_asked_once_after_the_first_generate_and_never_after_a_no(
             generate(page, "The kite string snaps")
             expect(page.locator("#generated-note")).to_contain_text("queued")
             page.reload()
+            # Heard after the studio's own listener (notify.js's, added first), which decides
+            # whether to ask.
+            page.evaluate(
+                "document.addEventListener('studio:clip-queued', () => { window.__queued = true; })"
+            )
             generate(page, "The kite drifts out to sea")
             expect(page.locator("#generated-note")).to_contain_text("queued")
-            page.wait_for_timeout(300)
+            page.wait_for_function("window.__queued === true")
             expect(ask).to_be_hidden()
             assert page.evaluate("window.__asked") <= 1
             # Refused: the studio works on, says so, and notifies nobody.

@@ -120,7 +120,11 @@ def test_play_the_sequence_plays_step_1_then_step_2_with_no_gap(page, storyboard
     expect(front).to_have_attribute("src", f"/clips/{steps[1]}/video.mp4")
     expect(page.locator("[data-seq-step='2']")).to_have_attribute("aria-current", "step")
     expect(page.locator("[data-seq-step='1']")).not_to_have_attribute("aria-current", "step")
-    page.wait_for_timeout(500)
+    # Step 2 has been on screen for a few frames before the pause.
+    page.wait_for_function(
+        "src => window.presented.filter(f => f.front && f.src.endsWith(src)).length >= 3",
+        arg=f"/clips/{steps[1]}/video.mp4",
+    )
     page.get_by_role("button", name="Pause").click()
     expect(stage.locator("[data-seq-status]")).to_have_text("Paused at step 2")
 
@@ -169,7 +173,8 @@ def test_compare_plays_two_takes_of_a_step_together_with_one_sound(page, storybo
     expect(videos).to_have_count(2)
     dialog.get_by_role("button", name="Play both").click()
     expect(dialog.get_by_role("button", name="Pause both")).to_be_visible()
-    page.wait_for_timeout(1200)
+    # Both have played more than half a second (read together below, on one clock).
+    page.wait_for_function("vs => vs.every(v => v.currentTime > 0.6)", arg=videos.element_handles())
     state = videos.evaluate_all(
         "vs => vs.map(v => ({t: v.currentTime, paused: v.paused, muted: v.muted, src: v.currentSrc}))"
     )
