@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -387,13 +387,13 @@ def attach_handoff_frame(clip: Clip) -> bool:
             f"clip-{parent.pk}-frame-{clip.handoff_frame}.png",
             "handoff-frame.png",
         )
-    attached = Clip.objects.filter(pk=clip.pk, first_frame__isnull=True).update(first_frame=frame)
-    if not attached and frame.source == Asset.Source.HANDOFF_FRAME:
-        # Another run attached its own copy first: this one is not needed.
-        name = frame.file.name
-        frame.delete()
-        _remove_files(frame.file.storage, [name])
-    clip.refresh_from_db()
+    if not clip.claim({"first_frame__isnull": True}, first_frame=frame):
+        clip.refresh_from_db()
+        if frame.source == Asset.Source.HANDOFF_FRAME:
+            # Another run attached its own copy first: this one is not needed.
+            name = frame.file.name
+            frame.delete()
+            _remove_files(frame.file.storage, [name])
     return True
 
 
@@ -1397,13 +1397,14 @@ def match_colour(pk: int) -> None:
         colour_error="",
     ):
         return
-    mine = {
-        "pk": pk,
-        "colour_match": True,
-        "colour_state": Clip.ColourState.MATCHING,
-        "colour_claimed_at": now,
-    }
-    try:
+    mine = {"colour_match": True, "colour_state": Clip.ColourState.MATCHING, "colour_claimed_at": now}
+
+    def fail(message: str) -> None:
+        clip.claim(mine, colour_state=Clip.ColourState.FAILED, colour_error=message)
+
+    with _failures_recorded(
+        fail, f"clip {pk}: colour match", "The colour could not be matched because of an error in the studio."
+    ):
         with tempfile.TemporaryDirectory(prefix="colour-") as tmp, ExitStack() as files:
             parent_path = files.enter_context(media.local_copy(parent.played_video))
             source = files.enter_context(media.local_copy(clip.video))
@@ -1411,7 +1412,7 @@ def match_colour(pk: int) -> None:
             out = Path(tmp) / "matched.mp4"
             result = media.colour_match_video(source, reference, out)
             with transaction.atomic():
-                current = Clip.objects.select_for_update().filter(**mine).first()
+                current = Clip.objects.select_for_update().filter(pk=pk, **mine).first()
                 if current is None:
                     return  # switched off, or queued again meanwhile
                 old = current.matched_video.name
@@ -1430,17 +1431,6 @@ def match_colour(pk: int) -> None:
             result.before,
             result.after,
             result.clipped,
-        )
-    except media.MediaError as exc:
-        Clip.objects.filter(**mine).update(
-            colour_state=Clip.ColourState.FAILED, colour_error=str(exc), updated_at=timezone.now()
-        )
-    except Exception:
-        log.exception("clip %s: colour match failed", pk)
-        Clip.objects.filter(**mine).update(
-            colour_state=Clip.ColourState.FAILED,
-            colour_error="The colour could not be matched because of an error in the studio.",
-            updated_at=timezone.now(),
         )
 
 
@@ -1499,8 +1489,14 @@ def export_chain(pk: int) -> None:
         progress=0,
     ):
         return
-    mine = {"pk": export.pk, "status": ChainExport.Status.RUNNING, "claimed_at": export.claimed_at}
-    try:
+    mine = {"status": ChainExport.Status.RUNNING, "claimed_at": export.claimed_at}
+
+    def fail(message: str) -> None:
+        export.claim(mine, status=ChainExport.Status.FAILED, error=message, finished_at=timezone.now())
+
+    with _failures_recorded(
+        fail, f"chain export {pk}", "The chain could not be joined because of an error in the studio."
+    ):
         by_pk = {c.pk: c for c in Clip.objects.filter(owner=export.owner, pk__in=export.clip_ids)}
         clips = [by_pk.get(pk) for pk in export.clip_ids]
         missing = [pk for pk, c in zip(export.clip_ids, clips) if c is None or not c.is_ready or not c.video]
@@ -1515,7 +1511,7 @@ def export_chain(pk: int) -> None:
             )
 
         def report(fraction: float) -> None:
-            ChainExport.objects.filter(**mine).update(progress=min(99, int(fraction * 100)))
+            ChainExport.objects.filter(pk=pk, **mine).update(progress=min(99, int(fraction * 100)))
 
         with tempfile.TemporaryDirectory(prefix="chain-") as tmp, ExitStack() as copies:
             # Each video as a file PyAV can open: itself on a local disk, else a temporary
@@ -1527,7 +1523,7 @@ def export_chain(pk: int) -> None:
             out = Path(tmp) / "chain.mp4"
             result = media.join_videos(parts, out, progress=report)
             with transaction.atomic():
-                current = ChainExport.objects.select_for_update().filter(**mine).first()
+                current = ChainExport.objects.select_for_update().filter(pk=pk, **mine).first()
                 if current is None:
                     return  # taken over by a later attempt
                 with out.open("rb") as fh:
@@ -1546,18 +1542,6 @@ def export_chain(pk: int) -> None:
                 current.finished_at = timezone.now()
                 current.save()
         log.info("chain export %s ready (%s, %.2f s)", export.pk, result.method, result.duration)
-    except media.MediaError as exc:
-        _fail_export(mine, str(exc))
-    except Exception:
-        log.exception("chain export %s failed", export.pk)
-        _fail_export(mine, "The chain could not be joined because of an error in the studio.")
-
-
-def _fail_export(mine: dict, message: str) -> None:
-    now = timezone.now()
-    ChainExport.objects.filter(**mine).update(
-        status=ChainExport.Status.FAILED, error=message, finished_at=now, updated_at=now
-    )
 
 
 def recover_stale_exports() -> list[int]:
@@ -1598,7 +1582,13 @@ def prepare_video(pk: int) -> None:
         {"status": Asset.Status.PREPARING, "updated_at": asset.updated_at}, error=""
     ):
         return
-    try:
+
+    def fail(message: str) -> None:
+        asset.claim({"status": Asset.Status.PREPARING}, status=Asset.Status.FAILED, error=message)
+
+    with _failures_recorded(
+        fail, f"video {pk}: preparing", "The video could not be prepared because of an error in the studio."
+    ):
         with tempfile.TemporaryDirectory(prefix="video-") as tmp, media.local_copy(asset.file) as source:
             info = media.check_video(source)  # the header's limits first, then a real decode
             if media.is_h264_mp4(source):
@@ -1624,17 +1614,6 @@ def prepare_video(pk: int) -> None:
                 current.save()
             if kept is not None:
                 transaction.on_commit(lambda: _remove_files(asset.file.storage, [old_name]))
-    except media.MediaError as exc:
-        Asset.objects.filter(pk=pk, status=Asset.Status.PREPARING).update(
-            status=Asset.Status.FAILED, error=str(exc), updated_at=timezone.now()
-        )
-    except Exception:
-        log.exception("video %s could not be prepared", pk)
-        Asset.objects.filter(pk=pk, status=Asset.Status.PREPARING).update(
-            status=Asset.Status.FAILED,
-            error="The video could not be prepared because of an error in the studio.",
-            updated_at=timezone.now(),
-        )
 
 
 # --- Deleting -------------------------------------------------------------------------------
@@ -1718,6 +1697,20 @@ def remove_unused_uploads() -> int:
     if removed:
         log.info("removed %s upload(s) no clip used for a day", removed)
     return removed
+
+
+@contextmanager
+def _failures_recorded(fail, what: str, studio_error: str):
+    """Around a worker task's work on a file: a MediaError (something about the file itself,
+    in plain words for the creator) calls fail(its message); any other error is logged and
+    calls fail(studio_error). Nothing is raised on: the task has ended, and its card says why."""
+    try:
+        yield
+    except media.MediaError as exc:
+        fail(str(exc))
+    except Exception:
+        log.exception("%s failed", what)
+        fail(studio_error)
 
 
 def _remove_files(storage, names: list[str]) -> None:

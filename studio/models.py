@@ -86,12 +86,14 @@ class Claimable(models.Model):
     class Meta:
         abstract = True
 
-    def claim(self, expected: dict, **changes) -> bool:
-        """Apply `changes` only if the row still matches `expected` (one conditional
-        UPDATE); refresh this instance when it did. True if this process won."""
+    def claim(self, expected: dict | Q, **changes) -> bool:
+        """Apply `changes` only if the row still matches `expected` (field lookups, or a Q
+        for a condition they cannot say), in one conditional UPDATE; refresh this instance
+        when it did. True if this process won."""
         if any(f.name == "updated_at" for f in self._meta.concrete_fields):
             changes.setdefault("updated_at", timezone.now())
-        updated = type(self).objects.filter(pk=self.pk, **expected).update(**changes)
+        condition = expected if isinstance(expected, Q) else Q(**expected)
+        updated = type(self).objects.filter(condition, pk=self.pk).update(**changes)
         if updated:
             self.refresh_from_db()
         return bool(updated)
@@ -796,27 +798,25 @@ class Clip(Claimable, StoredFiles):
         """Mark failed (only from `expected_status` when given, never from a final state).
         `kind` says why when a paid job may exist; with `keep_looking` the studio goes on
         looking for the job (LATE_LOOK_EVERY, for CLIP_LATE_DELIVERY_HOURS)."""
-        expected = {"status": expected_status} if expected_status else {}
+        expected = Q(status=expected_status) if expected_status else Q()
         now = timezone.now()
-        changed = (
-            Clip.objects.filter(pk=self.pk, **expected)
-            .exclude(status__in=self.FINAL_STATES)
-            .update(
-                status=self.Status.FAILED,
-                error=self.error_with_fields(message, field_errors),
-                finished_at=now,
-                next_poll_at=now + LATE_LOOK_EVERY if keep_looking else None,
-                updated_at=now,
-                field_errors=field_errors or {},
-                failure_kind=kind,
-                paused_at=None,
-                pause_label="",
-                notice="",
-                look_before_send=False,
-            )
+        changed = self.claim(
+            expected & ~Q(status__in=self.FINAL_STATES),
+            status=self.Status.FAILED,
+            error=self.error_with_fields(message, field_errors),
+            finished_at=now,
+            next_poll_at=now + LATE_LOOK_EVERY if keep_looking else None,
+            updated_at=now,
+            field_errors=field_errors or {},
+            failure_kind=kind,
+            paused_at=None,
+            pause_label="",
+            notice="",
+            look_before_send=False,
         )
-        self.refresh_from_db()
-        return bool(changed)
+        if not changed:
+            self.refresh_from_db()  # what happened instead, for the caller to read
+        return changed
 
     def pause(self, label: str, notice: str, retry_at) -> bool:
         """The provider refuses our key (or its edge refuses us) while it makes this clip:
@@ -891,10 +891,8 @@ class Clip(Claimable, StoredFiles):
         that moved the next poll earlier; a clip already due is left as it is."""
         now = timezone.now()
         looked_for = Q(status=self.Status.FAILED, deadline_at__gte=now - self.late_delivery_window())
-        return bool(
-            Clip.objects.filter(
-                Q(status=self.Status.RUNNING) | looked_for, pk=self.pk, next_poll_at__gt=now
-            ).update(next_poll_at=now)
+        return self.claim(
+            (Q(status=self.Status.RUNNING) | looked_for) & Q(next_poll_at__gt=now), next_poll_at=now
         )
 
     @staticmethod
