@@ -74,11 +74,29 @@ def _clip_for(request, pk: int, queryset=None) -> Clip:
     return get_object_or_404(clips.visible_to(request.user), pk=pk)
 
 
+def _asset_for(request, pk: int, **conditions) -> Asset:
+    """This creator's asset (meeting `conditions`), or 404, like _clip_for."""
+    return get_object_or_404(Asset.objects.filter(owner=request.user, **conditions), pk=pk)
+
+
+def _export_for(request, pk: int, **conditions) -> ChainExport:
+    """This creator's joined film (meeting `conditions`), or 404."""
+    return get_object_or_404(ChainExport.objects.filter(owner=request.user, **conditions), pk=pk)
+
+
+def _model_gone_message(clip: Clip, then: str = "choose another") -> str:
+    """Why the clip's model cannot be used again (no longer offered), or "" while it is."""
+    if catalogue.find_model(clip.model_ref) is not None:
+        return ""
+    return f"The model “{clip.model_label}” is not available any more; {then}."
+
+
 def _model_gone(request, clip: Clip):
     """A redirect with a message when the clip's model is no longer offered, else None."""
-    if catalogue.find_model(clip.model_ref) is not None:
+    gone = _model_gone_message(clip)
+    if not gone:
         return None
-    messages.error(request, f"The model “{clip.model_label}” is not available any more; choose another.")
+    messages.error(request, gone)
     return redirect("home")
 
 
@@ -265,10 +283,9 @@ def continue_clip(request, pk):
     frame = request.GET.get("frame", "")
     if frame.isascii() and frame.isdigit():
         initial["handoff_frame"] = frame
-    if catalogue.find_model(parent.model_ref) is None:
-        messages.error(
-            request, f"The model “{parent.model_label}” is not available any more; choose another."
-        )
+    gone = _model_gone_message(parent)
+    if gone:
+        messages.error(request, gone)
         initial.pop("model")
     form = GenerateForm(user=request.user, initial=initial)
     return _studio_page(request, form)
@@ -1003,9 +1020,9 @@ def chain_retry(request, pk):
     tree, clip = _chain_tree(request, pk)
     if clip.field_errors:
         return redirect("retry_clip", clip.pk)  # the form, with the provider's objections
-    if catalogue.find_model(clip.model_ref) is None:
-        message = f"The model “{clip.model_label}” is not available any more; choose another with Remix."
-        return _refused(request, tree, clip, message)
+    gone = _model_gone_message(clip, then="choose another with Remix")
+    if gone:
+        return _refused(request, tree, clip, gone)
     jobs.retry_clip(clip)
     return _chain_generated(request, clip, clip, f"Clip #{clip.pk} is sent again.")
 
@@ -1138,7 +1155,7 @@ def start_chain_export(request, pk):
 @require_GET
 def chain_export(request, pk):
     """The join's progress (an htmx fragment that polls itself until it is done)."""
-    export = get_object_or_404(ChainExport.objects.filter(owner=request.user), pk=pk)
+    export = _export_for(request, pk)
     clip = export.clip
     return render(request, "studio/_chain_export.html", {"clip": clip, "export": export, "blocker": ""})
 
@@ -1147,9 +1164,7 @@ def chain_export(request, pk):
 @require_GET
 def chain_export_file(request, pk):
     """The joined film, named after the chain's title."""
-    export = get_object_or_404(
-        ChainExport.objects.filter(owner=request.user, status=ChainExport.Status.READY), pk=pk
-    )
+    export = _export_for(request, pk, status=ChainExport.Status.READY)
     if not export.file:
         raise Http404("This join has no file.")
     return serve_file(request, export.file.name, "video/mp4", download_name=export.download_name())
@@ -1362,7 +1377,7 @@ def clip_thumbnail(request, pk):
 @login_required
 @require_GET
 def asset_file(request, pk):
-    asset = get_object_or_404(Asset.objects.filter(owner=request.user), pk=pk)
+    asset = _asset_for(request, pk)
     return serve_file(request, asset.file.name)
 
 
@@ -1503,7 +1518,7 @@ def add_input(request):
 @require_GET
 def held_input(request, pk):
     """A held input's card again (a video being prepared polls it until it is ready)."""
-    asset = get_object_or_404(Asset.objects.filter(owner=request.user), pk=pk)
+    asset = _asset_for(request, pk)
     field = request.GET.get("field", "")
     if field not in inputs.INPUTS or inputs.INPUTS[field][0] != asset.kind:
         raise Http404("No such input.")
@@ -1515,9 +1530,7 @@ def held_input(request, pk):
 def asset_poster(request, pk):
     """The first frame of a held video, as the worker stored it when it checked the video
     (nothing is decoded in a web request)."""
-    asset = get_object_or_404(
-        Asset.objects.filter(owner=request.user, kind=Asset.Kind.VIDEO, status=Asset.Status.READY), pk=pk
-    )
+    asset = _asset_for(request, pk, kind=Asset.Kind.VIDEO, status=Asset.Status.READY)
     if not asset.poster:
         raise Http404("No preview.")
     return serve_file(request, asset.poster.name, "image/jpeg")

@@ -74,21 +74,39 @@ def test_models_import_no_jobs_and_no_provider_module():
 HOSTED = [name for name in REGISTRY if name != "simulator"]
 
 
-@pytest.mark.parametrize("vendor", HOSTED)
-def test_no_module_or_template_outside_the_providers_names_a_hosted_provider(vendor):
+def hosted_names() -> list[str]:
+    """Each hosted provider's name and the families of its fixed models ("veo", "pixverse")."""
+    names = set(HOSTED)
+    for provider in all_providers():
+        if provider.name in HOSTED:
+            names.update(re.match(r"[a-z]+", spec.key).group() for spec in provider.models())
+    return sorted(names)
+
+
+@pytest.mark.parametrize("vendor", hosted_names())
+def test_no_module_template_script_or_style_outside_the_providers_names_a_hosted_provider(vendor):
     allowed = {PACKAGE / "settings.py"}
     places = [
         p for p in module_files() if "providers" not in p.relative_to(PACKAGE).parts and p not in allowed
     ]
-    places += list((ROOT / "templates").rglob("*.html")) + list((ROOT / "static").rglob("*.js"))
+    places += list((ROOT / "templates").rglob("*.html"))
+    places += [p for p in (ROOT / "static").rglob("*") if p.suffix in (".js", ".css")]
     found = [str(p.relative_to(ROOT)) for p in places if re.search(vendor, p.read_text(), re.IGNORECASE)]
     assert found == []
 
 
-def test_every_clip_view_finds_the_clip_through_one_access_helper():
+def test_every_view_finds_the_creators_clip_asset_or_film_through_one_access_helper():
     source = (PACKAGE / "views.py").read_text()
     assert "get_object_or_404(Clip" not in source
-    assert source.count("def _clip_for(") == 1
+    # Each once: in its helper.
+    assert (
+        source.count("get_object_or_404(Asset.objects") == source.count("get_object_or_404(ChainExport") == 1
+    )
+    assert [source.count(f"def {helper}(") for helper in ("_clip_for", "_asset_for", "_export_for")] == [
+        1,
+        1,
+        1,
+    ]
 
 
 def test_the_registry_builds_each_provider_once():

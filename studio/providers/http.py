@@ -114,6 +114,16 @@ def text(value) -> str:
     return str(value).strip()[:2000]
 
 
+def error_body(response: httpx.Response) -> dict:
+    """A refusal's body as a JSON object, or {} (not JSON, or not an object): error
+    bodies come from a vendor's edge as often as from its API."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def decimal_or_none(value) -> Decimal | None:
     """A non-negative finite amount, or None (booleans, junk, NaN are not amounts)."""
     if value is None or isinstance(value, bool):

@@ -31,13 +31,12 @@ from .base import (
     Submission,
     WebhookRefused,
 )
-from .http import HostedProvider, decimal_or_none, retry_after, text
+from .http import HostedProvider, decimal_or_none, error_body, retry_after, text
 from .redact import redact
 
 log = logging.getLogger(__name__)
 
 NAME = "openrouter"
-USER_AGENT = "LastframeStudio/1.0"
 # Names the app on OpenRouter's side (optional headers of the API).
 APP_TITLE = "Lastframe Studio"
 
@@ -143,10 +142,6 @@ class OpenRouterProvider(HostedProvider):
         self.secret_settings = (self.key_setting, "OPENROUTER_WEBHOOK_SECRET")
 
     @property
-    def user_agent(self) -> str:
-        return USER_AGENT
-
-    @property
     def refresh_minutes(self) -> float:
         return float(settings.OPENROUTER_MODELS_REFRESH_MINUTES)
 
@@ -189,11 +184,7 @@ class OpenRouterProvider(HostedProvider):
         """The documented error body {"error": {"code", "message", "metadata"}} in our words."""
         status = response.status_code
         not_found = not_found or NO_SUCH_JOB
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        body = body if isinstance(body, dict) else {}
+        body = error_body(response)
         error = body.get("error") if isinstance(body.get("error"), dict) else {}
         message = text(error.get("message")) or text(body.get("message")) or text(body.get("error"))
         metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 from .base import FoundJob, ImageInput, KeyCheck, ModelSpec, ProviderError, RemoteStatus, Submission
-from .http import HostedProvider, retry_after
+from .http import HostedProvider, error_body, retry_after
 from .http import decimal_or_none as _decimal
 from .http import text as _text
 
@@ -162,11 +162,7 @@ class PictoryProvider(HostedProvider):
             return ProviderError(
                 f"Pictory's file storage refused the download ({status}).", permanent=True, status_code=status
             )
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        body = body if isinstance(body, dict) else {}
+        body = error_body(response)
         vendor_message = _text(body.get("message"))
         if status == 400:
             return ProviderError(
