@@ -53,8 +53,8 @@ def held_value(field: str, asset: Asset) -> str:
 
 
 def from_upload(owner, upload, kind: str) -> Asset:
-    """An uploaded file (Django's UploadedFile) as an Asset, or InputError."""
-    check_size(upload.size, kind)
+    """An uploaded file (Django's UploadedFile) as an Asset, or InputError. The size is
+    checked in from_path: an upload held in memory is small (FILE_UPLOAD_MAX_MEMORY_SIZE)."""
     if hasattr(upload, "temporary_file_path"):  # a large upload is on disk already
         return from_path(owner, Path(upload.temporary_file_path()), kind, upload.name)
     with tempfile.NamedTemporaryFile(prefix="upload-") as tmp:
