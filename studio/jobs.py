@@ -48,6 +48,7 @@ from .providers import (
     Submission,
     all_providers,
     enabled_providers,
+    find_provider,
     get_provider,
 )
 from .providers.base import ImageInput
@@ -131,10 +132,6 @@ def provider_label(name: str) -> str:
         return get_provider(name).label
     except LookupError:
         return name
-
-
-def _provider_or_none(name: str) -> Provider | None:
-    return next((p for p in all_providers() if p.name == name), None)
 
 
 # --- Starting a clip ------------------------------------------------------------------------
@@ -523,7 +520,7 @@ def uncertain_message(clip: Clip, reason: str = "") -> str:
 
 
 def timeout_message(clip: Clip, provider: Provider | None = None) -> str:
-    provider = provider or _provider_or_none(clip.provider)
+    provider = provider or find_provider(clip.provider)
     minutes = provider.deadline_minutes if provider else settings.CLIP_DEADLINE_MINUTES
     label = provider.label if provider else clip.provider
     return f"Timed out: {label} did not finish this clip within {minutes:g} minutes."
@@ -945,7 +942,7 @@ def finish_clip(pk: int) -> None:
 def _after_copy_error(clip: Clip, exc: ProviderError | media.MediaError) -> None:
     message = exc.message if isinstance(exc, ProviderError) else str(exc)
     kind = exc.kind if isinstance(exc, ProviderError) else ""
-    provider = _provider_or_none(clip.provider)
+    provider = find_provider(clip.provider)
     mine = {"status": Clip.Status.FINISHING, "finish_claimed_at": clip.finish_claimed_at}
     log.warning("clip %s: copying failed (attempt %s): %s", clip.pk, clip.finish_attempts, message)
     if kind == ProviderError.AUTH and provider is not None:
@@ -1093,7 +1090,7 @@ def recover_stale_clips() -> None:
         status=Clip.Status.SUBMITTING, submitting_since__lt=now - SUBMIT_STALE_AFTER
     ):
         # The worker died while sending: whether the provider took it cannot be known.
-        _lost_answer(clip, _provider_or_none(clip.provider), "the studio was interrupted while sending it")
+        _lost_answer(clip, find_provider(clip.provider), "the studio was interrupted while sending it")
     for clip in Clip.objects.filter(status=Clip.Status.QUEUED, deadline_at__lte=now):
         if clip.look_before_send:
             # A 500 left it unknown whether a job exists: never a plain "nothing was sent".
@@ -1101,7 +1098,7 @@ def recover_stale_clips() -> None:
                 {"status": Clip.Status.QUEUED}, status=Clip.Status.SUBMITTING, submitting_since=now
             ):
                 _lost_answer(
-                    clip, _provider_or_none(clip.provider), clip.notice.removeprefix("Waiting to retry: ")
+                    clip, find_provider(clip.provider), clip.notice.removeprefix("Waiting to retry: ")
                 )
         else:
             reason = clip.notice.removeprefix("Waiting to retry: ") or "it was not accepted in time"
@@ -1663,7 +1660,7 @@ def delete_clip(clip: Clip, with_takes: bool = False) -> int:
 
 def _forget_jobs(jobs_kept: list[tuple[str, str]]) -> None:
     for name, remote_id in jobs_kept:
-        provider = _provider_or_none(name)
+        provider = find_provider(name)
         if provider is None:
             continue
         try:

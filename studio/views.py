@@ -62,7 +62,14 @@ from .models import (
     FirstRun,
     storage_by_kind,
 )
-from .providers import ProviderError, WebhookRefused, all_providers, enabled_providers, get_provider
+from .providers import (
+    ProviderError,
+    WebhookRefused,
+    all_providers,
+    enabled_providers,
+    find_provider,
+    get_provider,
+)
 
 GALLERY_PAGE = 24
 
@@ -440,8 +447,8 @@ def provider_key(request, name):
     "Remove". The key never comes back in a page: answers carry messages only."""
     if not request.user.is_superuser:
         raise PermissionDenied("Only an admin can change provider keys.")
-    provider = next((p for p in all_providers() if p.name == name and p.key_setting), None)
-    if provider is None:
+    provider = find_provider(name)
+    if provider is None or not provider.key_setting:  # the simulator takes no key
         raise Http404("No such provider.")
     action = request.POST.get("action", "")
     if action == "remove":

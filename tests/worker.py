@@ -4,11 +4,12 @@ minute at a time instead.)"""
 
 from studio import jobs
 from studio.models import Clip
+from studio.providers import find_provider
 
 
 def poll_clip(clip: Clip) -> None:
     """Poll this one clip now, if it is due and nobody else is polling it."""
-    provider = jobs._provider_or_none(clip.provider)
+    provider = find_provider(clip.provider)
     if provider is None or not provider.is_enabled():
         jobs.pause_clips_of_disabled_providers()
         return

@@ -40,12 +40,17 @@ def enabled_providers() -> list[Provider]:
     return [provider for provider in all_providers() if provider.is_enabled()]
 
 
+def find_provider(name: str) -> Provider | None:
+    """The registered provider called `name`, enabled or not, or None."""
+    return next((provider for provider in all_providers() if provider.name == name), None)
+
+
 def get_provider(name: str) -> Provider:
     """The enabled provider called `name`, or LookupError."""
-    for provider in all_providers():
-        if provider.name == name and provider.is_enabled():
-            return provider
-    raise LookupError(f"The provider {name!r} is not enabled.")
+    provider = find_provider(name)
+    if provider is None or not provider.is_enabled():
+        raise LookupError(f"The provider {name!r} is not enabled.")
+    return provider
 
 
 def secret_values() -> list[str]:
