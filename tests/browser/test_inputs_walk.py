@@ -1,9 +1,12 @@
 """Bringing a picture: drop it on the form, see its preview, fix the shape, keep it through
-a rejected form, and refuse a link to a private address."""
+a rejected form, and refuse a link to a private address. Bringing a video: held while the
+worker prepares it, then previewed, and extended."""
 
 import base64
 
 from playwright.sync_api import expect
+
+from studio.providers.simulator import render
 
 from ..images import png_bytes
 from .conftest import shot, sign_in
@@ -59,6 +62,30 @@ def test_drop_a_first_frame_see_it_keep_it_and_generate_from_it(page, start_stud
     card = page.locator("article.card").first
     card.locator(".status", has_text="Ready").wait_for(timeout=TIMEOUT)
     assert "4:3" in card.inner_text()
+
+
+def test_bring_a_video_see_it_prepared_and_extend_it(page, start_studio, tmp_path):
+    studio = start_studio()
+    sign_in(page, studio)
+    page.get_by_label("Model").select_option("simulator:cinema")
+    page.get_by_label("How the clip starts").select_option("extend_video")
+    source = tmp_path / "mine.mp4"
+    render(source, "My own footage", "16:9", 2, None)
+    page.locator("[data-dropzone][data-field=extend_video] input[type=file]").set_input_files(source)
+    # Held at once while the worker checks it, then its first frame, which the worker made.
+    poster = page.get_by_role("img", name="Video to extend: first frame of the video")
+    expect(poster).to_be_visible(timeout=TIMEOUT)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=poster.element_handle())
+    # The card's own redraws left the rest of the form alone.
+    expect(page.get_by_label("Aspect ratio")).to_have_value("16:9")
+    expect(page.get_by_label("How the clip starts")).to_have_value("extend_video")
+    shot(page, "inputs-4-video-held")
+
+    page.get_by_label("Prompt").fill("The same shot, the camera keeps rising")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#generated-note")).to_contain_text("queued")
+    expect(page.locator("article.card")).to_have_count(1)
+    page.locator("article.card").first.locator(".status", has_text="Ready").wait_for(timeout=TIMEOUT)
 
 
 def test_a_link_to_a_private_address_is_refused_beside_the_field(page, start_studio):
