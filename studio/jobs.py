@@ -548,9 +548,10 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def claim_due(provider: Provider, now=None, limit: int = POLL_BATCH, pks=None) -> list[Clip]:
-    """Claim up to `limit` due clips of `provider` for one poll each: running clips (their
-    next poll an interval ahead) and failed ones still looked for (LATE_LOOK_EVERY ahead).
-    Only rows still due when the UPDATE runs are taken, so two sweeps never share a clip."""
+    """Claim up to `limit` due clips of `provider` (of `pks` only, when given) for one poll
+    each: running clips (their next poll an interval ahead) and failed ones still looked for
+    (LATE_LOOK_EVERY ahead). Only rows still due when the UPDATE runs are taken, so two
+    sweeps never share a clip."""
     now = now or timezone.now()
     token = uuid.uuid4().hex
     looked_for = Q(
@@ -623,16 +624,6 @@ class Polls:
         for future in self.in_flight:
             future.cancel()
         self.in_flight.clear()
-
-
-def poll_batch(provider: Provider, clips: list[Clip]) -> None:
-    """Poll claimed clips and apply each answer (one clip: in this thread, no pool)."""
-    if len(clips) == 1:
-        _after_poll(clips[0], provider, _poll_once(provider, clips[0]))
-    elif clips:
-        polls = Polls()
-        polls.start(provider, clips)
-        polls.drain()
 
 
 def _poll_once(provider: Provider, clip: Clip) -> RemoteStatus | ProviderError:
@@ -1439,15 +1430,14 @@ def recover_media_work(now=None) -> None:
     for clip in Clip.objects.filter(
         status=Clip.Status.READY, media_due_at__lt=grace, media_due_at__gt=now - timedelta(days=1)
     ).only("pk", "media_due_at"):
-        if Clip.objects.filter(pk=clip.pk, media_due_at=clip.media_due_at).update(media_due_at=now):
+        if clip.claim({"media_due_at": clip.media_due_at}, media_due_at=now):
             enqueue_measure(clip.pk)
     stale = (Q(colour_state=Clip.ColourState.QUEUED) & Q(colour_claimed_at__lt=grace)) | (
         Q(colour_state=Clip.ColourState.MATCHING) & Q(colour_claimed_at__lt=now - COLOUR_STALE_AFTER)
     )
     for clip in Clip.objects.filter(stale, colour_match=True).only("pk", "colour_state", "colour_claimed_at"):
-        if Clip.objects.filter(
-            pk=clip.pk, colour_state=clip.colour_state, colour_claimed_at=clip.colour_claimed_at
-        ).update(colour_state=Clip.ColourState.QUEUED, colour_claimed_at=now):
+        expected = {"colour_state": clip.colour_state, "colour_claimed_at": clip.colour_claimed_at}
+        if clip.claim(expected, colour_state=Clip.ColourState.QUEUED, colour_claimed_at=now):
             enqueue_colour_match(clip.pk)
 
 

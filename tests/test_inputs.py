@@ -196,6 +196,26 @@ def test_a_video_to_extend_is_prepared_by_the_worker_then_previewed(
     assert Image.open(io.BytesIO(b"".join(poster.streaming_content))).format == "JPEG"
 
 
+def test_a_studio_error_while_preparing_a_video_fails_its_card_in_plain_words(
+    sent_video, signed_in, user, tmp_path, enqueued, monkeypatch, caplog
+):
+    path = tmp_path / "mine.mp4"
+    render(path, "My own footage", "16:9", 1, None)
+    sent_video("mine.mp4", path.read_bytes())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full at /srv/studio")
+
+    monkeypatch.setattr(media, "check_video", broken)
+    run_enqueued(enqueued)
+    asset = Asset.objects.get(owner=user, kind="video")
+    assert asset.status == Asset.Status.FAILED
+    assert asset.error == "The video could not be prepared because of an error in the studio."
+    assert "preparing failed" in caplog.text and "disk full" in caplog.text  # the details: the log only
+    card = held_card(signed_in, asset)
+    assert asset.error in card and "disk full" not in card
+
+
 def test_a_brought_video_is_never_decoded_in_the_web_request(
     signed_in, user, tmp_path, enqueued, monkeypatch
 ):

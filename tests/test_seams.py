@@ -197,6 +197,52 @@ def test_drift_warns_from_the_third_step_on_above_its_threshold():
 # --- Colour match -----------------------------------------------------------------------------------
 
 
+def raising(error):
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
+# What a creator reads when a task fails: a fault in the file itself in its own words; any
+# other error as the studio's, its details in the log only.
+FAILURES = [
+    (media.MediaError("The parent's video could not be read."), "The parent's video could not be read."),
+    (RuntimeError("disk full at /srv/studio"), "because of an error in the studio."),
+]
+
+
+@pytest.mark.parametrize("error,shown", FAILURES)
+def test_a_colour_match_that_fails_says_why_and_the_take_keeps_its_own_video(
+    signed_in, user, root, enqueued, monkeypatch, caplog, django_capture_on_commit_callbacks, error, shown
+):
+    drifted = image_asset(user, graded(media.last_frame(Path(root.video.path))))
+    child = ready_clip(
+        user, parent=root, first_frame=drifted, handoff_frame=FRAMES - 1, prompt="Drifted take"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        signed_in.post(f"/clips/{child.pk}/colour/", {"chain": root.pk, "match": "1"})
+    monkeypatch.setattr(media, "colour_match_video", raising(error))
+    jobs.match_colour(child.pk)
+    child.refresh_from_db()
+    assert child.colour_state == Clip.ColourState.FAILED and child.colour_error.endswith(shown)
+    assert not child.plays_matched and not child.matched_video
+    assert "disk full" not in child.colour_error
+    assert ("colour match failed" in caplog.text) == isinstance(error, RuntimeError)
+
+
+@pytest.mark.parametrize("error,shown", FAILURES)
+def test_a_join_that_fails_says_why(user, root, enqueued, monkeypatch, caplog, error, shown):
+    child = ready_clip(user, parent=root, first_frame=root.last_frame, prompt="The lantern rises")
+    export = jobs.start_export(user, [root, child])
+    monkeypatch.setattr(media, "join_videos", raising(error))
+    jobs.export_chain(export.pk)
+    export.refresh_from_db()
+    assert export.status == ChainExport.Status.FAILED and export.error.endswith(shown)
+    assert export.finished_at is not None and not export.file and "disk full" not in export.error
+    assert (f"chain export {export.pk} failed" in caplog.text) == isinstance(error, RuntimeError)
+
+
 def test_colour_match_lowers_the_seam_difference_and_the_join_uses_the_corrected_copy(
     signed_in, user, root, enqueued, django_capture_on_commit_callbacks
 ):

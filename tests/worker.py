@@ -13,7 +13,8 @@ def poll_clip(clip: Clip) -> None:
     if provider is None or not provider.is_enabled():
         jobs.pause_clips_of_disabled_providers()
         return
-    jobs.poll_batch(provider, jobs.claim_due(provider, pks=[clip.pk]))
+    for claimed in jobs.claim_due(provider, pks=[clip.pk]):
+        jobs._after_poll(claimed, provider, jobs._poll_once(provider, claimed))  # in this thread
 
 
 def poll_due_once() -> int:

@@ -66,6 +66,11 @@ def test_generate_shows_the_message_and_scrolls_to_the_highlighted_card_on_a_pho
     page.set_default_timeout(20_000)
     try:
         sign_in(page, studio)
+        # The cards htmx redraws, by id (a card becomes Ready only through a redraw).
+        page.evaluate(
+            "() => { window.__redrawn = []; document.addEventListener('htmx:afterSwap',"
+            " e => window.__redrawn.push(e.detail.target.id)); }"
+        )
         generate(page, "A heron lifts off a misty river at dawn")
         note = page.locator("#generated-note")
         expect(note).to_have_text(re.compile(r"Clip #\d+ queued"))
@@ -82,10 +87,8 @@ def test_generate_shows_the_message_and_scrolls_to_the_highlighted_card_on_a_pho
         # The prompt stays, for the next take; "Clear" empties it.
         expect(page.get_by_label("Prompt")).to_have_value("A heron lifts off a misty river at dawn")
         shot(page, "feedback-375-generated")
-        # The highlight outlives the card's own redraws (every 2 s), then goes. A redraw
-        # replaces the element (outerHTML): the mark set on this one is gone with it.
-        card.evaluate("el => { el.dataset.beforeRedraw = '1'; }")
-        expect(card).not_to_have_attribute("data-before-redraw", "1", timeout=8000)
+        # The highlight outlives the card's own redraws (every 2 s), then goes.
+        page.wait_for_function("id => window.__redrawn.includes(id)", arg=card_id, timeout=8000)
         expect(card).to_have_class(re.compile(r"card--new"))
         expect(card).not_to_have_class(re.compile(r"card--new"), timeout=8000)
         page.get_by_role("button", name="Clear the prompt").click()

@@ -61,7 +61,7 @@ def test_drop_a_first_frame_see_it_keep_it_and_generate_from_it(page, start_stud
     page.get_by_role("button", name="Generate").click()
     card = page.locator("article.card").first
     card.locator(".status", has_text="Ready").wait_for(timeout=TIMEOUT)
-    assert "4:3" in card.inner_text()
+    expect(card).to_contain_text("4:3")
 
 
 def test_bring_a_video_see_it_prepared_and_extend_it(page, start_studio, tmp_path):
@@ -71,14 +71,21 @@ def test_bring_a_video_see_it_prepared_and_extend_it(page, start_studio, tmp_pat
     page.get_by_label("How the clip starts").select_option("extend_video")
     source = tmp_path / "mine.mp4"
     render(source, "My own footage", "16:9", 2, None)
+    # What the Generate button is as each poll of the preparing card goes out (htmx has
+    # disabled the elements it disables by then).
+    page.evaluate("""() => { window.__pollSaw = [];
+        document.addEventListener('htmx:beforeSend', e => { if (e.detail.elt.id.startsWith('held-'))
+            window.__pollSaw.push(document.getElementById('generate-button').disabled); }); }""")
     page.locator("[data-dropzone][data-field=extend_video] input[type=file]").set_input_files(source)
     # Held at once while the worker checks it, then its first frame, which the worker made.
     poster = page.get_by_role("img", name="Video to extend: first frame of the video")
     expect(poster).to_be_visible(timeout=TIMEOUT)
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=poster.element_handle())
-    # The card's own redraws left the rest of the form alone.
+    # The card's own redraws left the rest of the form alone, and Generate usable.
     expect(page.get_by_label("Aspect ratio")).to_have_value("16:9")
     expect(page.get_by_label("How the clip starts")).to_have_value("extend_video")
+    polls = page.evaluate("window.__pollSaw")
+    assert polls and not all(polls), polls
     shot(page, "inputs-4-video-held")
 
     page.get_by_label("Prompt").fill("The same shot, the camera keeps rising")

@@ -72,6 +72,6 @@ def test_pasting_a_key_for_the_fake_pictory_makes_its_models_appear_with_no_rest
         page.get_by_role("link", name="Gallery").click()
         expect(page.get_by_label("Model").locator('option[value^="pictory:"]')).to_have_count(0)
         expect(page.locator("article.card").first.locator("video")).to_have_count(1)
-        assert re.search(r"Veo 3\.1 Fast · Pictory", page.locator("article.card").first.inner_text())
+        expect(page.locator("article.card").first).to_contain_text(re.compile(r"Veo 3\.1 Fast · Pictory"))
     finally:
         fake.stop()

@@ -59,12 +59,12 @@ def test_an_openrouter_clip_and_its_continuation(page, start_studio):
 
         card = page.locator("article.card").first
         card.locator(".status", has_text="Ready").wait_for(timeout=TIMEOUT)
-        assert "0.5 USD" in card.inner_text()
+        expect(card).to_contain_text("0.5 USD")
         shot(page, "openrouter-1-ready")
 
         card.get_by_role("link", name="Continue from last frame").click()
         page.get_by_role("heading", name="Continue clip").wait_for()
-        assert page.get_by_label("Model").input_value() == MODEL
+        expect(page.get_by_label("Model")).to_have_value(MODEL)
         expect(
             page.get_by_role("img", name="First frame: last frame of the clip being continued")
         ).to_be_visible()

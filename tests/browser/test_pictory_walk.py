@@ -45,7 +45,7 @@ def test_a_chained_pair_of_pictory_clips(page, start_studio):
 
         card.get_by_role("link", name="Continue from last frame").click()
         page.get_by_role("heading", name="Continue clip").wait_for()
-        assert page.get_by_label("Model").input_value() == "pictory:veo3.1_fast"
+        expect(page.get_by_label("Model")).to_have_value("pictory:veo3.1_fast")
         page.get_by_label("Prompt").fill("The balloon drifts above the clouds")
         page.get_by_role("button", name="Generate").click()
         expect(page.locator("article.card")).to_have_count(2)

@@ -53,8 +53,8 @@ def test_generate_watch_and_continue_from_the_last_frame(page, start_studio):
     page.get_by_role("heading", name="Continue clip").wait_for()
     preview = page.get_by_role("img", name="First frame: last frame of the clip being continued")
     expect(preview).to_be_visible()
-    assert page.get_by_label("Model").input_value() == "simulator:cinema"
-    assert page.get_by_label("Aspect ratio").input_value() == "16:9"
+    expect(page.get_by_label("Model")).to_have_value("simulator:cinema")
+    expect(page.get_by_label("Aspect ratio")).to_have_value("16:9")
     shot(page, "walk-4-continue-form")
     page.get_by_label("Prompt").fill("The lantern rises into falling snow")
     page.get_by_role("button", name="Generate").click()
